@@ -1,0 +1,23 @@
+//! The core of cdc-agent: what every connector and sink shares.
+//!
+//! ```text
+//!  source ──SourceMessage──▶ runtime ──▶ sink ──durable(Checkpoint)──▶ checkpointer
+//! ```
+//!
+//! * [`event`]: the canonical change record ([`ChangeEvent`]) and its JSON form.
+//! * [`value`]: lossless column values.
+//! * [`position`]: one position type for every source; comparing two sources is an error.
+//! * [`pipeline`]: the messages a source emits and the [`Source`]/[`Sink`] traits.
+//! * [`error`]: the two error classes (transient / definite) the runtime acts on.
+
+pub mod error;
+pub mod event;
+pub mod pipeline;
+pub mod position;
+pub mod value;
+
+pub use error::{ErrorClass, PipelineError};
+pub use event::{ChangeEvent, Op, Row, SourceKind, SourceMeta};
+pub use pipeline::{Checkpoint, EventSender, ResumePoint, Sink, Source, SourceMessage};
+pub use position::{Lsn, Position, PositionError};
+pub use value::Value;

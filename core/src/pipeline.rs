@@ -1,0 +1,213 @@
+//! What flows between a source and a sink, and the traits both implement.
+//!
+//! ```text
+//!  Source::stream ──▶ EventSender ══bounded (events and bytes)══▶ runtime ──▶ Sink::write
+//!        ▲               (drops what the sink already has)                      │
+//!        └──── confirmed resume position ◀── checkpointer ◀── Sink::flush ◀─────┘
+//! ```
+//!
+//! A source emits [`SourceMessage`]s in commit order: the changes of one transaction followed by
+//! its [`SourceMessage::Commit`]. The runtime flushes a sink only at transaction boundaries, so a
+//! durable position is always a whole number of source transactions.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::error::PipelineError;
+use crate::event::ChangeEvent;
+use crate::position::Position;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceMessage {
+    Change(ChangeEvent),
+    /// The end of a source transaction.
+    Commit {
+        /// The transaction's position (the one its events carry).
+        position: Position,
+        /// Where the source must restart for the next transaction (Postgres: end of the commit
+        /// record; MySQL: the event after the XID).
+        resume_from: Position,
+        commit_ts: Option<Arc<str>>,
+    },
+    /// Nothing is in flight up to here (a Postgres keepalive's WAL end): the checkpoint may advance
+    /// even though no change was sent, so an idle slot does not pin WAL.
+    Progress { resume_from: Position },
+}
+
+impl SourceMessage {
+    fn approx_size(&self) -> usize {
+        match self {
+            SourceMessage::Change(event) => event.approx_size(),
+            _ => 64,
+        }
+    }
+}
+
+/// How far a sink (or the pipeline) has come: a transaction position, and within it the last
+/// change's ordinal (`None`: the whole transaction).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePoint {
+    pub position: Position,
+    pub seq: Option<u64>,
+}
+
+impl ResumePoint {
+    /// True if a change at (`position`, `seq`) is at or before this point (already delivered).
+    pub fn covers_change(&self, position: &Position, seq: u64) -> Result<bool, PipelineError> {
+        Ok(match position.try_cmp(&self.position).map_err(position_error)? {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => self.seq.is_none_or(|done| seq <= done),
+        })
+    }
+
+    /// True if the commit of the transaction at `position` was already delivered.
+    pub fn covers_commit(&self, position: &Position) -> Result<bool, PipelineError> {
+        Ok(match position.try_cmp(&self.position).map_err(position_error)? {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => self.seq.is_none(),
+        })
+    }
+}
+
+fn position_error(e: crate::position::PositionError) -> PipelineError {
+    PipelineError::definite("config", e.to_string())
+}
+
+/// What the checkpointer records once a sink has made everything up to it durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Where the source restarts.
+    pub resume_from: Position,
+    /// The newest transaction made durable, if any.
+    pub last_commit: Option<Position>,
+    pub last_commit_ts: Option<String>,
+}
+
+/// A message with its share of the pipeline's memory budget, returned when the sink has written it.
+pub struct Envelope {
+    pub message: SourceMessage,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// The source's end of the pipeline channel.
+///
+/// Bounded twice: by message count (the channel) and by bytes (a semaphore of byte permits held
+/// until the sink has written the message), so a run of large rows cannot exhaust memory. It also
+/// drops what the sink already has, so a source may replay from an older position after a
+/// reconnect or restart without the sink seeing a change twice.
+pub struct EventSender {
+    tx: mpsc::Sender<Envelope>,
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+    delivered: Option<ResumePoint>,
+}
+
+/// The channel between a source and the sink runtime.
+pub fn channel(
+    max_messages: usize,
+    max_bytes: usize,
+    delivered: Option<ResumePoint>,
+) -> (EventSender, mpsc::Receiver<Envelope>) {
+    let (tx, rx) = mpsc::channel(max_messages.max(1));
+    let budget_bytes = max_bytes.clamp(1024, Semaphore::MAX_PERMITS);
+    (
+        EventSender {
+            tx,
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            delivered,
+        },
+        rx,
+    )
+}
+
+/// The receiving side closed: the pipeline is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline is shutting down")]
+pub struct ChannelClosed;
+
+impl EventSender {
+    /// Sends a message, waiting while the sink is behind. Messages the sink already has are
+    /// dropped here.
+    pub async fn send(&mut self, message: SourceMessage) -> Result<(), PipelineError> {
+        if self.already_delivered(&message)? {
+            return Ok(());
+        }
+        let cost = message.approx_size().min(self.budget_bytes);
+        let permit = Arc::clone(&self.budget)
+            .acquire_many_owned(cost as u32)
+            .await
+            .map_err(|_| closed())?;
+        match &message {
+            SourceMessage::Change(e) => self.delivered = Some(e.resume_point()),
+            SourceMessage::Commit { position, .. } => {
+                self.delivered = Some(ResumePoint {
+                    position: position.clone(),
+                    seq: None,
+                })
+            }
+            SourceMessage::Progress { .. } => {}
+        }
+        self.tx
+            .send(Envelope {
+                message,
+                _budget: Some(permit),
+            })
+            .await
+            .map_err(|_| closed())
+    }
+
+    fn already_delivered(&self, message: &SourceMessage) -> Result<bool, PipelineError> {
+        let Some(done) = &self.delivered else {
+            return Ok(false);
+        };
+        match message {
+            SourceMessage::Change(e) => done.covers_change(&e.source.position, e.source.seq),
+            SourceMessage::Commit { position, .. } => done.covers_commit(position),
+            SourceMessage::Progress { .. } => Ok(false),
+        }
+    }
+
+    /// Bytes of the budget in use now (buffered, not yet written by the sink).
+    pub fn buffered_bytes(&self) -> usize {
+        self.budget_bytes - self.budget.available_permits()
+    }
+}
+
+fn closed() -> PipelineError {
+    PipelineError::transient("shutdown", ChannelClosed.to_string())
+}
+
+/// A change source: streams [`SourceMessage`]s in commit order.
+#[async_trait]
+pub trait Source: Send {
+    /// Streams from `resume_from` (None: from where the source itself stands, e.g. the slot)
+    /// until `shutdown` turns true (then returns `Ok`) or an error. `confirmed` carries the newest
+    /// resume position the checkpointer has made durable: the only one to confirm upstream.
+    async fn stream(
+        &mut self,
+        resume_from: Option<Position>,
+        out: &mut EventSender,
+        confirmed: watch::Receiver<Option<Position>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), PipelineError>;
+}
+
+/// A change sink.
+#[async_trait]
+pub trait Sink: Send {
+    /// Prepares the target and says how far it already is (`None`: it keeps no position).
+    async fn open(&mut self) -> Result<Option<ResumePoint>, PipelineError>;
+
+    /// Writes messages in order. May buffer; nothing is durable before [`Sink::flush`].
+    async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError>;
+
+    /// Makes everything written so far durable. Only called at a transaction boundary.
+    async fn flush(&mut self) -> Result<(), PipelineError>;
+}
