@@ -1,1 +1,76 @@
-fn main() {}
+//! cdc-agent: the binary. Parses the command line, loads the config and hands off to the
+//! command; exit codes are the spec's (0 ok, 1 runtime failure, 2 bad usage or config).
+
+mod admin;
+mod backoff;
+mod cli;
+mod commands;
+mod config;
+mod runtime;
+mod sink_driver;
+mod status;
+mod store;
+mod wiring;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run => commands::run(config).await,
+            Command::Check => commands::check(&config).await,
+            Command::Status {
+                json,
+                max_lag_seconds,
+                max_lag_bytes,
+            } => commands::status(&config, json, max_lag_seconds, max_lag_bytes).await,
+            Command::Reset { yes } => commands::reset(&config, yes).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -166,7 +166,14 @@ impl Serialize for ChangeEvent {
         map.serialize_entry("key", &self.key)?;
         map.serialize_entry("before", &self.before)?;
         map.serialize_entry("after", &self.after)?;
-        map.serialize_entry("unchanged", &self.unchanged.iter().map(|c| c.as_ref()).collect::<Vec<_>>())?;
+        map.serialize_entry(
+            "unchanged",
+            &self
+                .unchanged
+                .iter()
+                .map(|c| c.as_ref())
+                .collect::<Vec<_>>(),
+        )?;
         map.end()
     }
 }

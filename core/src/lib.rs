@@ -10,14 +10,20 @@
 //! * [`pipeline`]: the messages a source emits and the [`Source`]/[`Sink`] traits.
 //! * [`error`]: the two error classes (transient / definite) the runtime acts on.
 
+pub mod check;
 pub mod error;
 pub mod event;
 pub mod pipeline;
 pub mod position;
 pub mod value;
 
+pub use check::CheckOutcome;
 pub use error::{ErrorClass, PipelineError};
 pub use event::{ChangeEvent, Op, Row, SourceKind, SourceMeta};
-pub use pipeline::{Checkpoint, EventSender, ResumePoint, Sink, Source, SourceMessage};
+pub use pipeline::{
+    channel, Checkpoint, Envelope, EventSender, ResumePoint, Sink, Source, SourceMessage,
+    SourceProgress, StreamContext,
+};
+pub mod time;
 pub use position::{Lsn, Position, PositionError};
 pub use value::Value;

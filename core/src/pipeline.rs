@@ -11,7 +11,8 @@
 //! durable position is always a whole number of source transactions.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,9 @@ pub enum SourceMessage {
     },
     /// Nothing is in flight up to here (a Postgres keepalive's WAL end): the checkpoint may advance
     /// even though no change was sent, so an idle slot does not pin WAL.
-    Progress { resume_from: Position },
+    Progress {
+        resume_from: Position,
+    },
 }
 
 impl SourceMessage {
@@ -58,20 +61,24 @@ pub struct ResumePoint {
 impl ResumePoint {
     /// True if a change at (`position`, `seq`) is at or before this point (already delivered).
     pub fn covers_change(&self, position: &Position, seq: u64) -> Result<bool, PipelineError> {
-        Ok(match position.try_cmp(&self.position).map_err(position_error)? {
-            Ordering::Less => true,
-            Ordering::Greater => false,
-            Ordering::Equal => self.seq.is_none_or(|done| seq <= done),
-        })
+        Ok(
+            match position.try_cmp(&self.position).map_err(position_error)? {
+                Ordering::Less => true,
+                Ordering::Greater => false,
+                Ordering::Equal => self.seq.is_none_or(|done| seq <= done),
+            },
+        )
     }
 
     /// True if the commit of the transaction at `position` was already delivered.
     pub fn covers_commit(&self, position: &Position) -> Result<bool, PipelineError> {
-        Ok(match position.try_cmp(&self.position).map_err(position_error)? {
-            Ordering::Less => true,
-            Ordering::Greater => false,
-            Ordering::Equal => self.seq.is_none(),
-        })
+        Ok(
+            match position.try_cmp(&self.position).map_err(position_error)? {
+                Ordering::Less => true,
+                Ordering::Greater => false,
+                Ordering::Equal => self.seq.is_none(),
+            },
+        )
     }
 }
 
@@ -91,8 +98,17 @@ pub struct Checkpoint {
 
 /// A message with its share of the pipeline's memory budget, returned when the sink has written it.
 pub struct Envelope {
-    pub message: SourceMessage,
-    _budget: Option<OwnedSemaphorePermit>,
+    message: SourceMessage,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Memory a message holds in the pipeline; dropping it gives the bytes back to the source.
+pub struct BudgetPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl Envelope {
+    pub fn into_parts(self) -> (SourceMessage, BudgetPermit) {
+        (self.message, BudgetPermit(self.budget))
+    }
 }
 
 /// The source's end of the pipeline channel.
@@ -157,7 +173,7 @@ impl EventSender {
         self.tx
             .send(Envelope {
                 message,
-                _budget: Some(permit),
+                budget: Some(permit),
             })
             .await
             .map_err(|_| closed())
@@ -184,18 +200,56 @@ fn closed() -> PipelineError {
     PipelineError::transient("shutdown", ChannelClosed.to_string())
 }
 
+/// What a streaming source is given besides its output.
+pub struct StreamContext {
+    /// The newest resume position the checkpointer has made durable: the only one a source may
+    /// confirm upstream.
+    pub confirmed: watch::Receiver<Option<Position>>,
+    /// Turns true on SIGINT/SIGTERM: stop reading, let the sink catch up, confirm, return `Ok`.
+    pub shutdown: watch::Receiver<bool>,
+    /// What the source tells the agent about the server while it streams.
+    pub progress: Arc<SourceProgress>,
+}
+
+/// The source's view of the server, for `status` and metrics.
+#[derive(Debug, Default)]
+pub struct SourceProgress {
+    head: Mutex<Option<Position>>,
+    streaming: AtomicBool,
+}
+
+impl SourceProgress {
+    /// The server's current end of log, as last reported by it.
+    pub fn set_head(&self, head: Position) {
+        if let Ok(mut slot) = self.head.lock() {
+            *slot = Some(head);
+        }
+    }
+
+    pub fn head(&self) -> Option<Position> {
+        self.head.lock().ok().and_then(|h| h.clone())
+    }
+
+    /// True once the source is connected and reading the change stream.
+    pub fn set_streaming(&self, streaming: bool) {
+        self.streaming.store(streaming, AtomicOrdering::Relaxed);
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.load(AtomicOrdering::Relaxed)
+    }
+}
+
 /// A change source: streams [`SourceMessage`]s in commit order.
 #[async_trait]
 pub trait Source: Send {
     /// Streams from `resume_from` (None: from where the source itself stands, e.g. the slot)
-    /// until `shutdown` turns true (then returns `Ok`) or an error. `confirmed` carries the newest
-    /// resume position the checkpointer has made durable: the only one to confirm upstream.
+    /// until shutdown (then returns `Ok`) or an error.
     async fn stream(
         &mut self,
         resume_from: Option<Position>,
         out: &mut EventSender,
-        confirmed: watch::Receiver<Option<Position>>,
-        shutdown: watch::Receiver<bool>,
+        context: &mut StreamContext,
     ) -> Result<(), PipelineError>;
 }
 

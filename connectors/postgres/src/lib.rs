@@ -1,4 +1,21 @@
 //! Postgres logical replication source (pgoutput over the streaming replication protocol).
+//!
+//! * [`wire`]: the frontend protocol, with TLS and authentication, including copy-both mode.
+//! * [`pgoutput`]: decoding of the plugin's messages.
+//! * [`values`]: text values to lossless [`cdc_core::Value`]s.
+//! * [`schema`]: relations, value kinds and keys.
+//! * [`setup`]: tables, publication, slot, preflight.
+//! * [`snapshot`]: the initial copy in the slot's exported snapshot.
+//! * [`source`]: the streaming loop.
 
+mod errors;
+pub mod pgoutput;
+pub mod schema;
+pub mod setup;
+pub mod snapshot;
+pub mod source;
 pub mod values;
 pub mod wire;
+
+pub use setup::{drop_slot, preflight, server_state, PostgresConfig, ServerState};
+pub use source::PostgresSource;

@@ -1,0 +1,215 @@
+//! What the source knows about tables: relations by OID, their columns' value kinds and keys.
+//!
+//! pgoutput announces a relation (and again after ALTER TABLE) before its first change; the
+//! column types it names are resolved here, built-ins from a table, the rest (domains, enums,
+//! arrays of them) from the catalog over a side connection.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cdc_core::PipelineError;
+
+use crate::errors::classify;
+use crate::values::{builtin_kind, ValueKind};
+use crate::wire::{ConnectParams, Connection, QueryResult};
+
+/// Session settings that fix the text form of values (see `values.rs`): ISO dates, UTC, ISO-8601
+/// intervals, shortest exact floats, hex bytea, UTF-8.
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO, YMD"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+];
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: Arc<str>,
+    pub type_oid: u32,
+    pub kind: ValueKind,
+    /// Part of the replica identity as the server announced it.
+    pub identity: bool,
+}
+
+#[derive(Debug)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: Arc<str>,
+    pub name: Arc<str>,
+    pub columns: Vec<Column>,
+    /// Indexes of the record's key columns: the primary key, else the replica identity.
+    pub key: Vec<usize>,
+    /// Whether the pipeline replicates this table.
+    pub included: bool,
+}
+
+impl Relation {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// A lazily (re)connected ordinary connection for catalog queries.
+pub struct Catalog {
+    params: ConnectParams,
+    conn: Option<Connection>,
+}
+
+impl Catalog {
+    pub fn new(params: ConnectParams) -> Self {
+        Catalog { params, conn: None }
+    }
+
+    pub async fn query(&mut self, sql: &str) -> Result<QueryResult, PipelineError> {
+        let user = self.params.user.clone();
+        if self.conn.is_none() {
+            let conn = Connection::connect(&self.params, false, SESSION_SETTINGS)
+                .await
+                .map_err(|e| classify(e, "connecting to the source", &user))?;
+            self.conn = Some(conn);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(PipelineError::transient(
+                "connection",
+                "catalog connection lost",
+            ));
+        };
+        match conn.simple_query(sql).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if e.is_connection_error() {
+                    self.conn = None;
+                }
+                Err(classify(e, "querying the source catalog", &user))
+            }
+        }
+    }
+
+    pub async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Value kinds by type OID, resolved once per OID.
+#[derive(Default)]
+pub struct TypeCache {
+    kinds: HashMap<u32, ValueKind>,
+}
+
+impl TypeCache {
+    pub fn forget(&mut self, oid: u32) {
+        self.kinds.remove(&oid);
+    }
+
+    pub fn resolve<'a>(
+        &'a mut self,
+        oid: u32,
+        catalog: &'a mut Catalog,
+    ) -> Pin<Box<dyn Future<Output = Result<ValueKind, PipelineError>> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(kind) = builtin_kind(oid) {
+                return Ok(kind);
+            }
+            if let Some(kind) = self.kinds.get(&oid) {
+                return Ok(kind.clone());
+            }
+            let r = catalog
+                .query(&format!(
+                    "SELECT typtype, typbasetype, typelem, typdelim, typcategory FROM pg_type WHERE oid = {oid}"
+                ))
+                .await?;
+            let kind = if r.rows.is_empty() {
+                ValueKind::Text
+            } else {
+                let field = |c: &str| r.get(0, c).unwrap_or("").to_string();
+                let base: u32 = field("typbasetype").parse().unwrap_or(0);
+                let elem: u32 = field("typelem").parse().unwrap_or(0);
+                if field("typtype") == "d" && base != 0 {
+                    self.resolve(base, catalog).await?
+                } else if field("typcategory") == "A" && elem != 0 {
+                    let delimiter = field("typdelim").bytes().next().unwrap_or(b',');
+                    ValueKind::Array {
+                        element: Box::new(self.resolve(elem, catalog).await?),
+                        delimiter,
+                    }
+                } else {
+                    // Enums, ranges, composites, extension types: their text form.
+                    ValueKind::Text
+                }
+            };
+            self.kinds.insert(oid, kind.clone());
+            Ok(kind)
+        })
+    }
+}
+
+/// Names of the primary-key columns of a table, in key order (empty when it has none).
+pub async fn primary_key(catalog: &mut Catalog, oid: u32) -> Result<Vec<String>, PipelineError> {
+    index_columns(catalog, oid, "i.indisprimary").await
+}
+
+/// The columns that identify a row: the primary key, else the replica-identity index; empty
+/// when neither exists (REPLICA IDENTITY FULL: the whole row).
+pub async fn identity_columns(
+    catalog: &mut Catalog,
+    oid: u32,
+) -> Result<Vec<String>, PipelineError> {
+    let pk = primary_key(catalog, oid).await?;
+    if !pk.is_empty() {
+        return Ok(pk);
+    }
+    index_columns(catalog, oid, "i.indisreplident").await
+}
+
+async fn index_columns(
+    catalog: &mut Catalog,
+    oid: u32,
+    which: &str,
+) -> Result<Vec<String>, PipelineError> {
+    let r = catalog
+        .query(&format!(
+            "SELECT a.attname FROM pg_index i \
+             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = {oid} AND {which} ORDER BY k.n"
+        ))
+        .await?;
+    Ok(r.rows
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect())
+}
+
+/// The key of a relation: its primary key where it has one (even under REPLICA IDENTITY FULL,
+/// where the server flags every column), else the replica-identity columns.
+pub fn key_indexes(columns: &[Column], primary_key: &[String]) -> Vec<usize> {
+    let from_pk: Vec<usize> = primary_key
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &*c.name == k))
+        .collect();
+    if !from_pk.is_empty() && from_pk.len() == primary_key.len() {
+        return from_pk;
+    }
+    columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.identity)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Quotes an identifier for SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL (standard_conforming_strings is on since Postgres 9.1).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}

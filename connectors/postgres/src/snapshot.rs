@@ -1,0 +1,214 @@
+//! The initial snapshot: existing rows, read in the snapshot the slot exported when it was created,
+//! so that streaming from the slot's consistent point continues exactly where the copy ends.
+//!
+//! ```text
+//!  CREATE_REPLICATION_SLOT .. EXPORT_SNAPSHOT ─▶ (other connection) SET TRANSACTION SNAPSHOT
+//!      ─▶ cursor per table ─▶ inserts marked `snapshot` ─▶ Commit ─▶ START_REPLICATION at the
+//!         consistent point
+//! ```
+//!
+//! A snapshot interrupted by a crash cannot be resumed (the exported snapshot is gone); the
+//! source then recreates the slot and copies again.
+
+use std::sync::Arc;
+
+use cdc_core::{
+    ChangeEvent, EventSender, Lsn, Op, PipelineError, Position, Row, SourceKind, SourceMeta,
+};
+
+use crate::errors::classify;
+use crate::schema::{quote_literal, Catalog, Column, Relation, TypeCache, SESSION_SETTINGS};
+use crate::setup::TableRef;
+use crate::values::decode_text;
+use crate::wire::{ConnectParams, Connection};
+
+/// Rows fetched per round trip, before adapting to the row size.
+const FETCH_ROWS: usize = 2000;
+/// Bytes of rows to hold per fetch: keeps memory bounded for wide rows.
+const FETCH_BYTES: usize = 8 << 20;
+
+pub struct SnapshotRun<'a> {
+    pub params: &'a ConnectParams,
+    pub catalog: &'a mut Catalog,
+    pub types: &'a mut TypeCache,
+    pub db: Arc<str>,
+    pub snapshot_name: &'a str,
+    /// Snapshot rows sort before every streamed transaction: they carry the position just before
+    /// the consistent point, where the first streamed commit may already sit.
+    pub position: Lsn,
+}
+
+impl SnapshotRun<'_> {
+    /// Copies every table, then sends the snapshot's commit. Returns the rows copied.
+    pub async fn copy(
+        &mut self,
+        tables: &[TableRef],
+        out: &mut EventSender,
+        resume_from: Lsn,
+    ) -> Result<u64, PipelineError> {
+        let user = self.params.user.clone();
+        let mut conn = Connection::connect(self.params, false, SESSION_SETTINGS)
+            .await
+            .map_err(|e| classify(e, "connecting for the snapshot", &user))?;
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(self.snapshot_name)
+        );
+        conn.simple_query(&begin)
+            .await
+            .map_err(|e| classify(e, "opening the snapshot transaction", &user))?;
+        let mut seq = 0u64;
+        for table in tables {
+            let relation = self.describe(table).await?;
+            let rows = copy_table(
+                &mut conn,
+                &relation,
+                &self.db,
+                self.position,
+                &mut seq,
+                out,
+                &user,
+            )
+            .await?;
+            tracing::info!(table = %table.qualified(), rows, "snapshot of table done");
+        }
+        conn.simple_query("COMMIT")
+            .await
+            .map_err(|e| classify(e, "closing the snapshot transaction", &user))?;
+        let _ = conn.close().await;
+        out.send(cdc_core::SourceMessage::Commit {
+            position: Position::Postgres { lsn: self.position },
+            resume_from: Position::Postgres { lsn: resume_from },
+            commit_ts: None,
+        })
+        .await?;
+        Ok(seq)
+    }
+
+    async fn describe(&mut self, table: &TableRef) -> Result<Relation, PipelineError> {
+        let r = self
+            .catalog
+            .query(&format!(
+                "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                table.oid
+            ))
+            .await?;
+        let mut columns = Vec::with_capacity(r.rows.len());
+        for i in 0..r.rows.len() {
+            let type_oid = r
+                .get(i, "atttypid")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(25);
+            columns.push(Column {
+                name: Arc::from(r.get(i, "attname").unwrap_or_default()),
+                type_oid,
+                kind: self.types.resolve(type_oid, self.catalog).await?,
+                identity: false,
+            });
+        }
+        let key_names = crate::schema::identity_columns(self.catalog, table.oid).await?;
+        let key = if key_names.is_empty() {
+            // REPLICA IDENTITY FULL without a primary key: the whole row identifies it.
+            (0..columns.len()).collect()
+        } else {
+            crate::schema::key_indexes(&columns, &key_names)
+        };
+        Ok(Relation {
+            oid: table.oid,
+            schema: Arc::from(table.schema.as_str()),
+            name: Arc::from(table.name.as_str()),
+            columns,
+            key,
+            included: true,
+        })
+    }
+}
+
+async fn copy_table(
+    conn: &mut Connection,
+    relation: &Relation,
+    db: &Arc<str>,
+    position: Lsn,
+    seq: &mut u64,
+    out: &mut EventSender,
+    user: &str,
+) -> Result<u64, PipelineError> {
+    let columns: Vec<String> = relation
+        .columns
+        .iter()
+        .map(|c| crate::schema::quote_ident(&c.name))
+        .collect();
+    let table_sql = format!(
+        "{}.{}",
+        crate::schema::quote_ident(&relation.schema),
+        crate::schema::quote_ident(&relation.name)
+    );
+    conn.simple_query(&format!(
+        "DECLARE cdc_snapshot NO SCROLL CURSOR FOR SELECT {} FROM ONLY {table_sql}",
+        if columns.is_empty() {
+            "NULL".to_string()
+        } else {
+            columns.join(", ")
+        }
+    ))
+    .await
+    .map_err(|e| classify(e, &format!("reading {}", relation.qualified()), user))?;
+    let mut fetch = FETCH_ROWS;
+    let mut copied = 0u64;
+    loop {
+        let batch = conn
+            .simple_query(&format!("FETCH {fetch} FROM cdc_snapshot"))
+            .await
+            .map_err(|e| classify(e, &format!("reading {}", relation.qualified()), user))?;
+        if batch.rows.is_empty() {
+            break;
+        }
+        let mut bytes = 0usize;
+        for row in batch.rows {
+            let mut values = Vec::with_capacity(relation.columns.len());
+            for (column, text) in relation.columns.iter().zip(row) {
+                let value = match text {
+                    None => cdc_core::Value::Null,
+                    Some(text) => {
+                        bytes += text.len();
+                        decode_text(&column.kind, &text)
+                    }
+                };
+                values.push((Arc::clone(&column.name), value));
+            }
+            let after = Row(values);
+            let key = Row(relation
+                .key
+                .iter()
+                .filter_map(|&i| after.0.get(i).cloned())
+                .collect());
+            out.send(cdc_core::SourceMessage::Change(ChangeEvent {
+                op: Op::Insert,
+                source: SourceMeta {
+                    kind: SourceKind::Postgres,
+                    db: Arc::clone(db),
+                    schema: Arc::clone(&relation.schema),
+                    table: Arc::clone(&relation.name),
+                    position: Position::Postgres { lsn: position },
+                    tx_id: None,
+                    commit_ts: None,
+                    seq: *seq,
+                    snapshot: true,
+                },
+                key: Some(key),
+                before: None,
+                after: Some(after),
+                unchanged: vec![],
+            }))
+            .await?;
+            *seq += 1;
+            copied += 1;
+        }
+        let average = (bytes / fetch.max(1)).max(1);
+        fetch = (FETCH_BYTES / average).clamp(1, FETCH_ROWS);
+    }
+    conn.simple_query("CLOSE cdc_snapshot")
+        .await
+        .map_err(|e| classify(e, "closing the snapshot cursor", user))?;
+    Ok(copied)
+}

@@ -1,0 +1,88 @@
+//! UTC timestamps in the spec's text form, without a calendar crate.
+
+/// Microseconds since the Unix epoch of a UTC text timestamp such as
+/// `2026-11-26T11:02:36.123456Z` (fraction optional). `None` for anything else.
+pub fn parse_utc_micros(text: &str) -> Option<i64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let h: i64 = t.next()?.parse().ok()?;
+    let m: i64 = t.next()?.parse().ok()?;
+    let s: i64 = t.next()?.parse().ok()?;
+    let mut micros: i64 = 0;
+    for (i, c) in frac.chars().take(6).enumerate() {
+        micros += c.to_digit(10)? as i64 * 10i64.pow(5 - i as u32);
+    }
+    let days = days_from_civil(year, month, day);
+    Some(((days * 86_400 + h * 3600 + m * 60 + s) * 1_000_000) + micros)
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Formats microseconds since the Unix epoch as `2026-11-26T11:02:36.123456Z`.
+pub fn format_utc_micros(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_text_round_trips() {
+        let t = "2026-11-26T11:02:36.123456Z";
+        let micros = parse_utc_micros(t).unwrap();
+        assert_eq!(format_utc_micros(micros), t);
+        assert_eq!(parse_utc_micros("1970-01-01T00:00:01Z"), Some(1_000_000));
+        assert_eq!(
+            parse_utc_micros("2000-01-01T00:00:00.5Z"),
+            Some(946_684_800_500_000)
+        );
+        assert_eq!(parse_utc_micros("nonsense"), None);
+    }
+}

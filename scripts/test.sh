@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing, starts the private test
+# servers, builds, and runs every test against them. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The servers the tests talk to (installs the PostgreSQL server package if it is missing).
+bash scripts/testenv.sh start
+
+# Format and lints first: cheap, and they fail fast.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Integration tests spawn several agents and servers at once; two threads keep a 2-core machine
+# responsive enough for the timing-free waits in the tests.
+cargo test --workspace -- --test-threads="${CDC_TEST_THREADS:-3}"

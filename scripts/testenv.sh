@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# Private, throwaway Postgres instances for cdc-agent's tests and benchmarks.
+#
+#   scripts/testenv.sh start    install the server if missing, create/start both instances
+#   scripts/testenv.sh stop     stop both instances (data is kept)
+#   scripts/testenv.sh status   show whether each instance is running
+#   scripts/testenv.sh env      print shell exports; use: eval "$(scripts/testenv.sh env)"
+#
+# Instances (under $CDC_TESTENV_DIR, default /var/tmp/cdc-agent-testenv):
+#   logical  127.0.0.1:$CDC_TEST_PG_PORT (55432)        wal_level=logical, TLS, per-user auth methods
+#   plain    127.0.0.1:$CDC_TEST_PG_PLAIN_PORT (55433)  wal_level=replica, trust only, no TLS
+#
+# The machine's own Postgres (port 5432) is never touched. Everything here is idempotent:
+# `start` on running instances only re-checks them, so tests and CI can call it freely.
+set -euo pipefail
+
+BASE="${CDC_TESTENV_DIR:-/var/tmp/cdc-agent-testenv}"
+LOGICAL_PORT="${CDC_TEST_PG_PORT:-55432}"
+PLAIN_PORT="${CDC_TEST_PG_PLAIN_PORT:-55433}"
+SOCK_DIR="$BASE/sock"
+TEST_PASSWORD='secret-pw'
+
+log() { echo "testenv: $*" >&2; }
+die() {
+    echo "testenv: error: $*" >&2
+    exit 1
+}
+
+# Runs a command as the postgres OS user: the server refuses to run as root.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        # cd / so that pg_ctl/psql do not warn about an unreadable cwd such as /root.
+        # 9>&-: the postmaster must not inherit (and so hold forever) the lock of take_lock.
+        (cd / && runuser -u postgres -- "$@" 9>&-)
+    elif [ "$(id -un)" = postgres ]; then
+        "$@" 9>&-
+    else
+        die "run this script as root (or as the postgres user)"
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    [ "$(id -u)" -eq 0 ] || die "package(s) $* missing and installing them needs root"
+    command -v apt-get >/dev/null || die "package(s) $* missing and apt-get is not available"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    log "apt-get install -y $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2 || die "apt-get install $* failed"
+}
+
+# Newest installed server's bin dir, or empty.
+newest_bin() {
+    local p
+    p="$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | sort -V | tail -n 1 || true)"
+    [ -n "$p" ] && dirname "$p"
+    return 0
+}
+
+# Bin dir to use: the version an existing data dir was made with, else the newest installed.
+pick_bin() {
+    local ver
+    for d in "$BASE/logical" "$BASE/plain"; do
+        if [ -f "$d/PG_VERSION" ]; then
+            ver="$(cat "$d/PG_VERSION")"
+            if [ -x "/usr/lib/postgresql/$ver/bin/postgres" ]; then
+                echo "/usr/lib/postgresql/$ver/bin"
+                return 0
+            fi
+            die "$d was created by PostgreSQL $ver, whose binaries are not installed;" \
+                "install postgresql-$ver or remove $BASE to start over"
+        fi
+    done
+    newest_bin
+}
+
+ensure_server_installed() {
+    if [ -z "$(newest_bin)" ]; then
+        apt_install postgresql
+        [ -n "$(newest_bin)" ] || die "postgresql installed but no /usr/lib/postgresql/*/bin/postgres found"
+    fi
+    id postgres >/dev/null 2>&1 || die "the postgres OS user does not exist (the postgresql package creates it)"
+}
+
+ensure_openssl() {
+    command -v openssl >/dev/null || apt_install openssl
+}
+
+ensure_base() {
+    mkdir -p "$BASE" "$SOCK_DIR" || die "cannot create $BASE"
+    chown postgres:postgres "$BASE" "$SOCK_DIR"
+    # Readable by everyone: tests running as other users need ca.crt and the socket dir.
+    chmod 0755 "$BASE" "$SOCK_DIR"
+    as_pg test -w "$BASE" ||
+        die "the postgres user cannot write to $BASE (is a parent directory private?); set CDC_TESTENV_DIR"
+}
+
+# --- TLS material --------------------------------------------------------------------------
+
+OPENSSL_CNF='[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = cdc-agent testenv CA
+[v3_ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[v3_server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost,IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+'
+
+certs_ok() {
+    local f
+    for f in ca.crt ca.key server.crt server.key wrong-ca.crt; do
+        [ -s "$BASE/$f" ] || return 1
+    done
+    # Renew a day before expiry, and whenever the server cert no longer chains to ca.crt.
+    openssl x509 -checkend 86400 -noout -in "$BASE/server.crt" >/dev/null 2>&1 || return 1
+    openssl verify -CAfile "$BASE/ca.crt" "$BASE/server.crt" >/dev/null 2>&1 || return 1
+}
+
+# Self-signed CA + server cert for localhost/127.0.0.1, plus an unrelated CA with the same
+# subject name (wrong-ca.crt) so tests can check that verification really checks signatures.
+# Returns 0 if new files were written.
+make_certs() {
+    certs_ok && return 1
+    ensure_openssl
+    log "generating TLS certificates in $BASE"
+    local tmp
+    tmp="$(mktemp -d)"
+    printf '%s' "$OPENSSL_CNF" >"$tmp/openssl.cnf"
+    (
+        cd "$tmp"
+        local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        openssl req -config openssl.cnf -x509 -new "${ec[@]}" -keyout ca.key -out ca.crt \
+            -days 3650 -subj "/CN=cdc-agent testenv CA" -extensions v3_ca
+        openssl req -config openssl.cnf -x509 -new "${ec[@]}" -keyout wrong-ca.key -out wrong-ca.crt \
+            -days 3650 -subj "/CN=cdc-agent testenv CA" -extensions v3_ca
+        openssl req -config openssl.cnf -new "${ec[@]}" -keyout server.key -out server.csr \
+            -subj "/CN=localhost"
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+            -days 3650 -extfile openssl.cnf -extensions v3_server -out server.crt
+    ) >"$tmp/openssl.log" 2>&1 || {
+        cat "$tmp/openssl.log" >&2
+        rm -rf "$tmp"
+        die "openssl failed to generate the test certificates"
+    }
+    install -o postgres -g postgres -m 0644 "$tmp/ca.crt" "$tmp/server.crt" "$tmp/wrong-ca.crt" "$BASE/"
+    # The server refuses a key readable by others.
+    install -o postgres -g postgres -m 0600 "$tmp/ca.key" "$tmp/server.key" "$BASE/"
+    rm -rf "$tmp"
+    return 0
+}
+
+# --- instances -----------------------------------------------------------------------------
+
+conf_logical() {
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
+listen_addresses = '127.0.0.1'
+port = $LOGICAL_PORT
+unix_socket_directories = '$SOCK_DIR'
+wal_level = logical
+max_replication_slots = 64
+max_wal_senders = 64
+wal_sender_timeout = '10s'
+# A throwaway test server: durability is not worth the time.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = '128MB'
+password_encryption = 'scram-sha-256'
+ssl = on
+ssl_cert_file = '$BASE/server.crt'
+ssl_key_file = '$BASE/server.key'
+EOF
+}
+
+hba_logical() {
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
+local all all trust
+local replication all trust
+EOF
+    local user method user_method
+    for user_method in cdc_scram:scram-sha-256 cdc_md5:md5 cdc_plain:password; do
+        user="${user_method%%:*}"
+        method="${user_method#*:}"
+        echo "host all $user 127.0.0.1/32 $method"
+        echo "host replication $user 127.0.0.1/32 $method"
+    done
+    cat <<EOF
+host all all 127.0.0.1/32 trust
+host replication all 127.0.0.1/32 trust
+EOF
+}
+
+conf_plain() {
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
+listen_addresses = '127.0.0.1'
+port = $PLAIN_PORT
+unix_socket_directories = '$SOCK_DIR'
+# Deliberately not logical: tests check the "wal_level is not logical" error against this one.
+wal_level = replica
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = '128MB'
+ssl = off
+EOF
+}
+
+hba_plain() {
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
+local all all trust
+local replication all trust
+host all all 127.0.0.1/32 trust
+host replication all 127.0.0.1/32 trust
+EOF
+}
+
+# Writes $2 (a file's content) to $1 if it differs; returns 0 if the file changed.
+write_if_changed() {
+    local path="$1" content="$2"
+    if [ -f "$path" ] && [ "$(cat "$path")" = "$content" ]; then
+        return 1
+    fi
+    printf '%s\n' "$content" >"$path.tmp"
+    chown postgres:postgres "$path.tmp"
+    chmod 0600 "$path.tmp"
+    mv "$path.tmp" "$path"
+    return 0
+}
+
+# Is the postmaster of data dir $1 alive? Removes a stale postmaster.pid (left behind by a
+# crash or by a machine that was reused: the pid may now belong to an unrelated process, which
+# would make the server refuse to start).
+is_running() {
+    local data="$1" port="$2" pid
+    [ -f "$data/postmaster.pid" ] || return 1
+    pid="$(head -n 1 "$data/postmaster.pid" 2>/dev/null || true)"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ] &&
+        [ "$(readlink -f "/proc/$pid/cwd" 2>/dev/null || true)" = "$(readlink -f "$data")" ]; then
+        return 0
+    fi
+    log "removing stale $data/postmaster.pid (pid ${pid:-?} is not its postmaster)"
+    rm -f "$data/postmaster.pid" "$SOCK_DIR/.s.PGSQL.$port.lock" "$SOCK_DIR/.s.PGSQL.$port"
+    return 1
+}
+
+wait_ready() {
+    local bin="$1" port="$2" name="$3" i
+    for i in $(seq 1 120); do
+        "$bin/pg_isready" -q -h "$SOCK_DIR" -p "$port" -d postgres -U postgres && return 0
+        sleep 0.5
+    done
+    die "instance '$name' (port $port) is running but not accepting connections; see $BASE/$name.log"
+}
+
+# start_instance NAME PORT CONF HBA
+start_instance() {
+    local bin="$1" name="$2" port="$3" conf="$4" hba="$5"
+    local data="$BASE/$name" changed=0
+    if [ ! -f "$data/PG_VERSION" ]; then
+        # An interrupted initdb leaves a partial dir behind: start that one over.
+        rm -rf "$data"
+        log "initdb $data"
+        as_pg "$bin/initdb" -D "$data" --auth=trust -U postgres -E UTF8 --locale=C -N \
+            >"$BASE/$name.initdb.log" 2>&1 || {
+            cat "$BASE/$name.initdb.log" >&2
+            die "initdb for instance '$name' failed"
+        }
+    fi
+    grep -q "^include = 'cdc-testenv.conf'" "$data/postgresql.conf" ||
+        echo "include = 'cdc-testenv.conf'" >>"$data/postgresql.conf"
+    write_if_changed "$data/cdc-testenv.conf" "$conf" && changed=1
+    write_if_changed "$data/pg_hba.conf" "$hba" && changed=1
+
+    if is_running "$data" "$port"; then
+        if [ "$changed" -eq 1 ] || [ "${CERTS_CHANGED:-0}" -eq 1 ]; then
+            log "configuration of '$name' changed: restarting"
+            as_pg "$bin/pg_ctl" -D "$data" -m fast -w -t 120 -l "$BASE/$name.log" restart >/dev/null ||
+                die "restart of instance '$name' failed; see $BASE/$name.log"
+        fi
+    else
+        log "starting instance '$name' on 127.0.0.1:$port"
+        touch "$BASE/$name.log" && chown postgres:postgres "$BASE/$name.log"
+        if ! as_pg "$bin/pg_ctl" -D "$data" -w -t 120 -l "$BASE/$name.log" start >/dev/null; then
+            echo "---- last lines of $BASE/$name.log ----" >&2
+            tail -n 20 "$BASE/$name.log" >&2 || true
+            die "instance '$name' did not start (is port $port taken by another server?)"
+        fi
+    fi
+    wait_ready "$bin" "$port" "$name"
+}
+
+setup_roles() {
+    local bin="$1"
+    # Quoted heredoc: no shell expansion inside the SQL. Passwords are re-set on every start
+    # (cheap) so a role altered by a test is put back.
+    as_pg "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK_DIR" -p "$LOGICAL_PORT" -U postgres -d postgres \
+        -v pw="$TEST_PASSWORD" >/dev/null <<'SQL' || die "creating the test roles failed"
+DO $$
+DECLARE r text;
+BEGIN
+  FOREACH r IN ARRAY ARRAY['cdc_scram', 'cdc_md5', 'cdc_plain'] LOOP
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+      EXECUTE format('CREATE ROLE %I LOGIN REPLICATION', r);
+    ELSE
+      EXECUTE format('ALTER ROLE %I LOGIN REPLICATION', r);
+    END IF;
+  END LOOP;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cdc_norepl') THEN
+    CREATE ROLE cdc_norepl LOGIN NOREPLICATION;
+  ELSE
+    ALTER ROLE cdc_norepl LOGIN NOREPLICATION;
+  END IF;
+END $$;
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE cdc_scram PASSWORD :'pw';
+ALTER ROLE cdc_plain PASSWORD :'pw';
+-- md5 auth only works against an md5-hashed password (a SCRAM verifier upgrades it to SCRAM).
+SET password_encryption = 'md5';
+ALTER ROLE cdc_md5 PASSWORD :'pw';
+GRANT CREATE ON DATABASE postgres TO cdc_scram, cdc_md5, cdc_plain, cdc_norepl;
+GRANT CREATE ON SCHEMA public TO cdc_scram, cdc_md5, cdc_plain, cdc_norepl;
+SQL
+}
+
+stop_instance() {
+    local bin="$1" name="$2" port="$3" data="$BASE/$2"
+    if [ ! -f "$data/PG_VERSION" ]; then
+        log "instance '$name' does not exist"
+        return 0
+    fi
+    if is_running "$data" "$port"; then
+        log "stopping instance '$name'"
+        as_pg "$bin/pg_ctl" -D "$data" -m fast -w -t 120 stop >/dev/null ||
+            die "stopping instance '$name' failed; see $BASE/$name.log"
+    else
+        log "instance '$name' is not running"
+    fi
+}
+
+# Concurrent test runs may call `start` at once: serialize on a lock in the base dir.
+take_lock() {
+    exec 9>"$BASE/.lock"
+    flock -w 300 9 || die "timed out waiting for the lock $BASE/.lock"
+}
+
+cmd_start() {
+    [ "$(id -u)" -eq 0 ] || [ "$(id -un)" = postgres ] || die "run as root (or as postgres)"
+    ensure_server_installed
+    ensure_base
+    take_lock
+    CERTS_CHANGED=0
+    make_certs && CERTS_CHANGED=1
+    local bin
+    bin="$(pick_bin)"
+    start_instance "$bin" logical "$LOGICAL_PORT" "$(conf_logical)" "$(hba_logical)"
+    CERTS_CHANGED=0
+    start_instance "$bin" plain "$PLAIN_PORT" "$(conf_plain)" "$(hba_plain)"
+    setup_roles "$bin"
+    log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT (eval \"\$($0 env)\")"
+}
+
+cmd_stop() {
+    [ -d "$BASE" ] || {
+        log "nothing to stop: $BASE does not exist"
+        return 0
+    }
+    local bin
+    bin="$(pick_bin)"
+    [ -n "$bin" ] || die "no PostgreSQL server binaries found under /usr/lib/postgresql"
+    take_lock
+    stop_instance "$bin" logical "$LOGICAL_PORT"
+    stop_instance "$bin" plain "$PLAIN_PORT"
+}
+
+cmd_status() {
+    local name port rc=0
+    for name_port in "logical:$LOGICAL_PORT" "plain:$PLAIN_PORT"; do
+        name="${name_port%%:*}"
+        port="${name_port#*:}"
+        if [ -f "$BASE/$name/PG_VERSION" ] && is_running "$BASE/$name" "$port"; then
+            echo "$name: running on 127.0.0.1:$port"
+        else
+            echo "$name: not running"
+            rc=3
+        fi
+    done
+    return "$rc"
+}
+
+cmd_env() {
+    local bin
+    bin="$(pick_bin)"
+    [ -n "$bin" ] || die "no PostgreSQL server binaries found; run: $0 start"
+    printf 'export CDC_TEST_PG_URL=%q\n' "postgres://postgres@127.0.0.1:$LOGICAL_PORT/postgres"
+    printf 'export CDC_TEST_PG_PLAIN_URL=%q\n' "postgres://postgres@127.0.0.1:$PLAIN_PORT/postgres"
+    printf 'export CDC_TEST_PG_CA=%q\n' "$BASE/ca.crt"
+    printf 'export CDC_TEST_PG_WRONG_CA=%q\n' "$BASE/wrong-ca.crt"
+    printf 'export CDC_TEST_PG_BIN=%q\n' "$bin"
+}
+
+case "${1:-}" in
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+env) cmd_env ;;
+*)
+    echo "usage: $0 start|stop|status|env" >&2
+    exit 2
+    ;;
+esac

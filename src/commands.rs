@@ -1,0 +1,287 @@
+//! The subcommands: what each does with the config, the state store, the source and the sink.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cdc_core::{CheckOutcome, Position, SourceProgress};
+use tokio::sync::watch;
+
+use crate::config::{Config, SinkType};
+use crate::runtime::{source_type_name, Runtime};
+use crate::status::{render_human, LiveStatus, PipelineState, StatusReport};
+use crate::store::{StateStore, StoreError};
+use crate::{admin, wiring};
+
+/// How often the running agent refreshes the lag it reports.
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
+/// How often it asks the server about the slot (a query, so less often).
+const SLOT_REFRESH_TICKS: u32 = 10;
+
+pub async fn run(config: Config) -> Result<ExitCode> {
+    let name = config.agent.name.0.clone();
+    // The admin endpoint is up before the state store is locked, so `status` always finds one
+    // of the two.
+    let listener = admin::bind(&config.agent.admin_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on agent.admin_addr = {} (another agent running? change the port)",
+                &*config.agent.admin_addr
+            )
+        })?;
+    let live = Arc::new(LiveStatus::new(&name, source_type_name(config.source.kind)));
+    let progress = Arc::new(SourceProgress::default());
+    tokio::spawn(admin::serve(listener, Arc::clone(&live)));
+    let store = Arc::new(StateStore::open(&config.state_dir())?);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(forward_signals(shutdown_tx));
+    tokio::spawn(refresh_lag(
+        Arc::new(config.clone()),
+        Arc::clone(&live),
+        Arc::clone(&progress),
+    ));
+    tracing::info!(pipeline = %name, admin = %&*config.agent.admin_addr, "cdc-agent starting");
+    let runtime = Runtime {
+        config,
+        store,
+        live,
+        progress,
+    };
+    match runtime.run(shutdown_rx).await {
+        Ok(()) => {
+            tracing::info!(pipeline = %name, "stopped cleanly; checkpoint saved");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn forward_signals(shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested: draining in-flight changes and saving the checkpoint");
+    let _ = shutdown.send(true);
+    // A second signal means: stop now. Nothing is lost, the checkpoint only lags.
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    tracing::warn!("second signal: exiting without draining");
+    std::process::exit(1);
+}
+
+/// Keeps `lag_bytes` and the slot's retained WAL current in the live status.
+async fn refresh_lag(config: Arc<Config>, live: Arc<LiveStatus>, progress: Arc<SourceProgress>) {
+    let mut tick = tokio::time::interval(STATUS_REFRESH);
+    let mut ticks = 0u32;
+    loop {
+        tick.tick().await;
+        ticks = ticks.wrapping_add(1);
+        if progress.is_streaming() && live.state() == PipelineState::Starting {
+            live.set_state(PipelineState::Streaming);
+        }
+        let report = live.report();
+        if let Some(head) = progress.head() {
+            let lag = report
+                .confirmed_position
+                .as_deref()
+                .and_then(|c| lag_between(&head, c));
+            live.set_source_position(head.to_string(), lag);
+        }
+        if ticks % SLOT_REFRESH_TICKS == 1 {
+            if let Ok(state) = wiring::source_state(&config).await {
+                live.set_slot_retained(state.slot_retained_bytes);
+            }
+        }
+    }
+}
+
+fn lag_between(head: &Position, confirmed: &str) -> Option<u64> {
+    match head {
+        Position::Postgres { lsn } => {
+            let confirmed: cdc_core::Lsn = confirmed.parse().ok()?;
+            Some(lsn.0.saturating_sub(confirmed.0))
+        }
+        Position::Mysql { .. } => None,
+    }
+}
+
+pub async fn check(config: &Config) -> Result<ExitCode> {
+    let mut outcomes = vec![CheckOutcome::ok("config", "parsed and valid")];
+    outcomes.push(match StateStore::open(&config.state_dir()) {
+        Ok(_) => CheckOutcome::ok(
+            "state store",
+            format!("{} is writable", config.state_dir().display()),
+        ),
+        Err(StoreError::Locked(p)) => CheckOutcome::ok(
+            "state store",
+            format!("{} is in use by a running agent", p.display()),
+        ),
+        Err(e) => CheckOutcome::fail(
+            "state store",
+            e.to_string(),
+            "make agent.state_dir a writable directory",
+        ),
+    });
+    outcomes.extend(wiring::check_source(config).await);
+    outcomes.push(check_sink(config));
+    let mut failed = false;
+    for outcome in &outcomes {
+        println!("{outcome}");
+        failed |= !outcome.ok;
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_sink(config: &Config) -> CheckOutcome {
+    match config.sink.kind {
+        SinkType::Jsonl => {
+            let path = config.sink.path.as_deref().unwrap_or("-");
+            if path == "-" {
+                return CheckOutcome::ok("sink", "jsonl to stdout");
+            }
+            let path = std::path::Path::new(path);
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            match std::fs::metadata(&dir) {
+                Ok(m) if m.is_dir() && !m.permissions().readonly() => CheckOutcome::ok(
+                    "sink",
+                    format!("jsonl file {} can be written", path.display()),
+                ),
+                _ => CheckOutcome::fail(
+                    "sink",
+                    format!("directory {} does not exist or is read-only", dir.display()),
+                    "create it or change sink.path",
+                ),
+            }
+        }
+        other => CheckOutcome::fail(
+            "sink",
+            format!(
+                "sink type {} is not in this build",
+                crate::runtime::sink_type_name(other)
+            ),
+            "use sink.type = \"jsonl\"",
+        ),
+    }
+}
+
+pub async fn status(
+    config: &Config,
+    json: bool,
+    max_lag_seconds: Option<f64>,
+    max_lag_bytes: Option<u64>,
+) -> Result<ExitCode> {
+    let report = match admin::fetch_status(&config.agent.admin_addr).await {
+        Some(report) => report,
+        None => offline_status(config).await?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_human(&report));
+    }
+    let over_seconds =
+        matches!((max_lag_seconds, report.lag_seconds), (Some(max), Some(lag)) if lag > max);
+    let over_bytes =
+        matches!((max_lag_bytes, report.lag_bytes), (Some(max), Some(lag)) if lag > max);
+    Ok(if over_seconds || over_bytes {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The status of a stopped agent, from the state store and the source.
+async fn offline_status(config: &Config) -> Result<StatusReport> {
+    let name = config.agent.name.0.clone();
+    let store = match StateStore::open(&config.state_dir()) {
+        Ok(s) => s,
+        Err(StoreError::Locked(p)) => anyhow::bail!(
+            "the agent is running (state store {} is locked) but its admin endpoint {} does not answer",
+            p.display(),
+            &*config.agent.admin_addr
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let checkpoint = store.checkpoint(&name)?;
+    let meta = store.meta(&name)?.unwrap_or_default();
+    drop(store);
+    let live = LiveStatus::new(&name, source_type_name(config.source.kind));
+    let tables: Vec<(String, u64)> = meta
+        .tables
+        .iter()
+        .map(|t| (t.table.clone(), t.events_total))
+        .collect();
+    live.seed(meta.events_total, meta.errors_total, &tables);
+    if let Some(e) = &meta.last_error {
+        live.set_last_error(e.clone());
+    }
+    live.set_state(if meta.state == "failed" {
+        PipelineState::Failed
+    } else {
+        PipelineState::Stopped
+    });
+    if let Some(c) = &checkpoint {
+        live.set_confirmed(c.resume_from.to_string(), c.last_commit_ts.clone());
+    }
+    match wiring::source_state(config).await {
+        Ok(state) => {
+            let head = Position::Postgres { lsn: state.current };
+            let lag = checkpoint
+                .as_ref()
+                .map(|c| c.resume_from.to_string())
+                .or(state.slot_confirmed.map(|l| l.to_string()))
+                .and_then(|c| lag_between(&head, &c));
+            live.set_source_position(head.to_string(), lag);
+            live.set_slot_retained(state.slot_retained_bytes);
+        }
+        Err(e) => live.set_last_error(format!("source unreachable: {e}")),
+    }
+    Ok(live.report())
+}
+
+pub async fn reset(config: &Config, yes: bool) -> Result<ExitCode> {
+    if !yes {
+        eprintln!(
+            "error: reset drops the replication slot and forgets the checkpoint of pipeline `{}`; run `cdc-agent reset --yes` to confirm",
+            &*config.agent.name
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let store = StateStore::open(&config.state_dir())?;
+    let dropped = wiring::drop_source_state(config).await?;
+    store.clear(&config.agent.name)?;
+    println!(
+        "reset pipeline {}: {}; state store cleared",
+        &*config.agent.name,
+        if dropped {
+            format!("dropped slot {}", config.slot_name())
+        } else {
+            "no slot to drop".to_string()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

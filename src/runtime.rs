@@ -1,0 +1,191 @@
+//! `cdc-agent run`: wires a source, the channel, the sink driver and the checkpoint together, and
+//! restarts them with backoff after transient errors.
+//!
+//! ```text
+//!  run ── loop ─▶ run_once: open sink (resume point) ─▶ start source at the checkpoint
+//!           ▲                     source ══channel══▶ SinkDriver ─▶ checkpoint ─▶ confirmed
+//!           └── transient error: backoff, then again from what is durable
+//! ```
+//!
+//! Every restart begins from durable state only (the sink's own resume point and the stored
+//! checkpoint), so a retry can neither skip nor repeat a change the sink already has.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cdc_core::{channel, PipelineError, Position, Sink, Source, SourceProgress, StreamContext};
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::config::{Config, SinkType, SourceType};
+use crate::sink_driver::SinkDriver;
+use crate::status::{LiveStatus, PipelineState};
+use crate::store::{PipelineMeta, StateStore};
+use crate::wiring;
+
+/// A run that streamed this long without error counts as healthy: the next failure starts the
+/// backoff from the beginning again.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+pub struct Runtime {
+    pub config: Config,
+    pub store: Arc<StateStore>,
+    pub live: Arc<LiveStatus>,
+    pub progress: Arc<SourceProgress>,
+}
+
+impl Runtime {
+    /// Runs until shutdown (Ok) or a definite error (Err, recorded in the state store).
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let name = self.config.agent.name.0.clone();
+        let mut meta = self
+            .store
+            .meta(&name)
+            .map_err(state_error)?
+            .unwrap_or_default();
+        meta.source_type = source_type_name(self.config.source.kind).into();
+        let tables: Vec<(String, u64)> = meta
+            .tables
+            .iter()
+            .map(|t| (t.table.clone(), t.events_total))
+            .collect();
+        self.live
+            .seed(meta.events_total, meta.errors_total, &tables);
+        let mut backoff = Backoff::new();
+        loop {
+            self.live.set_state(PipelineState::Starting);
+            let started = Instant::now();
+            let result = self.run_once(&mut meta, shutdown.clone()).await;
+            self.progress.set_streaming(false);
+            let error = match result {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            meta.errors_total += 1;
+            meta.last_error = Some(error.to_string());
+            self.live.record_error(error.to_string());
+            if !error.is_transient() {
+                tracing::error!(error = %error, kind = error.kind, "pipeline stopped: fix the cause and run again");
+                self.live.set_state(PipelineState::Failed);
+                meta.state = "failed".into();
+                self.store.save_meta(&name, &meta).map_err(state_error)?;
+                return Err(error);
+            }
+            if started.elapsed() >= HEALTHY_RUN {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            self.live.set_state(PipelineState::Retrying);
+            tracing::warn!(error = %error, kind = error.kind, retry_in_ms = delay.as_millis() as u64, attempt = backoff.attempts(), "transient error; retrying, position held");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        self.live.set_state(PipelineState::Stopped);
+        meta.state = "stopped".into();
+        // The sink driver kept the counters current in the store; read them back before saving.
+        if let Ok(Some(saved)) = self.store.meta(&name) {
+            meta.events_total = saved.events_total;
+            meta.tables = saved.tables;
+        }
+        self.store.save_meta(&name, &meta).map_err(state_error)?;
+        Ok(())
+    }
+
+    async fn run_once(
+        &self,
+        meta: &mut PipelineMeta,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), PipelineError> {
+        let name = &self.config.agent.name.0;
+        let mut sink: Box<dyn Sink> = wiring::build_sink(&self.config)?;
+        let sink_resume = sink.open().await?;
+        let saved = self.store.checkpoint(name).map_err(state_error)?;
+        let mut source: Box<dyn Source> = wiring::build_source(&self.config, meta).await?;
+        self.store.save_meta(name, meta).map_err(state_error)?;
+
+        // Start at the stored checkpoint; the sink's own resume point (if it keeps one) filters
+        // whatever the source sends again from there.
+        let resume_from: Option<Position> = saved.as_ref().map(|c| c.resume_from.clone());
+        if let Some(c) = &saved {
+            self.live
+                .set_confirmed(c.resume_from.to_string(), c.last_commit_ts.clone());
+        }
+        let (mut sender, rx) = channel(
+            self.config.agent.channel_messages,
+            self.config.agent.buffer_bytes,
+            sink_resume,
+        );
+        let (confirmed_tx, confirmed_rx) = watch::channel(resume_from.clone());
+        let driver = SinkDriver {
+            sink,
+            store: Arc::clone(&self.store),
+            pipeline: name.clone(),
+            meta: self
+                .store
+                .meta(name)
+                .map_err(state_error)?
+                .unwrap_or_default(),
+            confirmed: confirmed_tx,
+            live: Arc::clone(&self.live),
+            flush_interval: Duration::from_millis(self.config.sink.flush_interval_ms),
+            saved,
+        };
+        let sink_task = tokio::spawn(driver.run(rx));
+        let (source_stop_tx, source_stop_rx) = watch::channel(false);
+        let mut context = StreamContext {
+            confirmed: confirmed_rx,
+            shutdown: source_stop_rx,
+            progress: Arc::clone(&self.progress),
+        };
+        // The source stops on the agent's shutdown, or when the sink fails (its channel closes).
+        let mut shutdown_for_source = shutdown.clone();
+        let forward_shutdown = tokio::spawn(async move {
+            let _ = shutdown_for_source.wait_for(|stop| *stop).await;
+            let _ = source_stop_tx.send(true);
+        });
+        let source_result = source.stream(resume_from, &mut sender, &mut context).await;
+        forward_shutdown.abort();
+        drop(sender);
+        let sink_result = match sink_task.await {
+            Ok(r) => r,
+            Err(join) => Err(PipelineError::definite(
+                "internal",
+                format!("the sink task failed: {join}"),
+            )),
+        };
+        // A sink failure closes the channel, which the source sees as a shutdown: report the
+        // sink's error, the cause.
+        match (source_result, sink_result) {
+            (_, Err(sink_error)) => Err(sink_error),
+            (Err(source_error), Ok(())) => Err(source_error),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+}
+
+pub fn source_type_name(kind: SourceType) -> &'static str {
+    match kind {
+        SourceType::Postgres => "postgres",
+        SourceType::Mysql => "mysql",
+    }
+}
+
+pub fn sink_type_name(kind: SinkType) -> &'static str {
+    match kind {
+        SinkType::Jsonl => "jsonl",
+        SinkType::Postgres => "postgres",
+        SinkType::Mysql => "mysql",
+        SinkType::Duckdb => "duckdb",
+        SinkType::Kafka => "kafka",
+        SinkType::Nats => "nats",
+    }
+}
+
+fn state_error(e: crate::store::StoreError) -> PipelineError {
+    PipelineError::definite("state", e.to_string())
+}

@@ -1,0 +1,268 @@
+//! The pipeline's status: the `status --json` object of the spec, kept live while `run` works and
+//! rebuilt from the state store and the source when it does not.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineState {
+    Stopped,
+    Starting,
+    Snapshotting,
+    Streaming,
+    Retrying,
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TableStatus {
+    pub table: String,
+    pub state: String,
+    pub rows_snapshotted: u64,
+    pub events_total: u64,
+}
+
+/// The spec's `status --json` object.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub name: String,
+    pub state: PipelineState,
+    pub source_type: String,
+    pub source_position: Option<String>,
+    pub confirmed_position: Option<String>,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub slot_retained_bytes: Option<u64>,
+    pub last_commit_ts: Option<String>,
+    pub events_total: u64,
+    pub events_per_sec: f64,
+    pub errors_total: u64,
+    pub dlq_size: u64,
+    pub last_error: Option<String>,
+    pub tables: Vec<TableStatus>,
+}
+
+/// The running agent's status, updated by the runtime and read by the admin endpoint.
+pub struct LiveStatus {
+    inner: Mutex<LiveInner>,
+}
+
+struct LiveInner {
+    report: StatusReport,
+    tables: BTreeMap<String, TableStatus>,
+    last_commit_micros: Option<i64>,
+    /// Throughput over a sliding window: (when, events_total then).
+    rate_sample: (Instant, u64),
+}
+
+impl LiveStatus {
+    pub fn new(name: &str, source_type: &str) -> Self {
+        LiveStatus {
+            inner: Mutex::new(LiveInner {
+                report: StatusReport {
+                    name: name.to_string(),
+                    state: PipelineState::Starting,
+                    source_type: source_type.to_string(),
+                    source_position: None,
+                    confirmed_position: None,
+                    lag_bytes: None,
+                    lag_seconds: None,
+                    slot_retained_bytes: None,
+                    last_commit_ts: None,
+                    events_total: 0,
+                    events_per_sec: 0.0,
+                    errors_total: 0,
+                    dlq_size: 0,
+                    last_error: None,
+                    tables: vec![],
+                },
+                tables: BTreeMap::new(),
+                last_commit_micros: None,
+                rate_sample: (Instant::now(), 0),
+            }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut LiveInner) -> R) -> R {
+        let mut guard = match self.inner.lock() {
+            Ok(g) => g,
+            // A panic elsewhere must not take status down with it.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    pub fn seed(&self, events_total: u64, errors_total: u64, tables: &[(String, u64)]) {
+        self.with(|s| {
+            s.report.events_total = events_total;
+            s.report.errors_total = errors_total;
+            s.rate_sample = (Instant::now(), events_total);
+            for (table, count) in tables {
+                s.tables.insert(
+                    table.clone(),
+                    TableStatus {
+                        table: table.clone(),
+                        state: "streaming".into(),
+                        rows_snapshotted: 0,
+                        events_total: *count,
+                    },
+                );
+            }
+        })
+    }
+
+    pub fn set_state(&self, state: PipelineState) {
+        self.with(|s| {
+            if s.report.state != state {
+                tracing::info!(from = ?s.report.state, to = ?state, "pipeline state");
+            }
+            s.report.state = state;
+        })
+    }
+
+    pub fn state(&self) -> PipelineState {
+        self.with(|s| s.report.state)
+    }
+
+    pub fn set_last_error(&self, message: String) {
+        self.with(|s| s.report.last_error = Some(message))
+    }
+
+    pub fn set_slot_retained(&self, bytes: Option<u64>) {
+        self.with(|s| s.report.slot_retained_bytes = bytes)
+    }
+
+    pub fn record_error(&self, message: String) {
+        self.with(|s| {
+            s.report.errors_total += 1;
+            s.report.last_error = Some(message);
+        })
+    }
+
+    pub fn count_events(&self, counts: &BTreeMap<(String, bool), u64>) {
+        self.with(|s| {
+            for ((table, snapshot), n) in counts {
+                s.report.events_total += n;
+                let entry = s
+                    .tables
+                    .entry(table.clone())
+                    .or_insert_with(|| TableStatus {
+                        table: table.clone(),
+                        state: "streaming".into(),
+                        ..Default::default()
+                    });
+                entry.events_total += n;
+                if *snapshot {
+                    entry.rows_snapshotted += n;
+                }
+            }
+        })
+    }
+
+    pub fn set_confirmed(&self, confirmed: String, last_commit_ts: Option<String>) {
+        self.with(|s| {
+            s.report.confirmed_position = Some(confirmed);
+            if let Some(ts) = last_commit_ts {
+                s.last_commit_micros = cdc_core::time::parse_utc_micros(&ts);
+                s.report.last_commit_ts = Some(ts);
+            }
+        })
+    }
+
+    pub fn set_source_position(&self, position: String, lag_bytes: Option<u64>) {
+        self.with(|s| {
+            s.report.source_position = Some(position);
+            s.report.lag_bytes = lag_bytes;
+        })
+    }
+
+    /// The report as of now (rates and lag computed at the moment of asking).
+    pub fn report(&self) -> StatusReport {
+        self.with(|s| {
+            let now = Instant::now();
+            let elapsed = now.duration_since(s.rate_sample.0).as_secs_f64();
+            if elapsed >= 1.0 {
+                s.report.events_per_sec =
+                    (s.report.events_total - s.rate_sample.1) as f64 / elapsed;
+                if elapsed >= 10.0 {
+                    s.rate_sample = (now, s.report.events_total);
+                }
+            }
+            let caught_up = s.report.lag_bytes == Some(0);
+            s.report.lag_seconds = match (caught_up, s.last_commit_micros) {
+                (true, _) => Some(0.0),
+                (false, Some(commit)) => {
+                    Some(((cdc_core::time::now_micros() - commit).max(0)) as f64 / 1e6)
+                }
+                (false, None) => None,
+            };
+            let mut report = s.report.clone();
+            report.tables = s.tables.values().cloned().collect();
+            report
+        })
+    }
+}
+
+/// The human form of `status`: a short table, tables beneath.
+pub fn render_human(r: &StatusReport) -> String {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let num = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let mut out = String::new();
+    let state = serde_json::to_value(r.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let rows = [
+        ("pipeline", r.name.clone()),
+        ("state", state),
+        ("source", r.source_type.clone()),
+        ("source position", opt(&r.source_position)),
+        ("confirmed position", opt(&r.confirmed_position)),
+        (
+            "lag",
+            format!(
+                "{} bytes, {} s",
+                num(r.lag_bytes),
+                r.lag_seconds
+                    .map(|s| format!("{s:.1}"))
+                    .unwrap_or_else(|| "-".into())
+            ),
+        ),
+        (
+            "slot retained WAL",
+            format!("{} bytes", num(r.slot_retained_bytes)),
+        ),
+        ("last commit", opt(&r.last_commit_ts)),
+        (
+            "events",
+            format!("{} total, {:.1}/s", r.events_total, r.events_per_sec),
+        ),
+        (
+            "errors",
+            format!("{} total, dlq {}", r.errors_total, r.dlq_size),
+        ),
+    ];
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<20} {v}\n"));
+    }
+    if let Some(e) = &r.last_error {
+        out.push_str(&format!("{:<20} {e}\n", "last error"));
+    }
+    if !r.tables.is_empty() {
+        out.push_str(&format!(
+            "\n{:<40} {:<14} {:>12} {:>14}\n",
+            "TABLE", "STATE", "SNAPSHOTTED", "EVENTS"
+        ));
+        for t in &r.tables {
+            out.push_str(&format!(
+                "{:<40} {:<14} {:>12} {:>14}\n",
+                t.table, t.state, t.rows_snapshotted, t.events_total
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,199 @@
+//! The state store: the agent's memory, in sled, one tree per concern.
+//!
+//! * `checkpoint`: pipeline name → the newest [`Checkpoint`] every output made durable.
+//! * `meta`: pipeline name → what the pipeline was set up with (slot, publication) and counters
+//!   `status` shows when the agent is stopped.
+//!
+//! A running agent holds sled's lock on the directory; `status` then asks the admin endpoint.
+
+use std::path::{Path, PathBuf};
+
+use cdc_core::Checkpoint;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state store {0} is locked by a running cdc-agent (stop it first, or use its admin endpoint)")]
+    Locked(PathBuf),
+    #[error("state store {path}: {source}")]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("state store {path}: a stored record is unreadable ({source}); run `cdc-agent reset --yes` to start over")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What `status` can tell about a pipeline without the agent running.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PipelineMeta {
+    pub source_type: String,
+    pub slot: Option<String>,
+    pub publication: Option<String>,
+    pub events_total: u64,
+    pub errors_total: u64,
+    pub last_error: Option<String>,
+    /// `failed` when the last run stopped on a definite error, else `stopped`.
+    pub state: String,
+    #[serde(default)]
+    pub tables: Vec<TableCount>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TableCount {
+    pub table: String,
+    pub events_total: u64,
+}
+
+pub struct StateStore {
+    path: PathBuf,
+    db: sled::Db,
+    checkpoint: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl StateStore {
+    pub fn open(path: &Path) -> Result<StateStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            // The store holds a handful of small records: no need for sled's large default cache.
+            .cache_capacity(4 << 20)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(path.to_path_buf())
+                }
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(path.to_path_buf())
+                }
+                source => StoreError::Sled {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Sled {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        Ok(StateStore {
+            checkpoint: tree("checkpoint")?,
+            meta: tree("meta")?,
+            path: path.to_path_buf(),
+            db,
+        })
+    }
+
+    fn sled_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        tree: &sled::Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match tree.get(key).map_err(|e| self.sled_err(e))? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    fn put<T: Serialize>(&self, tree: &sled::Tree, key: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Corrupt {
+            path: self.path.clone(),
+            source,
+        })?;
+        tree.insert(key, bytes).map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    pub fn checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, StoreError> {
+        self.get(&self.checkpoint, pipeline)
+    }
+
+    /// Records a checkpoint and waits until it is on disk: only then may the source confirm it.
+    pub async fn save_checkpoint(
+        &self,
+        pipeline: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        self.put(&self.checkpoint, pipeline, checkpoint)?;
+        self.db.flush_async().await.map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    pub fn meta(&self, pipeline: &str) -> Result<Option<PipelineMeta>, StoreError> {
+        self.get(&self.meta, pipeline)
+    }
+
+    pub fn save_meta(&self, pipeline: &str, meta: &PipelineMeta) -> Result<(), StoreError> {
+        self.put(&self.meta, pipeline, meta)?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Records the meta without waiting for the disk; the next checkpoint save flushes it.
+    pub fn save_meta_unsynced(
+        &self,
+        pipeline: &str,
+        meta: &PipelineMeta,
+    ) -> Result<(), StoreError> {
+        self.put(&self.meta, pipeline, meta)
+    }
+
+    /// Forgets everything about the pipeline.
+    pub fn clear(&self, pipeline: &str) -> Result<(), StoreError> {
+        self.checkpoint
+            .remove(pipeline)
+            .map_err(|e| self.sled_err(e))?;
+        self.meta.remove(pipeline).map_err(|e| self.sled_err(e))?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cdc_core::{Lsn, Position};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn checkpoints_survive_reopening_and_the_lock_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        assert!(store.checkpoint("p").unwrap().is_none());
+        let cp = Checkpoint {
+            resume_from: Position::Postgres { lsn: Lsn(42) },
+            last_commit: None,
+            last_commit_ts: None,
+        };
+        store.save_checkpoint("p", &cp).await.unwrap();
+        assert!(matches!(
+            StateStore::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint("p").unwrap(), Some(cp));
+        store.clear("p").unwrap();
+        assert!(store.checkpoint("p").unwrap().is_none());
+    }
+}

@@ -1,0 +1,77 @@
+//! Builds the configured source and sink, and reaches the source for `check`, `status` and
+//! `reset`. The only place that knows which crates implement which `type`.
+
+use cdc_core::{CheckOutcome, PipelineError, Sink, Source};
+use cdc_postgres::{PostgresConfig, PostgresSource};
+
+use crate::config::{Config, SinkType, SnapshotMode, SourceType};
+use crate::store::PipelineMeta;
+
+pub fn postgres_config(config: &Config) -> PostgresConfig {
+    PostgresConfig {
+        url: config.source.url.expose().to_string(),
+        tables: config.source.tables.iter().map(|t| t.0.clone()).collect(),
+        slot: config.slot_name(),
+        publication: config.publication_name(),
+        initial_snapshot: config.source.snapshot != SnapshotMode::Never,
+    }
+}
+
+pub async fn build_source(
+    config: &Config,
+    meta: &mut PipelineMeta,
+) -> Result<Box<dyn Source>, PipelineError> {
+    match config.source.kind {
+        SourceType::Postgres => {
+            let pg = postgres_config(config);
+            meta.slot = Some(pg.slot.clone());
+            meta.publication = Some(pg.publication.clone());
+            Ok(Box::new(PostgresSource::prepare(pg).await?))
+        }
+        SourceType::Mysql => Err(unsupported("source.type = \"mysql\"")),
+    }
+}
+
+pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
+    match config.sink.kind {
+        SinkType::Jsonl => {
+            let path = config.sink.path.as_deref().unwrap_or("-");
+            Ok(Box::new(cdc_sink_jsonl::JsonlSink::new(path)?))
+        }
+        other => Err(unsupported(&format!(
+            "sink.type = \"{}\"",
+            crate::runtime::sink_type_name(other)
+        ))),
+    }
+}
+
+pub async fn check_source(config: &Config) -> Vec<CheckOutcome> {
+    match config.source.kind {
+        SourceType::Postgres => cdc_postgres::preflight(&postgres_config(config)).await,
+        SourceType::Mysql => vec![CheckOutcome::fail(
+            "source",
+            "mysql sources are not in this build",
+            "use a postgres source",
+        )],
+    }
+}
+
+/// The server's current position, the slot's confirmed position and its retained WAL.
+pub async fn source_state(config: &Config) -> Result<cdc_postgres::ServerState, PipelineError> {
+    match config.source.kind {
+        SourceType::Postgres => cdc_postgres::server_state(&postgres_config(config)).await,
+        SourceType::Mysql => Err(unsupported("source.type = \"mysql\"")),
+    }
+}
+
+pub async fn drop_source_state(config: &Config) -> Result<bool, PipelineError> {
+    match config.source.kind {
+        SourceType::Postgres => cdc_postgres::drop_slot(&postgres_config(config)).await,
+        SourceType::Mysql => Ok(false),
+    }
+}
+
+fn unsupported(what: &str) -> PipelineError {
+    PipelineError::definite("config", format!("{what} is not available in this build"))
+        .with_hint("see the README for the sources and sinks this version supports")
+}

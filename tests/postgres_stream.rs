@@ -1,0 +1,361 @@
+//! The Postgres source end to end: operations and before images, schema changes mid-stream, the
+//! initial snapshot, reconnects, and SIGKILL at random moments without losing or repeating a change.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{order_key, Pipeline, TestDb};
+use serde_json::json;
+
+async fn wait_for_slot(db: &TestDb) {
+    common::wait_until("the agent to stream from its slot", Duration::from_secs(30), || async {
+        let c = db.client().await;
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND active",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operations_identities_and_schema_changes() {
+    let db = TestDb::new("ops").await;
+    db.exec(
+        "CREATE TABLE items (id int PRIMARY KEY, name text, qty int);
+         CREATE TABLE audit (id int PRIMARY KEY, note text, big text);
+         ALTER TABLE audit REPLICA IDENTITY FULL;
+         CREATE TABLE ignored (id int PRIMARY KEY);",
+    )
+    .await;
+    let p = Pipeline::new(
+        &db.url,
+        &db.name,
+        &["public.items", "public.audit"],
+        "snapshot = \"never\"",
+    );
+    let agent = p.start();
+    wait_for_slot(&db).await;
+    // One statement (or explicit transaction) per call: a multi-statement query would otherwise
+    // run as one implicit transaction.
+    for sql in [
+        "BEGIN; INSERT INTO items VALUES (1, 'apple', 3), (2, 'pear', 5); INSERT INTO ignored VALUES (1); COMMIT;",
+        "UPDATE items SET qty = 4 WHERE id = 1",
+        "UPDATE items SET id = 10 WHERE id = 2",
+        "DELETE FROM items WHERE id = 1",
+        "INSERT INTO audit VALUES (1, 'first', repeat('x', 100000))",
+        "UPDATE audit SET note = 'second' WHERE id = 1",
+        "DELETE FROM audit WHERE id = 1",
+        "BEGIN; INSERT INTO items VALUES (99, 'rolled back', 0); ROLLBACK;",
+        "ALTER TABLE items ADD COLUMN color text DEFAULT 'red'",
+        "INSERT INTO items (id, name, qty, color) VALUES (3, 'plum', 1, 'purple')",
+        "ALTER TABLE items DROP COLUMN qty",
+        "INSERT INTO items (id, name) VALUES (4, 'fig')",
+        "TRUNCATE items",
+    ] {
+        db.exec(sql).await;
+    }
+    let r = p.wait_records(11, Duration::from_secs(30));
+    assert_eq!(agent.stop(), 0);
+    let ops: Vec<&str> = r.iter().map(|x| x["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        [
+            "insert", "insert", "update", "update", "delete", "insert", "update", "delete",
+            "insert", "insert", "truncate"
+        ],
+        "records: {r:#?}"
+    );
+    assert_eq!(
+        r.len(),
+        11,
+        "the ignored table and the rolled-back insert appear nowhere"
+    );
+    // One transaction: one commit position, seq from 0.
+    assert_eq!(r[0]["source"]["lsn"], r[1]["source"]["lsn"]);
+    assert_eq!(
+        (
+            r[0]["source"]["seq"].as_u64(),
+            r[1]["source"]["seq"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    // REPLICA IDENTITY DEFAULT: before holds the key.
+    assert_eq!(r[2]["key"], json!({"id": 1}));
+    assert_eq!(r[2]["before"], json!({"id": 1}));
+    assert_eq!(r[2]["after"], json!({"id": 1, "name": "apple", "qty": 4}));
+    // A key change: the old key in before, the new one in key and after.
+    assert_eq!(r[3]["before"], json!({"id": 2}));
+    assert_eq!(r[3]["key"], json!({"id": 10}));
+    assert_eq!(r[4]["op"], json!("delete"));
+    assert_eq!(r[4]["after"], json!(null));
+    assert_eq!(r[4]["key"], json!({"id": 1}));
+    assert_eq!(r[5]["before"], json!(null), "an insert has no before image");
+    // REPLICA IDENTITY FULL: the whole old row, the key still the primary key.
+    assert_eq!(r[6]["before"]["note"], json!("first"));
+    assert_eq!(r[6]["before"]["big"].as_str().map(str::len), Some(100000));
+    assert_eq!(r[6]["key"], json!({"id": 1}));
+    assert_eq!(r[7]["before"]["note"], json!("second"));
+    // Columns added and dropped mid-stream.
+    assert_eq!(
+        r[8]["after"],
+        json!({"id": 3, "name": "plum", "qty": 1, "color": "purple"})
+    );
+    assert_eq!(
+        r[9]["after"],
+        json!({"id": 4, "name": "fig", "color": "red"})
+    );
+    assert_eq!(r[10]["key"], json!(null));
+    assert_eq!(r[10]["source"]["table"], json!("items"));
+    // Commit order.
+    for pair in r.windows(2) {
+        assert!(
+            order_key(&pair[0]) < order_key(&pair[1]),
+            "out of order: {pair:?}"
+        );
+    }
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn initial_snapshot_then_stream_without_gap() {
+    let db = TestDb::new("snap").await;
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'old' FROM generate_series(1, 5000) g;",
+    )
+    .await;
+    let p = Pipeline::new(&db.url, &db.name, &["public.t"], "");
+    let agent = p.start();
+    wait_for_slot(&db).await;
+    db.exec("UPDATE t SET v = 'new' WHERE id <= 10; INSERT INTO t VALUES (5001, 'new');")
+        .await;
+    let r = p.wait_records(5011, Duration::from_secs(60));
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(r.len(), 5011);
+    let snapshot: Vec<_> = r.iter().take(5000).collect();
+    assert!(snapshot
+        .iter()
+        .all(|x| x["source"]["snapshot"] == json!(true) && x["op"] == json!("insert")));
+    let ids: BTreeSet<i64> = snapshot
+        .iter()
+        .map(|x| x["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5000);
+    assert!(r[5000..]
+        .iter()
+        .all(|x| x["source"].get("snapshot").is_none()));
+    assert_eq!(r[5010]["after"], json!({"id": 5001, "v": "new"}));
+    for pair in r.windows(2) {
+        assert!(order_key(&pair[0]) < order_key(&pair[1]));
+    }
+    // A restart neither copies again nor repeats anything.
+    let agent = p.start();
+    wait_for_slot(&db).await;
+    db.exec("INSERT INTO t VALUES (5002, 'after restart');")
+        .await;
+    let r = p.wait_records(5012, Duration::from_secs(30));
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(r.len(), 5012);
+    db.drop().await;
+}
+
+/// Every committed change, in commit order, exactly once, across SIGKILLs at random moments.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
+    const TRANSACTIONS: i64 = 100;
+    const ROWS: i64 = 500; // per transaction: 500 inserts, 300 updates, 200 deletes = 1000 changes
+    let db = TestDb::new("kill").await;
+    db.exec("CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)")
+        .await;
+    let p = Pipeline::new(
+        &db.url,
+        &db.name,
+        &["public.ledger"],
+        "snapshot = \"never\"",
+    );
+    let mut agent = p.start();
+    wait_for_slot(&db).await;
+
+    let writer_url = db.url.clone();
+    let writer = tokio::spawn(async move {
+        let c = common::connect(&writer_url).await;
+        for tx in 0..TRANSACTIONS {
+            let base = tx * ROWS;
+            c.batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO ledger SELECT {base} + g, {tx}, 0 FROM generate_series(1, {ROWS}) g;
+                 UPDATE ledger SET v = 1 WHERE id > {base} AND id <= {base} + 300;
+                 DELETE FROM ledger WHERE id > {base} + 300;
+                 COMMIT;"
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut kills = 0;
+    let mut seed = std::process::id() as u64;
+    while kills < 4 {
+        // A pseudo-random moment between 0.3 and 1.5 s into the run.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis(300 + (seed >> 33) % 1200)).await;
+        agent.kill9();
+        kills += 1;
+        agent = p.start();
+    }
+    writer.await.unwrap();
+    let expected = (TRANSACTIONS * 1000) as usize;
+    p.wait_records(expected, Duration::from_secs(120));
+    assert_eq!(agent.stop(), 0);
+    let r = p.records();
+    assert_eq!(
+        r.len(),
+        expected,
+        "every change exactly once (the file sink resumes after its last record)"
+    );
+    for pair in r.windows(2) {
+        assert!(
+            order_key(&pair[0]) < order_key(&pair[1]),
+            "commit order broken: {pair:?}"
+        );
+    }
+    let inserted: BTreeSet<i64> = r
+        .iter()
+        .filter(|x| x["op"] == json!("insert"))
+        .map(|x| x["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(inserted.len(), (TRANSACTIONS * ROWS) as usize);
+    let deletes = r.iter().filter(|x| x["op"] == json!("delete")).count();
+    assert_eq!(deletes, (TRANSACTIONS * 200) as usize);
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnects_after_the_server_ends_the_connection() {
+    let db = TestDb::new("reconnect").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let p = Pipeline::new(&db.url, &db.name, &["public.t"], "snapshot = \"never\"");
+    let agent = p.start();
+    wait_for_slot(&db).await;
+    db.exec("INSERT INTO t VALUES (1)").await;
+    p.wait_records(1, Duration::from_secs(20));
+    db.exec(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = current_database()",
+    )
+    .await;
+    db.exec("INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);")
+        .await;
+    let r = p.wait_records(3, Duration::from_secs(30));
+    let status = p.status_json();
+    assert!(
+        status["errors_total"].as_u64().unwrap() >= 1,
+        "the lost connection is counted: {status}"
+    );
+    assert_eq!(agent.stop(), 0);
+    let ids: Vec<i64> = r
+        .iter()
+        .map(|x| x["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(p.log().contains("retrying"), "the retry is logged");
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_while_streaming_and_when_stopped() {
+    let db = TestDb::new("status").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let p = Pipeline::new(&db.url, &db.name, &["public.t"], "snapshot = \"never\"");
+    let agent = p.start();
+    wait_for_slot(&db).await;
+    db.exec("INSERT INTO t SELECT generate_series(1, 100)")
+        .await;
+    p.wait_records(100, Duration::from_secs(20));
+    let mut status = serde_json::Value::Null;
+    common::wait_until("status to settle", Duration::from_secs(20), || {
+        status = p.status_json();
+        let s = status.clone();
+        async move {
+            s["state"] == json!("streaming")
+                && s["events_total"] == json!(100)
+                && s["lag_bytes"].is_u64()
+        }
+    })
+    .await;
+    for field in [
+        "name",
+        "state",
+        "source_type",
+        "source_position",
+        "confirmed_position",
+        "lag_bytes",
+        "lag_seconds",
+        "slot_retained_bytes",
+        "last_commit_ts",
+        "events_total",
+        "events_per_sec",
+        "errors_total",
+        "dlq_size",
+        "tables",
+    ] {
+        assert!(
+            status.get(field).is_some(),
+            "status lacks {field}: {status}"
+        );
+    }
+    assert_eq!(status["source_type"], json!("postgres"));
+    assert_eq!(status["tables"][0]["table"], json!("public.t"));
+    assert_eq!(status["tables"][0]["events_total"], json!(100));
+    assert_eq!(agent.stop(), 0);
+
+    // Stopped, with writes the agent has not seen: it says so, and how far behind it is.
+    db.exec("INSERT INTO t SELECT generate_series(101, 200)")
+        .await;
+    let stopped = p.status_json();
+    assert_eq!(stopped["state"], json!("stopped"));
+    assert_eq!(stopped["events_total"], json!(100));
+    assert!(stopped["lag_bytes"].as_u64().unwrap() > 0, "{stopped}");
+    let human = p.run_cmd(&["status"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("stopped"));
+    let probe = p.run_cmd(&["status", "--max-lag-bytes", "0"]);
+    assert_eq!(
+        probe.status.code(),
+        Some(1),
+        "a lag past the threshold exits 1"
+    );
+
+    // reset drops the slot and forgets the checkpoint.
+    assert_eq!(
+        p.run_cmd(&["reset"]).status.code(),
+        Some(2),
+        "reset wants --yes"
+    );
+    let out = p.run_cmd(&["reset", "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    db.drop().await;
+}

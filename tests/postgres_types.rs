@@ -1,0 +1,127 @@
+//! Every value type of the spec's table, through a real Postgres and the real binary, into JSON
+//! lines: the `after` image must be exactly the spec's JSON.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Pipeline, TestDb};
+use serde_json::json;
+
+const SCHEMA: &str = r#"
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+CREATE TABLE all_types (
+    id int PRIMARY KEY,
+    c_bool boolean, c_int2 smallint, c_int4 integer, c_int8 bigint,
+    c_float4 real, c_float8 double precision, c_numeric numeric, c_numeric_big numeric(45, 21),
+    c_text text, c_varchar varchar(20), c_char char(3), c_uuid uuid,
+    c_inet inet, c_cidr cidr, c_macaddr macaddr,
+    c_json json, c_jsonb jsonb, c_bytea bytea,
+    c_date date, c_time time, c_timestamp timestamp, c_timestamptz timestamptz, c_interval interval,
+    c_enum mood, c_domain posint,
+    c_int_array int[], c_text_array text[], c_2d int[][], c_point point
+);
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_value_type_becomes_the_spec_json() {
+    let db = TestDb::new("types").await;
+    db.exec(SCHEMA).await;
+    let p = Pipeline::new(
+        &db.url,
+        &db.name,
+        &["public.all_types"],
+        "snapshot = \"never\"",
+    );
+    let agent = p.start();
+    // The slot exists once the agent streams; rows written after that are in the stream.
+    common::wait_until("the slot", Duration::from_secs(30), || async {
+        let c = db.client().await;
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&format!("cdc_{}", db.name)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 1
+    })
+    .await;
+    db.exec(
+        r#"
+INSERT INTO all_types VALUES (1,
+    true, -32768, 2147483647, -9223372036854775808,
+    'NaN', '-Infinity', 129.90, 123456789012345678901234.123456789012345678901,
+    'héllo wörld ✓ 𝄞 "quoted" \back', 'abc', 'ab', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+    '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03',
+    '{"a": [1, 2.5, "x"]}', '{"b": {"c": null}}', '\x000102ff',
+    '2026-11-26', '13:45:00.123456', '2026-11-26 13:45:00.123456', '2026-11-26 13:45:00.123456+01',
+    '1 year 2 months 3 days 4 hours 5 minutes 6.5 seconds',
+    'happy', 42,
+    '{1,NULL,3}', '{"a b","c\"d",NULL}', '{{1,2},{3,4}}', '(1,2)');
+INSERT INTO all_types (id, c_float4, c_float8, c_numeric, c_date, c_timestamp, c_timestamptz, c_interval)
+    VALUES (2, 'Infinity', 1.5e300, 'NaN', 'infinity', '-infinity', 'infinity', '0 seconds');
+INSERT INTO all_types (id, c_text) VALUES (3, repeat('toasted-', 131072));
+UPDATE all_types SET c_int4 = 7 WHERE id = 3;
+"#,
+    )
+    .await;
+    let records = p.wait_records(4, Duration::from_secs(30));
+    assert_eq!(agent.stop(), 0, "clean shutdown exits 0");
+
+    assert_eq!(
+        records[0]["after"],
+        json!({
+            "id": 1, "c_bool": true, "c_int2": -32768, "c_int4": 2147483647,
+            "c_int8": -9223372036854775808i64,
+            "c_float4": "NaN", "c_float8": "-Infinity", "c_numeric": "129.90",
+            "c_numeric_big": "123456789012345678901234.123456789012345678901",
+            "c_text": "héllo wörld ✓ 𝄞 \"quoted\" \\back", "c_varchar": "abc", "c_char": "ab ",
+            "c_uuid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "c_inet": "192.168.0.1/24", "c_cidr": "10.0.0.0/8", "c_macaddr": "08:00:2b:01:02:03",
+            "c_json": {"a": [1, 2.5, "x"]}, "c_jsonb": {"b": {"c": null}}, "c_bytea": "AAEC/w==",
+            "c_date": "2026-11-26", "c_time": "13:45:00.123456",
+            "c_timestamp": "2026-11-26T13:45:00.123456",
+            "c_timestamptz": "2026-11-26T12:45:00.123456Z",
+            "c_interval": "P1Y2M3DT4H5M6.5S",
+            "c_enum": "happy", "c_domain": 42,
+            "c_int_array": [1, null, 3], "c_text_array": ["a b", "c\"d", null],
+            "c_2d": [[1, 2], [3, 4]], "c_point": "(1,2)"
+        })
+    );
+    let second = &records[1]["after"];
+    assert_eq!(second["c_float4"], json!("Infinity"));
+    assert_eq!(second["c_float8"], json!(1.5e300));
+    assert_eq!(second["c_numeric"], json!("NaN"));
+    assert_eq!(second["c_date"], json!("infinity"));
+    assert_eq!(second["c_timestamp"], json!("-infinity"));
+    assert_eq!(second["c_timestamptz"], json!("infinity"));
+    assert_eq!(second["c_interval"], json!("PT0S"));
+    assert_eq!(second["c_bool"], json!(null));
+    assert_eq!(second["c_int_array"], json!(null));
+
+    // The 1 MB value arrives whole on insert...
+    assert_eq!(
+        records[2]["after"]["c_text"].as_str().unwrap().len(),
+        8 * 131072
+    );
+    // ...and an update that leaves it alone says so instead of sending null.
+    let update = &records[3];
+    assert_eq!(update["op"], json!("update"));
+    assert_eq!(update["unchanged"], json!(["c_text"]));
+    assert!(
+        update["after"].get("c_text").is_none(),
+        "unchanged TOAST must not appear in after"
+    );
+    assert_eq!(update["after"]["c_int4"], json!(7));
+    // Commit timestamps are UTC with a Z, transaction ids and LSNs present.
+    let source = &records[0]["source"];
+    assert!(source["commit_ts"].as_str().unwrap().ends_with('Z'));
+    assert!(source["tx_id"].as_u64().is_some());
+    assert_eq!(source["schema"], json!("public"));
+    assert_eq!(source["table"], json!("all_types"));
+    assert_eq!(source["db"], json!(db.name));
+    db.drop().await;
+}
