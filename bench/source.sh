@@ -2,16 +2,19 @@
 # Benchmark: the Postgres source into a JSON lines file, against pg_recvlogical draining the same
 # slot contents with pgoutput to /dev/null, in the same run.
 #
-#   bench/source.sh                 1,000,000 changes (1,000 transactions of 1,000)
-#   BENCH_TRANSACTIONS=100 bench/source.sh
+#   bench/source.sh                       1,000,000 changes, 3 interleaved runs of each, medians
+#   BENCH_TRANSACTIONS=100 BENCH_RUNS=1 bench/source.sh
 #
 # Workload (shared/notes/FINDINGS.md): table (id bigint pk, a int, b text(64), c timestamptz,
-# d numeric, e jsonb); each transaction 500 inserts, 300 updates, 200 deletes.
+# d numeric, e jsonb); each transaction 500 inserts, 300 updates, 200 deletes. Every run reads
+# its own slot, created before the workload, so all runs see the same changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TX="${BENCH_TRANSACTIONS:-1000}"
+RUNS="${BENCH_RUNS:-3}"
 CHANGES=$((TX * 1000))
 WORK="${BENCH_DIR:-/var/tmp/cdc-agent-bench}"
+ADMIN_PORT=9199
 
 bash scripts/testenv.sh start
 eval "$(bash scripts/testenv.sh env)"
@@ -24,12 +27,11 @@ AGENT="$TARGET_DIR/release/cdc-agent"
 rm -rf "$WORK" && mkdir -p "$WORK"
 "${PSQL[@]}" -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'cdc_bench'" >/dev/null
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS cdc_bench WITH (FORCE)" -c "CREATE DATABASE cdc_bench"
-"${PSQL[@]}" -d cdc_bench <<'SQL'
-CREATE TABLE bench (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric, e jsonb);
-CREATE PUBLICATION cdc_bench FOR TABLE bench;
-SELECT 'slot' FROM pg_create_logical_replication_slot('cdc_bench', 'pgoutput');
-SELECT 'slot' FROM pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput');
-SQL
+"${PSQL[@]}" -d cdc_bench -c "CREATE TABLE bench (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric, e jsonb)" \
+    -c "CREATE PUBLICATION cdc_bench FOR TABLE bench"
+for i in $(seq 1 "$RUNS"); do
+    "${PSQL[@]}" -d cdc_bench -At -c "SELECT pg_create_logical_replication_slot('recv_$i', 'pgoutput')" -c "SELECT pg_create_logical_replication_slot('agent_$i', 'pgoutput')" >/dev/null
+done
 
 echo "bench: writing $CHANGES changes in $TX transactions"
 python3 - "$TX" > "$WORK/workload.sql" <<'PY'
@@ -42,73 +44,86 @@ UPDATE bench SET a = a + 1, d = d + 0.01 WHERE id > {b} AND id <= {b + 300};
 DELETE FROM bench WHERE id > {b + 300} AND id <= {b + 500};
 COMMIT;""")
 PY
-start=$(date +%s.%N)
 "${PSQL[@]}" -d cdc_bench -f "$WORK/workload.sql"
 END_LSN=$("${PSQL[@]}" -d cdc_bench -At -c "SELECT pg_logical_emit_message(false, 'cdc-bench', 'end')")
-echo "bench: workload written in $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s; ends at $END_LSN"
+"${PSQL[@]}" -d cdc_bench -c "CHECKPOINT" >/dev/null
 
-echo "bench: pg_recvlogical (pgoutput to /dev/null)"
-t0=$(date +%s.%N)
-"$CDC_TEST_PG_BIN/pg_recvlogical" -h 127.0.0.1 -p "$PORT" -U postgres -d cdc_bench --slot bench_recvlogical \
-    --start --endpos "$END_LSN" --no-loop -o proto_version=1 -o publication_names=cdc_bench -o messages=true -f /dev/null
-t1=$(date +%s.%N)
-RECV_SECONDS=$(python3 -c "print($t1 - $t0)")
+now() { date +%s.%N; }
 
-echo "bench: cdc-agent (jsonl file)"
-cat > "$WORK/cdc-agent.toml" <<TOML
+run_recvlogical() { # slot -> seconds
+    local t0 t1
+    t0=$(now)
+    "$CDC_TEST_PG_BIN/pg_recvlogical" -h 127.0.0.1 -p "$PORT" -U postgres -d cdc_bench --slot "$1" \
+        --start --endpos "$END_LSN" --no-loop -o proto_version=1 -o publication_names=cdc_bench -o messages=true -f /dev/null
+    t1=$(now)
+    python3 -c "print($t1 - $t0)"
+}
+
+run_agent() { # run number -> "seconds cpu_seconds peak_kb lines"
+    local i=$1 dir="$WORK/agent_$1" t0 t1 pid peak_kb=0 hwm n body cpu
+    mkdir -p "$dir"
+    cat > "$dir/cdc-agent.toml" <<TOML
 [agent]
-name = "bench"
-state_dir = "$WORK/state"
-admin_addr = "127.0.0.1:9199"
+name = "bench_$i"
+state_dir = "$dir/state"
+admin_addr = "127.0.0.1:$ADMIN_PORT"
 
 [source]
 type = "postgres"
 url = "postgres://postgres@127.0.0.1:$PORT/cdc_bench"
 tables = ["public.bench"]
+slot = "agent_$i"
+publication = "cdc_bench"
 snapshot = "never"
 
 [sink]
 type = "jsonl"
-path = "$WORK/changes.jsonl"
+path = "$dir/changes.jsonl"
 TOML
-t0=$(date +%s.%N)
-RUST_LOG=warn "$AGENT" -c "$WORK/cdc-agent.toml" run 2>"$WORK/agent.log" &
-PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-peak_kb=0
-while :; do
-    if ! kill -0 $PID 2>/dev/null; then echo "bench: the agent died; see $WORK/agent.log" >&2; cat "$WORK/agent.log" >&2; exit 1; fi
-    hwm=$(awk '/VmHWM/ {print $2}' /proc/$PID/status 2>/dev/null || echo 0)
+    t0=$(now)
+    RUST_LOG=warn ${BENCH_WRAPPER:-} "$AGENT" -c "$dir/cdc-agent.toml" run 2>"$dir/agent.log" &
+    pid=$!
+    while :; do
+        if ! kill -0 $pid 2>/dev/null; then echo "bench: the agent died; see $dir/agent.log" >&2; cat "$dir/agent.log" >&2; exit 1; fi
+        hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+        [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
+        # Bash's own /dev/tcp: polling must not steal the CPU it measures.
+        body=$( (exec 3<>/dev/tcp/127.0.0.1/$ADMIN_PORT && printf 'GET /status HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && cat <&3) 2>/dev/null || true)
+        n=0
+        [[ $body =~ \"events_total\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
+        [ "$n" -ge "$CHANGES" ] && break
+        sleep 0.1
+    done
+    t1=$(now)
+    hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
     [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-    n=$(python3 - <<PY 2>/dev/null || echo 0
-import json, socket
-s = socket.create_connection(("127.0.0.1", 9199), timeout=2)
-s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
-data = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk: break
-    data += chunk
-print(json.loads(data.split(b"\r\n\r\n", 1)[1])["events_total"])
-PY
-)
-    if [ "${n:-0}" -ge "$CHANGES" ]; then break; fi
-    sleep 0.1
-done
-t1=$(date +%s.%N)
-hwm=$(awk '/VmHWM/ {print $2}' /proc/$PID/status 2>/dev/null || echo 0)
-[ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-kill -TERM $PID; wait $PID || true; trap - EXIT
-AGENT_SECONDS=$(python3 -c "print($t1 - $t0)")
-LINES=$(wc -l < "$WORK/changes.jsonl")
+    # utime + stime in clock ticks (fields 14 and 15 of /proc/PID/stat).
+    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' /proc/$pid/stat)
+    kill -TERM $pid
+    wait $pid || true
+    echo "$(python3 -c "print($t1 - $t0)") $cpu $peak_kb $(wc -l < "$dir/changes.jsonl")"
+}
 
-python3 - "$CHANGES" "$RECV_SECONDS" "$AGENT_SECONDS" "$peak_kb" "$LINES" <<'PY'
-import sys
-changes, recv_s, agent_s, peak_kb, lines = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-recv_rate, agent_rate = changes / recv_s, changes / agent_s
-print(f"changes:            {changes:,} (jsonl lines written: {lines:,})")
-print(f"pg_recvlogical:     {recv_s:6.2f} s  {recv_rate:10,.0f} rows/s")
-print(f"cdc-agent -> jsonl: {agent_s:6.2f} s  {agent_rate:10,.0f} rows/s")
-print(f"ratio:              {agent_rate / recv_rate:.2f} of pg_recvlogical (target >= 0.8)")
-print(f"peak RSS:           {peak_kb / 1024:.1f} MiB (target < 64 MiB)")
+: > "$WORK/results.txt"
+for i in $(seq 1 "$RUNS"); do
+    r=$(run_recvlogical "recv_$i")
+    a=$(run_agent "$i")
+    echo "run $i: pg_recvlogical ${r}s; cdc-agent (s, cpu s, peak KiB, lines) $a"
+    echo "$r $a" >> "$WORK/results.txt"
+done
+
+python3 - "$CHANGES" "$WORK/results.txt" <<'PY'
+import statistics, sys
+changes = int(sys.argv[1])
+rows = [list(map(float, l.split())) for l in open(sys.argv[2]) if l.strip()]
+recv = statistics.median(r[0] for r in rows)
+agent = statistics.median(r[1] for r in rows)
+cpu = statistics.median(r[2] for r in rows)
+peak = max(r[3] for r in rows)
+lines = {int(r[4]) for r in rows}
+print(f"changes:            {changes:,} per run, {len(rows)} run(s), medians; jsonl lines per run: {sorted(lines)}")
+print(f"pg_recvlogical:     {recv:6.2f} s  {changes / recv:10,.0f} rows/s")
+print(f"cdc-agent -> jsonl: {agent:6.2f} s  {changes / agent:10,.0f} rows/s  (CPU {cpu:.2f} s, {cpu / changes * 1e6:.2f} us/row)")
+print(f"ratio:              {recv / agent:.2f} of pg_recvlogical's rate (target >= 0.8)")
+print(f"peak RSS:           {peak / 1024:.1f} MiB, largest of the runs (target < 64 MiB)")
 PY

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 # The servers the tests talk to (installs the PostgreSQL server package if it is missing).
 bash scripts/testenv.sh start
+eval "$(bash scripts/testenv.sh env)"
 
 # Format and lints first: cheap, and they fail fast.
 cargo fmt --all -- --check

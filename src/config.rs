@@ -259,6 +259,12 @@ impl Config {
         }
         match self.sink.kind {
             SinkType::Jsonl => {
+                if self.sink.url.is_some() || self.sink.schema.is_some() {
+                    return fail(
+                        "sink.url / sink.schema",
+                        "are for warehouse sinks; the jsonl sink takes only `path`",
+                    );
+                }
                 if self.sink.path.is_none() {
                     return fail(
                         "sink.path",

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(worker_threads())
         .enable_all()
         .build()
     {
@@ -40,16 +40,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Everything runs on the worker threads (not on this one), so source and sink hand batches
+    // to each other within the runtime rather than across an extra thread.
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run => commands::run(config).await,
-            Command::Check => commands::check(&config).await,
-            Command::Status {
-                json,
-                max_lag_seconds,
-                max_lag_bytes,
-            } => commands::status(&config, json, max_lag_seconds, max_lag_bytes).await,
-            Command::Reset { yes } => commands::reset(&config, yes).await,
+        let task = tokio::spawn(async move {
+            match cli.command {
+                Command::Run => commands::run(config).await,
+                Command::Check => commands::check(&config).await,
+                Command::Status {
+                    json,
+                    max_lag_seconds,
+                    max_lag_bytes,
+                } => commands::status(&config, json, max_lag_seconds, max_lag_bytes).await,
+                Command::Reset { yes } => commands::reset(&config, yes).await,
+            }
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("internal error: {e}")),
         }
     });
     match result {
@@ -73,4 +81,15 @@ fn init_logging(cli: &Cli) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// One worker by default: the source and the sink pass batches through the channel, and on a
+/// small machine the database's own walsender needs the other core. `CDC_AGENT_WORKER_THREADS`
+/// overrides it.
+fn worker_threads() -> usize {
+    std::env::var("CDC_AGENT_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
 }

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use crate::status::LiveStatus;
 use crate::store::{PipelineMeta, StateStore, TableCount};
 
-/// Messages taken from the channel per write.
-const BATCH: usize = 2048;
+/// Batches taken from the channel per write.
+const BATCH: usize = 16;
 
 pub struct SinkDriver {
     pub sink: Box<dyn Sink>,
@@ -44,7 +44,7 @@ impl SinkDriver {
         let mut pending: Option<Checkpoint> = None;
         let mut at_boundary = true;
         let mut last_flush = Instant::now();
-        let mut counts: BTreeMap<(String, bool), u64> = BTreeMap::new();
+        let mut counts = TableCounts::default();
         loop {
             let flush_due = last_flush + self.flush_interval;
             let received = tokio::select! {
@@ -59,37 +59,37 @@ impl SinkDriver {
                 break;
             }
             for envelope in envelopes.drain(..) {
-                let (message, permit) = envelope.into_parts();
-                match &message {
-                    SourceMessage::Change(event) => {
-                        at_boundary = false;
-                        *counts
-                            .entry((event.table_name(), event.source.snapshot))
-                            .or_default() += 1;
-                    }
-                    SourceMessage::Commit {
-                        position,
-                        resume_from,
-                        commit_ts,
-                    } => {
-                        at_boundary = true;
-                        pending = Some(Checkpoint {
-                            resume_from: resume_from.clone(),
-                            last_commit: Some(position.clone()),
-                            last_commit_ts: commit_ts.as_deref().map(str::to_string),
-                        });
-                    }
-                    SourceMessage::Progress { resume_from } => {
-                        let previous = pending.as_ref().or(self.saved.as_ref());
-                        pending = Some(Checkpoint {
-                            resume_from: resume_from.clone(),
-                            last_commit: previous.and_then(|c| c.last_commit.clone()),
-                            last_commit_ts: previous.and_then(|c| c.last_commit_ts.clone()),
-                        });
-                    }
-                }
-                messages.push(message);
+                let (batch, permit) = envelope.into_parts();
                 permits.push(permit);
+                for message in batch {
+                    match &message {
+                        SourceMessage::Change(event) => {
+                            at_boundary = false;
+                            counts.count(event);
+                        }
+                        SourceMessage::Commit {
+                            position,
+                            resume_from,
+                            commit_ts,
+                        } => {
+                            at_boundary = true;
+                            pending = Some(Checkpoint {
+                                resume_from: resume_from.clone(),
+                                last_commit: Some(position.clone()),
+                                last_commit_ts: commit_ts.as_deref().map(str::to_string),
+                            });
+                        }
+                        SourceMessage::Progress { resume_from } => {
+                            let previous = pending.as_ref().or(self.saved.as_ref());
+                            pending = Some(Checkpoint {
+                                resume_from: resume_from.clone(),
+                                last_commit: previous.and_then(|c| c.last_commit.clone()),
+                                last_commit_ts: previous.and_then(|c| c.last_commit_ts.clone()),
+                            });
+                        }
+                    }
+                    messages.push(message);
+                }
             }
             self.sink.write(&messages).await?;
             messages.clear();
@@ -109,10 +109,11 @@ impl SinkDriver {
     async fn flush(
         &mut self,
         checkpoint: Option<Checkpoint>,
-        counts: &mut BTreeMap<(String, bool), u64>,
+        counts: &mut TableCounts,
     ) -> Result<(), PipelineError> {
         self.sink.flush().await?;
-        self.live.count_events(counts);
+        let counts = counts.take();
+        self.live.count_events(&counts);
         for ((table, _), n) in counts.iter() {
             self.meta.events_total += n;
             match self.meta.tables.iter_mut().find(|t| &t.table == table) {
@@ -123,7 +124,6 @@ impl SinkDriver {
                 }),
             }
         }
-        counts.clear();
         let Some(checkpoint) = checkpoint else {
             return Ok(());
         };
@@ -153,5 +153,44 @@ impl SinkDriver {
         let _ = self.confirmed.send(Some(checkpoint.resume_from.clone()));
         self.saved = Some(checkpoint);
         Ok(())
+    }
+}
+
+/// Changes per (table, snapshot) since the last flush. The last table is remembered so that a
+/// run of changes to one table costs no lookup or allocation per change.
+#[derive(Default)]
+struct TableCounts {
+    current: Option<(Arc<str>, Arc<str>, bool, u64)>,
+    done: BTreeMap<(String, bool), u64>,
+}
+
+impl TableCounts {
+    fn count(&mut self, event: &cdc_core::ChangeEvent) {
+        let s = &event.source;
+        if let Some((schema, table, snapshot, n)) = &mut self.current {
+            if Arc::ptr_eq(schema, &s.schema)
+                && Arc::ptr_eq(table, &s.table)
+                && *snapshot == s.snapshot
+            {
+                *n += 1;
+                return;
+            }
+        }
+        self.settle();
+        self.current = Some((Arc::clone(&s.schema), Arc::clone(&s.table), s.snapshot, 1));
+    }
+
+    fn settle(&mut self) {
+        if let Some((schema, table, snapshot, n)) = self.current.take() {
+            *self
+                .done
+                .entry((format!("{schema}.{table}"), snapshot))
+                .or_default() += n;
+        }
+    }
+
+    fn take(&mut self) -> BTreeMap<(String, bool), u64> {
+        self.settle();
+        std::mem::take(&mut self.done)
     }
 }

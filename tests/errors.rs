@@ -109,12 +109,7 @@ async fn a_slot_in_use_by_another_connection_is_reported() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
     let first = Pipeline::new(&db.url, &db.name, &["public.t"], "snapshot = \"never\"");
     let agent = first.start();
-    common::wait_until(
-        "the first agent to stream",
-        Duration::from_secs(30),
-        || async { first.status_json()["state"] == serde_json::json!("streaming") },
-    )
-    .await;
+    first.wait_state("streaming", Duration::from_secs(30));
     // Same pipeline name (so the same slot), another state dir.
     let second = Pipeline::new(&db.url, &db.name, &["public.t"], "snapshot = \"never\"");
     let err = run_fails(&second);

@@ -96,48 +96,66 @@ pub struct Checkpoint {
     pub last_commit_ts: Option<String>,
 }
 
-/// A message with its share of the pipeline's memory budget, returned when the sink has written it.
+/// Messages a source sends at once: passing batches instead of single changes keeps the cost of
+/// the channel (and of waking the sink) off the per-row path.
+const BATCH_MESSAGES: usize = 256;
+/// Bytes of row data that close a batch early (wide rows).
+const BATCH_BYTES: usize = 256 << 10;
+
+/// A batch of messages with its share of the pipeline's memory budget, returned when the sink has
+/// written it.
 pub struct Envelope {
-    message: SourceMessage,
+    messages: Vec<SourceMessage>,
     budget: Option<OwnedSemaphorePermit>,
 }
 
-/// Memory a message holds in the pipeline; dropping it gives the bytes back to the source.
+/// Memory a batch holds in the pipeline; dropping it gives the bytes back to the source.
 pub struct BudgetPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 impl Envelope {
-    pub fn into_parts(self) -> (SourceMessage, BudgetPermit) {
-        (self.message, BudgetPermit(self.budget))
+    pub fn into_parts(self) -> (Vec<SourceMessage>, BudgetPermit) {
+        (self.messages, BudgetPermit(self.budget))
     }
 }
 
 /// The source's end of the pipeline channel.
 ///
-/// Bounded twice: by message count (the channel) and by bytes (a semaphore of byte permits held
-/// until the sink has written the message), so a run of large rows cannot exhaust memory. It also
+/// Bounded twice: by batch count (the channel) and by bytes (a semaphore of byte permits held
+/// until the sink has written the batch), so a run of large rows cannot exhaust memory. It also
 /// drops what the sink already has, so a source may replay from an older position after a
 /// reconnect or restart without the sink seeing a change twice.
+///
+/// Changes are batched; a transaction boundary (commit or progress) always goes out at once, so
+/// the sink never waits on a batch to learn that a transaction is complete.
 pub struct EventSender {
     tx: mpsc::Sender<Envelope>,
     budget: Arc<Semaphore>,
     budget_bytes: usize,
+    /// What the sink has been sent (or already had).
     delivered: Option<ResumePoint>,
+    pending: Vec<SourceMessage>,
+    pending_bytes: usize,
+    pending_delivered: Option<ResumePoint>,
 }
 
-/// The channel between a source and the sink runtime.
+/// The channel between a source and the sink runtime: at most about `max_messages` messages
+/// and `max_bytes` bytes of row data in flight.
 pub fn channel(
     max_messages: usize,
     max_bytes: usize,
     delivered: Option<ResumePoint>,
 ) -> (EventSender, mpsc::Receiver<Envelope>) {
-    let (tx, rx) = mpsc::channel(max_messages.max(1));
+    let (tx, rx) = mpsc::channel((max_messages / BATCH_MESSAGES).max(1));
     let budget_bytes = max_bytes.clamp(1024, Semaphore::MAX_PERMITS);
     (
         EventSender {
             tx,
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
+            pending_delivered: delivered.clone(),
             delivered,
+            pending: Vec::with_capacity(BATCH_MESSAGES),
+            pending_bytes: 0,
         },
         rx,
     )
@@ -152,35 +170,57 @@ impl EventSender {
     /// Sends a message, waiting while the sink is behind. Messages the sink already has are
     /// dropped here.
     pub async fn send(&mut self, message: SourceMessage) -> Result<(), PipelineError> {
-        if self.already_delivered(&message)? {
+        if self.already_sent(&message)? {
             return Ok(());
         }
-        let cost = message.approx_size().min(self.budget_bytes);
+        let boundary = match &message {
+            SourceMessage::Change(e) => {
+                self.pending_delivered = Some(e.resume_point());
+                false
+            }
+            SourceMessage::Commit { position, .. } => {
+                self.pending_delivered = Some(ResumePoint {
+                    position: position.clone(),
+                    seq: None,
+                });
+                true
+            }
+            SourceMessage::Progress { .. } => true,
+        };
+        self.pending_bytes += message.approx_size();
+        self.pending.push(message);
+        if boundary || self.pending.len() >= BATCH_MESSAGES || self.pending_bytes >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the pending batch to the sink side.
+    pub async fn flush(&mut self) -> Result<(), PipelineError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let cost = self.pending_bytes.min(self.budget_bytes);
         let permit = Arc::clone(&self.budget)
             .acquire_many_owned(cost as u32)
             .await
             .map_err(|_| closed())?;
-        match &message {
-            SourceMessage::Change(e) => self.delivered = Some(e.resume_point()),
-            SourceMessage::Commit { position, .. } => {
-                self.delivered = Some(ResumePoint {
-                    position: position.clone(),
-                    seq: None,
-                })
-            }
-            SourceMessage::Progress { .. } => {}
-        }
+        let messages = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_MESSAGES));
+        self.pending_bytes = 0;
         self.tx
             .send(Envelope {
-                message,
+                messages,
                 budget: Some(permit),
             })
             .await
-            .map_err(|_| closed())
+            .map_err(|_| closed())?;
+        self.delivered = self.pending_delivered.clone();
+        Ok(())
     }
 
-    fn already_delivered(&self, message: &SourceMessage) -> Result<bool, PipelineError> {
-        let Some(done) = &self.delivered else {
+    /// True if the message is at or before what was already sent (or pending).
+    fn already_sent(&self, message: &SourceMessage) -> Result<bool, PipelineError> {
+        let Some(done) = &self.pending_delivered else {
             return Ok(false);
         };
         match message {

@@ -227,6 +227,24 @@ impl Pipeline {
         }
     }
 
+    /// Waits until `status --json` reports `state`.
+    pub fn wait_state(&self, state: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status_json();
+            if status["state"] == state {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for state {state}; status {status}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn status_json(&self) -> Json {
         let out = self.run_cmd(&["status", "--json"]);
         assert!(
