@@ -230,16 +230,11 @@ async fn offline_status(config: &Config) -> Result<StatusReport> {
     let meta = store.meta(&name)?.unwrap_or_default();
     drop(store);
     let live = LiveStatus::new(&name, source_type_name(config.source.kind));
-    let tables: Vec<(String, u64)> = meta
-        .tables
-        .iter()
-        .map(|t| (t.table.clone(), t.events_total))
-        .collect();
-    live.seed(meta.events_total, meta.errors_total, &tables);
+    live.seed(&meta);
     if let Some(e) = &meta.last_error {
         live.set_last_error(e.clone());
     }
-    live.set_state(if meta.state == "failed" {
+    live.set_state_quietly(if meta.state == "failed" {
         PipelineState::Failed
     } else {
         PipelineState::Stopped

@@ -37,38 +37,33 @@ pub struct Runtime {
 impl Runtime {
     /// Runs until shutdown (Ok) or a definite error (Err, recorded in the state store).
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
-        let name = self.config.agent.name.0.clone();
-        let mut meta = self
-            .store
-            .meta(&name)
-            .map_err(state_error)?
-            .unwrap_or_default();
-        meta.source_type = source_type_name(self.config.source.kind).into();
-        let tables: Vec<(String, u64)> = meta
-            .tables
-            .iter()
-            .map(|t| (t.table.clone(), t.events_total))
-            .collect();
-        self.live
-            .seed(meta.events_total, meta.errors_total, &tables);
+        let meta = self.update_meta(|m| {
+            m.source_type = source_type_name(self.config.source.kind).into();
+            m.state = "running".into();
+        })?;
+        self.live.seed(&meta);
         let mut backoff = Backoff::new();
         loop {
             self.live.set_state(PipelineState::Starting);
             let started = Instant::now();
-            let result = self.run_once(&mut meta, shutdown.clone()).await;
+            let result = self.run_once(shutdown.clone()).await;
             self.progress.set_streaming(false);
             let error = match result {
                 Ok(()) => break,
                 Err(e) => e,
             };
-            meta.errors_total += 1;
-            meta.last_error = Some(error.to_string());
             self.live.record_error(error.to_string());
-            if !error.is_transient() {
+            let definite = !error.is_transient();
+            self.update_meta(|m| {
+                m.errors_total += 1;
+                m.last_error = Some(error.to_string());
+                if definite {
+                    m.state = "failed".into();
+                }
+            })?;
+            if definite {
                 tracing::error!(error = %error, kind = error.kind, "pipeline stopped: fix the cause and run again");
                 self.live.set_state(PipelineState::Failed);
-                meta.state = "failed".into();
-                self.store.save_meta(&name, &meta).map_err(state_error)?;
                 return Err(error);
             }
             if started.elapsed() >= HEALTHY_RUN {
@@ -86,27 +81,38 @@ impl Runtime {
             }
         }
         self.live.set_state(PipelineState::Stopped);
-        meta.state = "stopped".into();
-        // The sink driver kept the counters current in the store; read them back before saving.
-        if let Ok(Some(saved)) = self.store.meta(&name) {
-            meta.events_total = saved.events_total;
-            meta.tables = saved.tables;
-        }
-        self.store.save_meta(&name, &meta).map_err(state_error)?;
+        self.update_meta(|m| m.state = "stopped".into())?;
         Ok(())
     }
 
-    async fn run_once(
+    /// Reads the stored meta, changes it and writes it back. The store is the one copy: the sink
+    /// driver keeps the counters in it.
+    fn update_meta(
         &self,
-        meta: &mut PipelineMeta,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<(), PipelineError> {
+        change: impl FnOnce(&mut PipelineMeta),
+    ) -> Result<PipelineMeta, PipelineError> {
+        let name = &self.config.agent.name.0;
+        let mut meta = self
+            .store
+            .meta(name)
+            .map_err(state_error)?
+            .unwrap_or_default();
+        change(&mut meta);
+        self.store.save_meta(name, &meta).map_err(state_error)?;
+        Ok(meta)
+    }
+
+    async fn run_once(&self, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
         let name = &self.config.agent.name.0;
         let mut sink: Box<dyn Sink> = wiring::build_sink(&self.config)?;
         let sink_resume = sink.open().await?;
         let saved = self.store.checkpoint(name).map_err(state_error)?;
-        let mut source: Box<dyn Source> = wiring::build_source(&self.config, meta).await?;
-        self.store.save_meta(name, meta).map_err(state_error)?;
+        let mut setup = PipelineMeta::default();
+        let mut source: Box<dyn Source> = wiring::build_source(&self.config, &mut setup).await?;
+        self.update_meta(|m| {
+            m.slot = setup.slot;
+            m.publication = setup.publication;
+        })?;
 
         // Start at the stored checkpoint; the sink's own resume point (if it keeps one) filters
         // whatever the source sends again from there.

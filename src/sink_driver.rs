@@ -114,14 +114,22 @@ impl SinkDriver {
         self.sink.flush().await?;
         let counts = counts.take();
         self.live.count_events(&counts);
-        for ((table, _), n) in counts.iter() {
+        for ((table, snapshot), n) in counts.iter() {
             self.meta.events_total += n;
-            match self.meta.tables.iter_mut().find(|t| &t.table == table) {
-                Some(t) => t.events_total += n,
-                None => self.meta.tables.push(TableCount {
-                    table: table.clone(),
-                    events_total: *n,
-                }),
+            let entry = match self.meta.tables.iter().position(|t| &t.table == table) {
+                Some(i) => &mut self.meta.tables[i],
+                None => {
+                    self.meta.tables.push(TableCount {
+                        table: table.clone(),
+                        ..Default::default()
+                    });
+                    let last = self.meta.tables.len() - 1;
+                    &mut self.meta.tables[last]
+                }
+            };
+            entry.events_total += n;
+            if *snapshot {
+                entry.rows_snapshotted += n;
             }
         }
         let Some(checkpoint) = checkpoint else {

@@ -26,6 +26,19 @@ pub struct TableStatus {
     pub events_total: u64,
 }
 
+impl PipelineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineState::Stopped => "stopped",
+            PipelineState::Starting => "starting",
+            PipelineState::Snapshotting => "snapshotting",
+            PipelineState::Streaming => "streaming",
+            PipelineState::Retrying => "retrying",
+            PipelineState::Failed => "failed",
+        }
+    }
+}
+
 /// The spec's `status --json` object.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -96,23 +109,29 @@ impl LiveStatus {
         f(&mut guard)
     }
 
-    pub fn seed(&self, events_total: u64, errors_total: u64, tables: &[(String, u64)]) {
+    /// Starts from what the state store remembers of earlier runs.
+    pub fn seed(&self, meta: &crate::store::PipelineMeta) {
         self.with(|s| {
-            s.report.events_total = events_total;
-            s.report.errors_total = errors_total;
-            s.rate_sample = (Instant::now(), events_total);
-            for (table, count) in tables {
+            s.report.events_total = meta.events_total;
+            s.report.errors_total = meta.errors_total;
+            s.rate_sample = (Instant::now(), meta.events_total);
+            for t in &meta.tables {
                 s.tables.insert(
-                    table.clone(),
+                    t.table.clone(),
                     TableStatus {
-                        table: table.clone(),
-                        state: "streaming".into(),
-                        rows_snapshotted: 0,
-                        events_total: *count,
+                        table: t.table.clone(),
+                        state: String::new(),
+                        rows_snapshotted: t.rows_snapshotted,
+                        events_total: t.events_total,
                     },
                 );
             }
         })
+    }
+
+    /// Changes state without a log line (for `status` of a stopped agent).
+    pub fn set_state_quietly(&self, state: PipelineState) {
+        self.with(|s| s.report.state = state);
     }
 
     pub fn set_state(&self, state: PipelineState) {
@@ -201,7 +220,15 @@ impl LiveStatus {
                 (false, None) => None,
             };
             let mut report = s.report.clone();
-            report.tables = s.tables.values().cloned().collect();
+            let state = report.state.as_str();
+            report.tables = s
+                .tables
+                .values()
+                .map(|t| TableStatus {
+                    state: state.to_string(),
+                    ..t.clone()
+                })
+                .collect();
             report
         })
     }
@@ -212,10 +239,7 @@ pub fn render_human(r: &StatusReport) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let num = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
     let mut out = String::new();
-    let state = serde_json::to_value(r.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let state = r.state.as_str().to_string();
     let rows = [
         ("pipeline", r.name.clone()),
         ("state", state),

@@ -48,6 +48,8 @@ pub struct PipelineMeta {
 pub struct TableCount {
     pub table: String,
     pub events_total: u64,
+    #[serde(default)]
+    pub rows_snapshotted: u64,
 }
 
 pub struct StateStore {

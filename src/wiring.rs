@@ -14,6 +14,7 @@ pub fn postgres_config(config: &Config) -> PostgresConfig {
         slot: config.slot_name(),
         publication: config.publication_name(),
         initial_snapshot: config.source.snapshot != SnapshotMode::Never,
+        snapshot_only: config.source.snapshot == SnapshotMode::InitialOnly,
     }
 }
 

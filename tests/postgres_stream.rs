@@ -359,3 +359,40 @@ async fn status_while_streaming_and_when_stopped() {
     assert_eq!(n, 0);
     db.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn initial_only_copies_and_exits_without_leaving_a_slot() {
+    let db = TestDb::new("copyonly").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 300) g;")
+        .await;
+    let p = Pipeline::new(
+        &db.url,
+        &db.name,
+        &["public.t"],
+        "snapshot = \"initial_only\"",
+    );
+    assert_eq!(
+        p.start().wait_exit(Duration::from_secs(60)),
+        0,
+        "log: {}",
+        p.log()
+    );
+    let r = p.records();
+    assert_eq!(r.len(), 300);
+    assert!(r.iter().all(|x| x["source"]["snapshot"] == json!(true)));
+    let slots: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "a copy-only pipeline keeps no slot");
+    // Run again: the copy is done, nothing more is written.
+    assert_eq!(p.start().wait_exit(Duration::from_secs(60)), 0);
+    assert_eq!(p.records().len(), 300);
+    db.drop().await;
+}

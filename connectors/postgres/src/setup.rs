@@ -19,6 +19,8 @@ pub struct PostgresConfig {
     pub publication: String,
     /// Copy existing rows before streaming when the slot is created.
     pub initial_snapshot: bool,
+    /// Copy existing rows, then stop (no lasting slot, no streaming).
+    pub snapshot_only: bool,
 }
 
 /// A table the pipeline replicates.

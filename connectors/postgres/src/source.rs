@@ -109,7 +109,6 @@ impl PostgresSource {
         snapshot: bool,
         out: &mut EventSender,
     ) -> Result<Lsn, PipelineError> {
-        let user = self.params.user.clone();
         let sql = format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
             quote_ident(&self.config.slot),
@@ -119,8 +118,32 @@ impl PostgresSource {
                 "NOEXPORT_SNAPSHOT"
             }
         );
+        self.create_slot_with(repl, &sql, snapshot, out).await
+    }
+
+    /// `snapshot = "initial_only"`: a copy in the snapshot of a temporary slot, which the server
+    /// drops with the connection, so nothing keeps WAL for a pipeline that will not stream.
+    async fn copy_only(&mut self, out: &mut EventSender) -> Result<(), PipelineError> {
+        let mut repl = self.connect_replication().await?;
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
+            quote_ident(&format!("{}_copy", self.config.slot))
+        );
+        self.create_slot_with(&mut repl, &sql, true, out).await?;
+        let _ = repl.close().await;
+        Ok(())
+    }
+
+    async fn create_slot_with(
+        &mut self,
+        repl: &mut Connection,
+        sql: &str,
+        snapshot: bool,
+        out: &mut EventSender,
+    ) -> Result<Lsn, PipelineError> {
+        let user = self.params.user.clone();
         let created = repl
-            .simple_query(&sql)
+            .simple_query(sql)
             .await
             .map_err(|e| classify(e, "creating the replication slot", &user))?;
         let consistent: Lsn = created
@@ -287,6 +310,16 @@ impl Source for PostgresSource {
         out: &mut EventSender,
         context: &mut StreamContext,
     ) -> Result<(), PipelineError> {
+        if self.config.snapshot_only {
+            if resume_from.is_some() {
+                tracing::info!(
+                    "snapshot = \"initial_only\" and the copy is already done: nothing to do"
+                );
+            } else {
+                self.copy_only(out).await?;
+            }
+            return Ok(());
+        }
         let mut repl = self.connect_replication().await?;
         let start = self.start_position(&mut repl, resume_from, out).await?;
         let repl = self.start_replication(repl, start).await?;
