@@ -97,6 +97,13 @@ async fn refresh_lag(config: Arc<Config>, live: Arc<LiveStatus>, progress: Arc<S
             live.set_state(PipelineState::Streaming);
         }
         let report = live.report();
+        let sent = progress.last_commit_sent();
+        let applied = live.last_commit();
+        live.set_caught_up(match (sent, applied) {
+            (None, _) => progress.is_streaming(),
+            (Some(sent), Some(applied)) => sent.try_cmp(&applied).is_ok_and(|o| o.is_le()),
+            (Some(_), None) => false,
+        });
         if let Some(head) = progress.head() {
             let lag = report
                 .confirmed_position
@@ -240,7 +247,7 @@ async fn offline_status(config: &Config) -> Result<StatusReport> {
         PipelineState::Stopped
     });
     if let Some(c) = &checkpoint {
-        live.set_confirmed(c.resume_from.to_string(), c.last_commit_ts.clone());
+        live.set_confirmed(c);
     }
     match wiring::source_state(config).await {
         Ok(state) => {

@@ -118,8 +118,7 @@ impl Runtime {
         // whatever the source sends again from there.
         let resume_from: Option<Position> = saved.as_ref().map(|c| c.resume_from.clone());
         if let Some(c) = &saved {
-            self.live
-                .set_confirmed(c.resume_from.to_string(), c.last_commit_ts.clone());
+            self.live.set_confirmed(c);
         }
         let (mut sender, rx) = channel(
             self.config.agent.channel_messages,

@@ -154,10 +154,7 @@ impl SinkDriver {
             .await
             .map_err(store_error)?;
         tracing::debug!(resume_from = %checkpoint.resume_from, "checkpoint saved");
-        self.live.set_confirmed(
-            checkpoint.resume_from.to_string(),
-            checkpoint.last_commit_ts.clone(),
-        );
+        self.live.set_confirmed(&checkpoint);
         let _ = self.confirmed.send(Some(checkpoint.resume_from.clone()));
         self.saved = Some(checkpoint);
         Ok(())

@@ -68,6 +68,9 @@ struct LiveInner {
     report: StatusReport,
     tables: BTreeMap<String, TableStatus>,
     last_commit_micros: Option<i64>,
+    last_commit: Option<cdc_core::Position>,
+    /// Every transaction the source has sent is durable: nothing is in flight.
+    caught_up: bool,
     /// Throughput over a sliding window: (when, events_total then).
     rate_sample: (Instant, u64),
 }
@@ -95,6 +98,8 @@ impl LiveStatus {
                 },
                 tables: BTreeMap::new(),
                 last_commit_micros: None,
+                last_commit: None,
+                caught_up: false,
                 rate_sample: (Instant::now(), 0),
             }),
         }
@@ -151,6 +156,10 @@ impl LiveStatus {
         self.with(|s| s.report.last_error = Some(message))
     }
 
+    pub fn set_caught_up(&self, caught_up: bool) {
+        self.with(|s| s.caught_up = caught_up)
+    }
+
     pub fn set_slot_retained(&self, bytes: Option<u64>) {
         self.with(|s| s.report.slot_retained_bytes = bytes)
     }
@@ -182,14 +191,21 @@ impl LiveStatus {
         })
     }
 
-    pub fn set_confirmed(&self, confirmed: String, last_commit_ts: Option<String>) {
+    /// A checkpoint is durable: the confirmed position and the newest applied commit move.
+    pub fn set_confirmed(&self, checkpoint: &cdc_core::Checkpoint) {
         self.with(|s| {
-            s.report.confirmed_position = Some(confirmed);
-            if let Some(ts) = last_commit_ts {
-                s.last_commit_micros = cdc_core::time::parse_utc_micros(&ts);
-                s.report.last_commit_ts = Some(ts);
+            s.report.confirmed_position = Some(checkpoint.resume_from.to_string());
+            s.last_commit = checkpoint.last_commit.clone();
+            if let Some(ts) = &checkpoint.last_commit_ts {
+                s.last_commit_micros = cdc_core::time::parse_utc_micros(ts);
+                s.report.last_commit_ts = Some(ts.clone());
             }
         })
+    }
+
+    /// The newest transaction made durable.
+    pub fn last_commit(&self) -> Option<cdc_core::Position> {
+        self.with(|s| s.last_commit.clone())
     }
 
     pub fn set_source_position(&self, position: String, lag_bytes: Option<u64>) {
@@ -211,7 +227,7 @@ impl LiveStatus {
                     s.rate_sample = (now, s.report.events_total);
                 }
             }
-            let caught_up = s.report.lag_bytes == Some(0);
+            let caught_up = s.caught_up || s.report.lag_bytes == Some(0);
             s.report.lag_seconds = match (caught_up, s.last_commit_micros) {
                 (true, _) => Some(0.0),
                 (false, Some(commit)) => {

@@ -289,6 +289,7 @@ async fn status_while_streaming_and_when_stopped() {
             s["state"] == json!("streaming")
                 && s["events_total"] == json!(100)
                 && s["lag_bytes"].is_u64()
+                && s["lag_seconds"] == json!(0.0)
         }
     })
     .await;

@@ -255,6 +255,7 @@ pub struct StreamContext {
 #[derive(Debug, Default)]
 pub struct SourceProgress {
     head: Mutex<Option<Position>>,
+    last_commit_sent: Mutex<Option<Position>>,
     streaming: AtomicBool,
 }
 
@@ -268,6 +269,17 @@ impl SourceProgress {
 
     pub fn head(&self) -> Option<Position> {
         self.head.lock().ok().and_then(|h| h.clone())
+    }
+
+    /// The newest transaction the source has sent down the pipeline.
+    pub fn set_last_commit_sent(&self, position: Position) {
+        if let Ok(mut slot) = self.last_commit_sent.lock() {
+            *slot = Some(position);
+        }
+    }
+
+    pub fn last_commit_sent(&self) -> Option<Position> {
+        self.last_commit_sent.lock().ok().and_then(|p| p.clone())
     }
 
     /// True once the source is connected and reading the change stream.

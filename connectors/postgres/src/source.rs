@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cdc_core::{
     ChangeEvent, EventSender, Lsn, Op, PipelineError, Position, Row, Source, SourceKind,
-    SourceMessage, SourceMeta, StreamContext, Value,
+    SourceMessage, SourceMeta, SourceProgress, StreamContext, Value,
 };
 
 use crate::errors::classify;
@@ -367,7 +367,9 @@ impl Session {
                     return self.drain_and_close(context).await;
                 }
                 _ = feedback.tick() => {
-                    self.send_feedback(context, false).await?;
+                    // Asking for a reply gets a keepalive back at once: its WAL end lets an idle
+                    // pipeline confirm (and the slot release WAL) every second.
+                    self.send_feedback(context, true).await?;
                 }
                 data = self.repl.read_copy_data() => {
                     let data = data.map_err(|e| classify(e, "reading the replication stream", &user))?;
@@ -395,7 +397,8 @@ impl Session {
                     .set_head(Position::Postgres { lsn: Lsn(wal_end) });
                 let start = u64::from_be_bytes(data[1..9].try_into().unwrap_or_default());
                 self.received = self.received.max(Lsn(start));
-                self.apply(&data[25..], source, out).await
+                self.apply(&data[25..], source, out, &context.progress)
+                    .await
             }
             Some(b'k') if data.len() >= 18 => {
                 let wal_end = Lsn(u64::from_be_bytes(
@@ -436,6 +439,7 @@ impl Session {
         payload: &[u8],
         source: &mut PostgresSource,
         out: &mut EventSender,
+        progress: &SourceProgress,
     ) -> Result<(), PipelineError> {
         let message = pgoutput::decode(payload)
             .map_err(|e| PipelineError::definite("decode", e.to_string()))?;
@@ -463,6 +467,9 @@ impl Session {
             } => {
                 let open = self.open.take();
                 self.forwarded = self.forwarded.max(Lsn(end_lsn));
+                progress.set_last_commit_sent(Position::Postgres {
+                    lsn: Lsn(commit_lsn),
+                });
                 out.send(SourceMessage::Commit {
                     position: Position::Postgres {
                         lsn: Lsn(commit_lsn),
