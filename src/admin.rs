@@ -116,8 +116,9 @@ fn render_metrics(r: &StatusReport) -> String {
     out
 }
 
-/// Asks a running agent for its status. `None` when nothing answers at `addr`.
-pub async fn fetch_status(addr: &str) -> Option<StatusReport> {
+/// Asks the running agent of pipeline `name` for its status. `None` when nothing answers at
+/// `addr`, or another pipeline's agent does.
+pub async fn fetch_status(addr: &str, name: &str) -> Option<StatusReport> {
     let fetch = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         stream
@@ -134,4 +135,5 @@ pub async fn fetch_status(addr: &str) -> Option<StatusReport> {
         .await
         .ok()
         .flatten()
+        .filter(|report: &StatusReport| report.name == name)
 }

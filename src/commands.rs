@@ -34,7 +34,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let live = Arc::new(LiveStatus::new(&name, source_type_name(config.source.kind)));
     let progress = Arc::new(SourceProgress::default());
     tokio::spawn(admin::serve(listener, Arc::clone(&live)));
-    let store = Arc::new(StateStore::open(&config.state_dir())?);
+    let store = Arc::new(open_store_waiting(&config.state_dir()).await?);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(forward_signals(shutdown_tx));
@@ -58,6 +58,23 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// How long `run` and `reset` wait for a lock held by someone else: a `status` of a stopped
+/// agent holds it for milliseconds; a running agent holds it until it stops.
+const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the state store, waiting briefly if a `status` has it open right now.
+async fn open_store_waiting(dir: &std::path::Path) -> Result<StateStore, StoreError> {
+    let deadline = tokio::time::Instant::now() + STORE_LOCK_WAIT;
+    loop {
+        match StateStore::open(dir) {
+            Err(StoreError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
         }
     }
 }
@@ -93,8 +110,17 @@ async fn refresh_lag(config: Arc<Config>, live: Arc<LiveStatus>, progress: Arc<S
     loop {
         tick.tick().await;
         ticks = ticks.wrapping_add(1);
-        if progress.is_streaming() && live.state() == PipelineState::Starting {
-            live.set_state(PipelineState::Streaming);
+        match live.state() {
+            PipelineState::Starting | PipelineState::Snapshotting | PipelineState::Streaming => {
+                live.set_state(if progress.is_snapshotting() {
+                    PipelineState::Snapshotting
+                } else if progress.is_streaming() {
+                    PipelineState::Streaming
+                } else {
+                    PipelineState::Starting
+                });
+            }
+            PipelineState::Retrying | PipelineState::Failed | PipelineState::Stopped => {}
         }
         let report = live.report();
         let sent = progress.last_commit_sent();
@@ -131,20 +157,44 @@ fn lag_between(head: &Position, confirmed: &str) -> Option<u64> {
 
 pub async fn check(config: &Config) -> Result<ExitCode> {
     let mut outcomes = vec![CheckOutcome::ok("config", "parsed and valid")];
-    outcomes.push(match StateStore::open(&config.state_dir()) {
-        Ok(_) => CheckOutcome::ok(
-            "state store",
-            format!("{} is writable", config.state_dir().display()),
-        ),
-        Err(StoreError::Locked(p)) => CheckOutcome::ok(
-            "state store",
-            format!("{} is in use by a running agent", p.display()),
-        ),
-        Err(e) => CheckOutcome::fail(
-            "state store",
-            e.to_string(),
-            "make agent.state_dir a writable directory",
-        ),
+    let state_dir = config.state_dir();
+    outcomes.push(if !state_dir.exists() {
+        // Read-only: say whether it can be created, without creating it.
+        match state_dir
+            .ancestors()
+            .skip(1)
+            .find(|a| a.as_os_str().is_empty() || a.exists())
+        {
+            Some(parent) if !writable(parent) => CheckOutcome::fail(
+                "state store",
+                format!(
+                    "{} cannot be created: {} is not writable",
+                    state_dir.display(),
+                    parent.display()
+                ),
+                "make agent.state_dir a writable directory",
+            ),
+            _ => CheckOutcome::ok(
+                "state store",
+                format!("{} will be created", state_dir.display()),
+            ),
+        }
+    } else {
+        match StateStore::open(&state_dir) {
+            Ok(_) => CheckOutcome::ok(
+                "state store",
+                format!("{} is writable", state_dir.display()),
+            ),
+            Err(StoreError::Locked(p)) => CheckOutcome::ok(
+                "state store",
+                format!("{} is in use by a running agent", p.display()),
+            ),
+            Err(e) => CheckOutcome::fail(
+                "state store",
+                e.to_string(),
+                "make agent.state_dir a writable directory",
+            ),
+        }
     });
     outcomes.extend(wiring::check_source(config).await);
     outcomes.push(check_sink(config));
@@ -160,6 +210,15 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
     })
 }
 
+fn writable(dir: &std::path::Path) -> bool {
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && !m.permissions().readonly())
+}
+
 fn check_sink(config: &Config) -> CheckOutcome {
     match config.sink.kind {
         SinkType::Jsonl => {
@@ -172,12 +231,12 @@ fn check_sink(config: &Config) -> CheckOutcome {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => std::path::PathBuf::from("."),
             };
-            match std::fs::metadata(&dir) {
-                Ok(m) if m.is_dir() && !m.permissions().readonly() => CheckOutcome::ok(
+            match writable(&dir) {
+                true => CheckOutcome::ok(
                     "sink",
                     format!("jsonl file {} can be written", path.display()),
                 ),
-                _ => CheckOutcome::fail(
+                false => CheckOutcome::fail(
                     "sink",
                     format!("directory {} does not exist or is read-only", dir.display()),
                     "create it or change sink.path",
@@ -201,9 +260,28 @@ pub async fn status(
     max_lag_seconds: Option<f64>,
     max_lag_bytes: Option<u64>,
 ) -> Result<ExitCode> {
-    let report = match admin::fetch_status(&config.agent.admin_addr).await {
+    let report = match admin::fetch_status(&config.agent.admin_addr, &config.agent.name).await {
         Some(report) => report,
-        None => offline_status(config).await?,
+        None => match offline_status(config).await {
+            Ok(report) => report,
+            // The agent started between the two looks: its endpoint answers in a moment.
+            Err(e)
+                if e.downcast_ref::<StoreError>()
+                    .is_some_and(|e| matches!(e, StoreError::Locked(_))) =>
+            {
+                let mut report = None;
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    report =
+                        admin::fetch_status(&config.agent.admin_addr, &config.agent.name).await;
+                    if report.is_some() {
+                        break;
+                    }
+                }
+                report.ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        },
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -224,18 +302,22 @@ pub async fn status(
 /// The status of a stopped agent, from the state store and the source.
 async fn offline_status(config: &Config) -> Result<StatusReport> {
     let name = config.agent.name.0.clone();
-    let store = match StateStore::open(&config.state_dir()) {
-        Ok(s) => s,
-        Err(StoreError::Locked(p)) => anyhow::bail!(
-            "the agent is running (state store {} is locked) but its admin endpoint {} does not answer",
-            p.display(),
-            &*config.agent.admin_addr
-        ),
-        Err(e) => return Err(e.into()),
+    // A pipeline that never ran has no state store yet: do not create one just to look.
+    let (checkpoint, meta) = if config.state_dir().exists() {
+        let store = StateStore::open(&config.state_dir()).map_err(|e| match e {
+            StoreError::Locked(_) => anyhow::Error::new(e).context(format!(
+                "the agent is running but its admin endpoint {} does not answer",
+                &*config.agent.admin_addr
+            )),
+            other => other.into(),
+        })?;
+        (
+            store.checkpoint(&name)?,
+            store.meta(&name)?.unwrap_or_default(),
+        )
+    } else {
+        (None, Default::default())
     };
-    let checkpoint = store.checkpoint(&name)?;
-    let meta = store.meta(&name)?.unwrap_or_default();
-    drop(store);
     let live = LiveStatus::new(&name, source_type_name(config.source.kind));
     live.seed(&meta);
     if let Some(e) = &meta.last_error {
@@ -273,9 +355,15 @@ pub async fn reset(config: &Config, yes: bool) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
-    let store = StateStore::open(&config.state_dir())?;
+    let store = if config.state_dir().exists() {
+        Some(open_store_waiting(&config.state_dir()).await?)
+    } else {
+        None
+    };
     let dropped = wiring::drop_source_state(config).await?;
-    store.clear(&config.agent.name)?;
+    if let Some(store) = store {
+        store.clear(&config.agent.name)?;
+    }
     println!(
         "reset pipeline {}: {}; state store cleared",
         &*config.agent.name,

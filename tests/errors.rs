@@ -171,3 +171,47 @@ fn malformed_config_exits_2_with_file_line_and_column() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("/nonexistent/cdc.toml"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_verify_full_with_scram_streams_and_a_wrong_ca_is_refused() {
+    let db = TestDb::new("tls").await;
+    db.exec(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO cdc_scram; GRANT CREATE ON DATABASE {} TO cdc_scram;",
+        db.name
+    ))
+    .await;
+    let env = common::env();
+    let secure = |ca: &str| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            with_user(&db.url, "cdc_scram:secret-pw"),
+            env.var(ca)
+        )
+    };
+    let p = Pipeline::new(
+        &secure("CDC_TEST_PG_CA"),
+        &db.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    db.exec("INSERT INTO t VALUES (1), (2)").await;
+    assert_eq!(p.wait_records(2, Duration::from_secs(20)).len(), 2);
+    assert_eq!(agent.stop(), 0);
+
+    let wrong = Pipeline::new(
+        &secure("CDC_TEST_PG_WRONG_CA"),
+        "tlswrong",
+        &["public.t"],
+        "",
+    );
+    let check = wrong.run_cmd(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let text = stdout(&check);
+    assert!(
+        text.contains("FAIL source connection") && text.contains("sslrootcert"),
+        "{text}"
+    );
+    db.drop().await;
+}

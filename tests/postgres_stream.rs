@@ -6,43 +6,20 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{order_key, Pipeline, TestDb};
+use common::{order_key, streaming, Pipeline, TestDb};
 use serde_json::json;
-
-async fn wait_for_slot(db: &TestDb) {
-    common::wait_until("the agent to stream from its slot", Duration::from_secs(30), || async {
-        let c = db.client().await;
-        let n: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND active",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        n == 1
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operations_identities_and_schema_changes() {
-    let db = TestDb::new("ops").await;
-    db.exec(
+    let (db, p, agent) = streaming(
+        "ops",
         "CREATE TABLE items (id int PRIMARY KEY, name text, qty int);
          CREATE TABLE audit (id int PRIMARY KEY, note text, big text);
          ALTER TABLE audit REPLICA IDENTITY FULL;
          CREATE TABLE ignored (id int PRIMARY KEY);",
+        &["public.items", "public.audit"],
     )
     .await;
-    let p = Pipeline::new(
-        &db.url,
-        &db.name,
-        &["public.items", "public.audit"],
-        "snapshot = \"never\"",
-    );
-    let agent = p.start();
-    wait_for_slot(&db).await;
     // One statement (or explicit transaction) per call: a multi-statement query would otherwise
     // run as one implicit transaction.
     for sql in [
@@ -134,7 +111,7 @@ async fn initial_snapshot_then_stream_without_gap() {
     .await;
     let p = Pipeline::new(&db.url, &db.name, &["public.t"], "");
     let agent = p.start();
-    wait_for_slot(&db).await;
+    p.wait_state("streaming", Duration::from_secs(60));
     db.exec("UPDATE t SET v = 'new' WHERE id <= 10; INSERT INTO t VALUES (5001, 'new');")
         .await;
     let r = p.wait_records(5011, Duration::from_secs(60));
@@ -158,7 +135,7 @@ async fn initial_snapshot_then_stream_without_gap() {
     }
     // A restart neither copies again nor repeats anything.
     let agent = p.start();
-    wait_for_slot(&db).await;
+    p.wait_state("streaming", Duration::from_secs(60));
     db.exec("INSERT INTO t VALUES (5002, 'after restart');")
         .await;
     let r = p.wait_records(5012, Duration::from_secs(30));
@@ -172,17 +149,12 @@ async fn initial_snapshot_then_stream_without_gap() {
 async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     const TRANSACTIONS: i64 = 100;
     const ROWS: i64 = 500; // per transaction: 500 inserts, 300 updates, 200 deletes = 1000 changes
-    let db = TestDb::new("kill").await;
-    db.exec("CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)")
-        .await;
-    let p = Pipeline::new(
-        &db.url,
-        &db.name,
+    let (db, p, mut agent) = streaming(
+        "kill",
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)",
         &["public.ledger"],
-        "snapshot = \"never\"",
-    );
-    let mut agent = p.start();
-    wait_for_slot(&db).await;
+    )
+    .await;
 
     let writer_url = db.url.clone();
     let writer = tokio::spawn(async move {
@@ -242,11 +214,12 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconnects_after_the_server_ends_the_connection() {
-    let db = TestDb::new("reconnect").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let p = Pipeline::new(&db.url, &db.name, &["public.t"], "snapshot = \"never\"");
-    let agent = p.start();
-    wait_for_slot(&db).await;
+    let (db, p, agent) = streaming(
+        "reconnect",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        &["public.t"],
+    )
+    .await;
     db.exec("INSERT INTO t VALUES (1)").await;
     p.wait_records(1, Duration::from_secs(20));
     db.exec(
@@ -273,11 +246,12 @@ async fn reconnects_after_the_server_ends_the_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_while_streaming_and_when_stopped() {
-    let db = TestDb::new("status").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let p = Pipeline::new(&db.url, &db.name, &["public.t"], "snapshot = \"never\"");
-    let agent = p.start();
-    wait_for_slot(&db).await;
+    let (db, p, agent) = streaming(
+        "status",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        &["public.t"],
+    )
+    .await;
     db.exec("INSERT INTO t SELECT generate_series(1, 100)")
         .await;
     p.wait_records(100, Duration::from_secs(20));
@@ -395,5 +369,52 @@ async fn initial_only_copies_and_exits_without_leaving_a_slot() {
     // Run again: the copy is done, nothing more is written.
     assert_eq!(p.start().wait_exit(Duration::from_secs(60)), 0);
     assert_eq!(p.records().len(), 300);
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_the_snapshot_stops_cleanly_and_the_next_run_copies_again() {
+    const ROWS: i64 = 300_000;
+    let db = TestDb::new("snapstop").await;
+    db.exec(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, repeat('v', 200) FROM generate_series(1, {ROWS}) g;"
+    ))
+    .await;
+    let p = Pipeline::new(&db.url, &db.name, &["public.t"], "");
+    assert!(!p.dir.path().join("state").exists());
+    let never_ran = p.status_json();
+    assert_eq!(never_ran["state"], json!("stopped"));
+    assert!(
+        !p.dir.path().join("state").exists(),
+        "status must not create the state store"
+    );
+
+    let agent = p.start();
+    p.wait_state("snapshotting", Duration::from_secs(30));
+    assert_eq!(agent.stop(), 0, "SIGTERM during a snapshot exits cleanly");
+    let partial = p.records().len();
+    assert!(
+        partial < ROWS as usize,
+        "the copy was interrupted ({partial} rows)"
+    );
+
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(120));
+    db.exec("INSERT INTO t VALUES (0, 'streamed')").await;
+    let total = partial + ROWS as usize + 1;
+    let r = p.wait_records(total, Duration::from_secs(60));
+    assert_eq!(agent.stop(), 0);
+    let copied: BTreeSet<i64> = r[partial..]
+        .iter()
+        .filter(|x| x["source"]["snapshot"] == json!(true))
+        .map(|x| x["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        copied.len(),
+        ROWS as usize,
+        "the second run copies every row"
+    );
+    assert_eq!(r[total - 1]["after"]["v"], json!("streamed"));
     db.drop().await;
 }

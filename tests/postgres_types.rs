@@ -35,20 +35,7 @@ async fn every_value_type_becomes_the_spec_json() {
         "snapshot = \"never\"",
     );
     let agent = p.start();
-    // The slot exists once the agent streams; rows written after that are in the stream.
-    common::wait_until("the slot", Duration::from_secs(30), || async {
-        let c = db.client().await;
-        let n: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&format!("cdc_{}", db.name)],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        n == 1
-    })
-    .await;
+    p.wait_state("streaming", Duration::from_secs(60));
     db.exec(
         r#"
 INSERT INTO all_types VALUES (1,

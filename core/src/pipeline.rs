@@ -257,6 +257,7 @@ pub struct SourceProgress {
     head: Mutex<Option<Position>>,
     last_commit_sent: Mutex<Option<Position>>,
     streaming: AtomicBool,
+    snapshotting: AtomicBool,
 }
 
 impl SourceProgress {
@@ -289,6 +290,16 @@ impl SourceProgress {
 
     pub fn is_streaming(&self) -> bool {
         self.streaming.load(AtomicOrdering::Relaxed)
+    }
+
+    /// True while the source copies existing rows.
+    pub fn set_snapshotting(&self, snapshotting: bool) {
+        self.snapshotting
+            .store(snapshotting, AtomicOrdering::Relaxed);
+    }
+
+    pub fn is_snapshotting(&self) -> bool {
+        self.snapshotting.load(AtomicOrdering::Relaxed)
     }
 }
 

@@ -267,21 +267,11 @@ impl Agent {
     }
 
     /// SIGTERM, then waits for the exit code.
-    pub fn stop(mut self) -> i32 {
+    pub fn stop(self) -> i32 {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("agent did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_exit(Duration::from_secs(30))
     }
 
     /// Waits for the agent to exit on its own.
@@ -298,6 +288,18 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A fresh database with `schema` applied and an agent streaming its `tables` (no snapshot).
+pub async fn streaming(prefix: &str, schema: &str, tables: &[&str]) -> (TestDb, Pipeline, Agent) {
+    let db = TestDb::new(prefix).await;
+    db.exec(schema).await;
+    let p = Pipeline::new(&db.url, &db.name, tables, "snapshot = \"never\"");
+    let agent = p.start();
+    // `streaming` is reported once START_REPLICATION succeeded: from then on every commit is in
+    // the stream. (The slot shows `active` earlier, while it is still being created.)
+    p.wait_state("streaming", Duration::from_secs(60));
+    (db, p, agent)
 }
 
 /// Waits for a condition, polling; panics with `what` after the deadline.

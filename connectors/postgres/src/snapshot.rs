@@ -16,6 +16,8 @@ use cdc_core::{
     ChangeEvent, EventSender, Lsn, Op, PipelineError, Position, Row, SourceKind, SourceMeta,
 };
 
+use tokio::sync::watch;
+
 use crate::errors::classify;
 use crate::schema::{quote_literal, Catalog, Column, Relation, TypeCache, SESSION_SETTINGS};
 use crate::setup::TableRef;
@@ -36,16 +38,19 @@ pub struct SnapshotRun<'a> {
     /// Snapshot rows sort before every streamed transaction: they carry the position just before
     /// the consistent point, where the first streamed commit may already sit.
     pub position: Lsn,
+    /// Turns true on shutdown: the copy stops between fetches.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl SnapshotRun<'_> {
-    /// Copies every table, then sends the snapshot's commit. Returns the rows copied.
+    /// Copies every table, then sends the snapshot's commit. Returns the rows copied, or `None`
+    /// when a shutdown interrupted the copy (nothing is committed; the next start copies again).
     pub async fn copy(
         &mut self,
         tables: &[TableRef],
         out: &mut EventSender,
         resume_from: Lsn,
-    ) -> Result<u64, PipelineError> {
+    ) -> Result<Option<u64>, PipelineError> {
         let user = self.params.user.clone();
         let mut conn = Connection::connect(self.params, false, SESSION_SETTINGS)
             .await
@@ -60,7 +65,7 @@ impl SnapshotRun<'_> {
         let mut seq = 0u64;
         for table in tables {
             let relation = self.describe(table).await?;
-            let rows = copy_table(
+            let Some(rows) = copy_table(
                 &mut conn,
                 &relation,
                 &self.db,
@@ -68,8 +73,14 @@ impl SnapshotRun<'_> {
                 &mut seq,
                 out,
                 &user,
+                &self.shutdown,
             )
-            .await?;
+            .await?
+            else {
+                tracing::info!(table = %table.qualified(), "snapshot interrupted by shutdown");
+                let _ = conn.close().await;
+                return Ok(None);
+            };
             tracing::info!(table = %table.qualified(), rows, "snapshot of table done");
         }
         conn.simple_query("COMMIT")
@@ -82,7 +93,7 @@ impl SnapshotRun<'_> {
             commit_ts: None,
         })
         .await?;
-        Ok(seq)
+        Ok(Some(seq))
     }
 
     async fn describe(&mut self, table: &TableRef) -> Result<Relation, PipelineError> {
@@ -124,6 +135,7 @@ impl SnapshotRun<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn copy_table(
     conn: &mut Connection,
     relation: &Relation,
@@ -132,7 +144,8 @@ async fn copy_table(
     seq: &mut u64,
     out: &mut EventSender,
     user: &str,
-) -> Result<u64, PipelineError> {
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<u64>, PipelineError> {
     let columns: Vec<String> = relation
         .columns
         .iter()
@@ -156,6 +169,9 @@ async fn copy_table(
     let mut fetch = FETCH_ROWS;
     let mut copied = 0u64;
     loop {
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
         let batch = conn
             .simple_query(&format!("FETCH {fetch} FROM cdc_snapshot"))
             .await
@@ -210,5 +226,5 @@ async fn copy_table(
     conn.simple_query("CLOSE cdc_snapshot")
         .await
         .map_err(|e| classify(e, "closing the snapshot cursor", user))?;
-    Ok(copied)
+    Ok(Some(copied))
 }

@@ -22,6 +22,7 @@ use cdc_core::{
     ChangeEvent, EventSender, Lsn, Op, PipelineError, Position, Row, Source, SourceKind,
     SourceMessage, SourceMeta, SourceProgress, StreamContext, Value,
 };
+use tokio::sync::watch;
 
 use crate::errors::classify;
 use crate::pgoutput::{self, Message, OldKind, Tuple, TupleValue};
@@ -53,6 +54,9 @@ pub struct PostgresSource {
     catalog: Catalog,
     types: TypeCache,
     tables: Vec<TableRef>,
+    /// Shared with the agent while streaming (set at the start of each `stream`).
+    progress: Arc<SourceProgress>,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// The transaction being decoded.
@@ -92,6 +96,8 @@ impl PostgresSource {
             catalog,
             types: TypeCache::default(),
             tables,
+            progress: Arc::default(),
+            shutdown: watch::channel(false).1,
         })
     }
 
@@ -108,7 +114,7 @@ impl PostgresSource {
         repl: &mut Connection,
         snapshot: bool,
         out: &mut EventSender,
-    ) -> Result<Lsn, PipelineError> {
+    ) -> Result<Option<Lsn>, PipelineError> {
         let sql = format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
             quote_ident(&self.config.slot),
@@ -140,7 +146,7 @@ impl PostgresSource {
         sql: &str,
         snapshot: bool,
         out: &mut EventSender,
-    ) -> Result<Lsn, PipelineError> {
+    ) -> Result<Option<Lsn>, PipelineError> {
         let user = self.params.user.clone();
         let created = repl
             .simple_query(sql)
@@ -169,15 +175,21 @@ impl PostgresSource {
                 db: Arc::clone(&self.db),
                 snapshot_name: &name,
                 position: Lsn(consistent.0.saturating_sub(1)),
+                shutdown: self.shutdown.clone(),
             };
-            let rows = run.copy(&tables, out, consistent).await?;
+            self.progress.set_snapshotting(true);
+            let copied = run.copy(&tables, out, consistent).await;
+            self.progress.set_snapshotting(false);
+            let Some(rows) = copied? else {
+                return Ok(None);
+            };
             tracing::info!(
                 rows,
                 tables = tables.len(),
                 "initial snapshot sent; streaming from the consistent point"
             );
         }
-        Ok(consistent)
+        Ok(Some(consistent))
     }
 
     async fn drop_slot(&mut self) -> Result<(), PipelineError> {
@@ -196,7 +208,7 @@ impl PostgresSource {
         repl: &mut Connection,
         resume_from: Option<Position>,
         out: &mut EventSender,
-    ) -> Result<Lsn, PipelineError> {
+    ) -> Result<Option<Lsn>, PipelineError> {
         let checkpoint = match resume_from {
             Some(Position::Postgres { lsn }) => Some(lsn),
             Some(other) => {
@@ -225,7 +237,7 @@ impl PostgresSource {
             }
         }
         match (checkpoint, slot) {
-            (Some(lsn), Some(_)) => Ok(lsn),
+            (Some(lsn), Some(_)) => Ok(Some(lsn)),
             (Some(lsn), None) => Err(PipelineError::definite(
                 "slot",
                 format!("replication slot {} is gone, but the checkpoint ({lsn}) needs it: the changes since then are lost to this pipeline", self.config.slot),
@@ -238,7 +250,7 @@ impl PostgresSource {
                 self.drop_slot().await?;
                 self.create_slot(repl, true, out).await
             }
-            (None, Some(_)) => Ok(Lsn(0)),
+            (None, Some(_)) => Ok(Some(Lsn(0))),
             (None, None) => self.create_slot(repl, self.config.initial_snapshot, out).await,
         }
     }
@@ -310,6 +322,8 @@ impl Source for PostgresSource {
         out: &mut EventSender,
         context: &mut StreamContext,
     ) -> Result<(), PipelineError> {
+        self.progress = Arc::clone(&context.progress);
+        self.shutdown = context.shutdown.clone();
         if self.config.snapshot_only {
             if resume_from.is_some() {
                 tracing::info!(
@@ -321,7 +335,11 @@ impl Source for PostgresSource {
             return Ok(());
         }
         let mut repl = self.connect_replication().await?;
-        let start = self.start_position(&mut repl, resume_from, out).await?;
+        let Some(start) = self.start_position(&mut repl, resume_from, out).await? else {
+            // A shutdown interrupted the initial snapshot: nothing was committed.
+            let _ = repl.close().await;
+            return Ok(());
+        };
         let repl = self.start_replication(repl, start).await?;
         tracing::info!(slot = %self.config.slot, from = %start, "streaming changes");
         context.progress.set_streaming(true);

@@ -1,0 +1,224 @@
+//! Backend messages: framing (taking complete tagged messages off the connection's read buffer,
+//! cancel-safely) and parsing the bodies the connection needs (errors and notices, row
+//! descriptions, data rows). `postgres_protocol`'s backend parser is not used because it does not
+//! know CopyBothResponse (`'W'`).
+
+use std::io;
+
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncReadExt;
+
+use super::error::protocol;
+use super::{Connection, ServerError, WireError, MIN_READ_SPACE, READ_RESERVE};
+
+/// Bounds-checked reader over a message body: a malformed message is an error, not a panic.
+pub(super) struct BodyReader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> BodyReader<'a> {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        BodyReader { buf }
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.buf.len() < n {
+            return Err(protocol("truncated backend message"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn i16(&mut self) -> Result<i16, WireError> {
+        let b = self.take(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub(super) fn i32(&mut self) -> Result<i32, WireError> {
+        let b = self.take(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A NUL-terminated string, without the NUL.
+    pub(super) fn cstr(&mut self) -> Result<&'a [u8], WireError> {
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| protocol("unterminated string in backend message"))?;
+        let s = &self.buf[..end];
+        self.buf = &self.buf[end + 1..];
+        Ok(s)
+    }
+
+    pub(super) fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// ErrorResponse and NoticeResponse share this layout: (field type byte, string)*, then 0.
+pub(super) fn parse_error_fields(body: &[u8]) -> Result<ServerError, WireError> {
+    let mut r = BodyReader::new(body);
+    let mut severity_localized = None;
+    let mut err = ServerError {
+        severity: String::new(),
+        code: String::new(),
+        message: String::new(),
+        detail: None,
+        hint: None,
+    };
+    loop {
+        let field = r.u8()?;
+        if field == 0 {
+            break;
+        }
+        // Lossy: errors raised before client_encoding applies may be in the server encoding,
+        // and a garbled character beats losing the error.
+        let value = String::from_utf8_lossy(r.cstr()?).into_owned();
+        match field {
+            b'V' => err.severity = value,
+            b'S' => severity_localized = Some(value),
+            b'C' => err.code = value,
+            b'M' => err.message = value,
+            b'D' => err.detail = Some(value),
+            b'H' => err.hint = Some(value),
+            _ => {}
+        }
+    }
+    if err.severity.is_empty() {
+        err.severity = severity_localized.unwrap_or_else(|| "ERROR".into());
+    }
+    Ok(err)
+}
+
+pub(super) fn parse_row_description(body: &[u8]) -> Result<Vec<String>, WireError> {
+    let mut r = BodyReader::new(body);
+    let n = r.i16()?;
+    let mut columns = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let name = String::from_utf8_lossy(r.cstr()?).into_owned();
+        // table oid, attnum, type oid, typlen, typmod, format: not needed for text results.
+        r.take(4 + 2 + 4 + 2 + 4 + 2)?;
+        columns.push(name);
+    }
+    Ok(columns)
+}
+
+pub(super) fn parse_data_row(
+    body: &[u8],
+    columns: &[String],
+) -> Result<Vec<Option<String>>, WireError> {
+    let mut r = BodyReader::new(body);
+    let n = r.i16()?;
+    let mut row = Vec::with_capacity(n.max(0) as usize);
+    for i in 0..n {
+        let len = r.i32()?;
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let value = r.take(len as usize)?;
+        let value = std::str::from_utf8(value).map_err(|_| {
+            let column = columns.get(i as usize).map_or("?", String::as_str);
+            protocol(format!("value of column {column:?} is not valid UTF-8"))
+        })?;
+        row.push(Some(value.to_string()));
+    }
+    Ok(row)
+}
+
+impl Connection {
+    /// The next backend message other than NoticeResponse, ParameterStatus and
+    /// NotificationResponse, which can arrive at any time and are handled here.
+    ///
+    /// Cancel-safe (see `read_copy_data`).
+    pub(super) async fn read_message(&mut self) -> Result<(u8, Bytes), WireError> {
+        loop {
+            while let Some((tag, body)) = self.take_message()? {
+                match tag {
+                    b'N' => match parse_error_fields(&body) {
+                        Ok(notice) => tracing::debug!(%notice, "server notice"),
+                        Err(e) => tracing::debug!("unparsable server notice: {e}"),
+                    },
+                    b'S' => {
+                        let mut r = BodyReader::new(&body);
+                        let name = String::from_utf8_lossy(r.cstr()?).into_owned();
+                        let value = String::from_utf8_lossy(r.cstr()?).into_owned();
+                        self.parameters.insert(name, value);
+                    }
+                    b'A' => tracing::debug!("ignoring a LISTEN/NOTIFY notification"),
+                    _ => return Ok((tag, body)),
+                }
+            }
+            self.fill_read_buf().await?;
+        }
+    }
+
+    /// Takes one complete message (tag, body) off the read buffer, if there is one.
+    fn take_message(&mut self) -> Result<Option<(u8, Bytes)>, WireError> {
+        if self.read_buf.len() < 5 {
+            return Ok(None);
+        }
+        let tag = self.read_buf[0];
+        let len = i32::from_be_bytes([
+            self.read_buf[1],
+            self.read_buf[2],
+            self.read_buf[3],
+            self.read_buf[4],
+        ]);
+        if len < 4 {
+            return Err(protocol(format!(
+                "invalid length {len} for backend message {:?}",
+                tag as char
+            )));
+        }
+        let total = 1 + len as usize;
+        if self.read_buf.len() < total {
+            // Make room for the whole message at once rather than growing per read.
+            self.read_buf.reserve(total - self.read_buf.len());
+            return Ok(None);
+        }
+        self.read_buf.advance(5);
+        // The only copy of the payload is the socket read into read_buf; split_to + freeze
+        // hand out that same memory.
+        let body = self.read_buf.split_to(total - 5).freeze();
+        Ok(Some((tag, body)))
+    }
+
+    async fn fill_read_buf(&mut self) -> Result<(), WireError> {
+        if self.read_buf.capacity() - self.read_buf.len() < MIN_READ_SPACE {
+            self.read_buf.reserve(READ_RESERVE);
+        }
+        let n = self.stream.read_buf(&mut self.read_buf).await?;
+        if n == 0 {
+            return Err(WireError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_fields_parse() {
+        let body = b"SERROR\0VERROR\0C42P01\0Mrelation \"x\" does not exist\0P15\0\0";
+        let e = parse_error_fields(body).unwrap();
+        assert_eq!(e.severity, "ERROR");
+        assert_eq!(e.code, "42P01");
+        assert_eq!(e.message, "relation \"x\" does not exist");
+        assert!(
+            parse_error_fields(b"C42P01").is_err(),
+            "truncated must be an error"
+        );
+    }
+}
