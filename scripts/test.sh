@@ -10,8 +10,8 @@ eval "$(bash scripts/testenv.sh env)"
 
 # Format and lints first: cheap, and they fail fast.
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --all-targets -- -D warnings
 
 # Integration tests spawn several agents and servers at once; two threads keep a 2-core machine
 # responsive enough for the timing-free waits in the tests.
-cargo test --workspace -- --test-threads="${CDC_TEST_THREADS:-3}"
+cargo test -- --test-threads="${CDC_TEST_THREADS:-3}"

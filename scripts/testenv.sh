@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
-# Private, throwaway Postgres instances for cdc-agent's tests and benchmarks.
+# Private, throwaway Postgres and MariaDB instances for cdc-agent's tests and benchmarks.
 #
-#   scripts/testenv.sh start    install the server if missing, create/start both instances
-#   scripts/testenv.sh stop     stop both instances (data is kept)
+#   scripts/testenv.sh start    install the servers if missing, create/start all instances
+#   scripts/testenv.sh stop     stop all instances (data is kept)
 #   scripts/testenv.sh status   show whether each instance is running
 #   scripts/testenv.sh env      print shell exports; use: eval "$(scripts/testenv.sh env)"
 #
 # Instances (under $CDC_TESTENV_DIR, default /var/tmp/cdc-agent-testenv):
-#   logical  127.0.0.1:$CDC_TEST_PG_PORT (55432)        wal_level=logical, TLS, per-user auth methods
-#   plain    127.0.0.1:$CDC_TEST_PG_PLAIN_PORT (55433)  wal_level=replica, trust only, no TLS
+#   logical  127.0.0.1:$CDC_TEST_PG_PORT (55432)        Postgres, wal_level=logical, TLS, per-user auth methods
+#   plain    127.0.0.1:$CDC_TEST_PG_PLAIN_PORT (55433)  Postgres, wal_level=replica, trust only, no TLS
+#   mariadb  127.0.0.1:$CDC_TEST_MYSQL_PORT (53306)     MariaDB, binlog on (ROW, full images and metadata),
+#                                                       socket sock/mariadb.sock; root has no password,
+#                                                       users cdc (replication) and cdc_norepl (SELECT only),
+#                                                       both with password secret-pw
 #
-# The machine's own Postgres (port 5432) is never touched. Everything here is idempotent:
-# `start` on running instances only re-checks them, so tests and CI can call it freely.
+# The machine's own Postgres (port 5432) and MariaDB/MySQL (port 3306, /etc/mysql) are never
+# touched. Everything here is idempotent: `start` on running instances only re-checks them, so
+# tests and CI can call it freely. The MariaDB instance needs root (it runs as the mysql user).
 set -euo pipefail
 
 BASE="${CDC_TESTENV_DIR:-/var/tmp/cdc-agent-testenv}"
 LOGICAL_PORT="${CDC_TEST_PG_PORT:-55432}"
 PLAIN_PORT="${CDC_TEST_PG_PLAIN_PORT:-55433}"
+MYSQL_PORT="${CDC_TEST_MYSQL_PORT:-53306}"
 SOCK_DIR="$BASE/sock"
+MARIADBD=/usr/sbin/mariadbd
+MARIADB_DATA="$BASE/mariadb"
+MARIADB_CNF="$BASE/mariadb.cnf"
+MARIADB_LOG="$BASE/mariadb.log"
+MARIADB_SOCK="$SOCK_DIR/mariadb.sock"
+MARIADB_PID="$SOCK_DIR/mariadb.pid"
+# Written once mariadb-install-db has succeeded: a data dir without it is a partial one.
+MARIADB_INIT_MARKER="$MARIADB_DATA/cdc-testenv.initialized"
 TEST_PASSWORD='secret-pw'
 
 log() { echo "testenv: $*" >&2; }
@@ -91,9 +105,20 @@ ensure_openssl() {
 
 ensure_base() {
     mkdir -p "$BASE" "$SOCK_DIR" || die "cannot create $BASE"
-    chown postgres:postgres "$BASE" "$SOCK_DIR"
+    chown postgres:postgres "$BASE"
+    # mariadbd (running as mysql) puts its socket and pid file next to the Postgres sockets:
+    # the socket dir belongs to group mysql, group-writable. Set in one go (no 0755 in between:
+    # a concurrent `start` may be launching mariadbd right now).
+    local sock_group=postgres
+    if [ "$(id -u)" -ne 0 ]; then
+        sock_group="$(stat -c %G "$SOCK_DIR")"
+    elif getent group mysql >/dev/null; then
+        sock_group=mysql
+    fi
+    chown "postgres:$sock_group" "$SOCK_DIR"
     # Readable by everyone: tests running as other users need ca.crt and the socket dir.
-    chmod 0755 "$BASE" "$SOCK_DIR"
+    chmod 0755 "$BASE"
+    if [ "$sock_group" = mysql ]; then chmod 0775 "$SOCK_DIR"; else chmod 0755 "$SOCK_DIR"; fi
     as_pg test -w "$BASE" ||
         die "the postgres user cannot write to $BASE (is a parent directory private?); set CDC_TESTENV_DIR"
 }
@@ -231,14 +256,15 @@ EOF
 }
 
 # Writes $2 (a file's content) to $1 if it differs; returns 0 if the file changed.
+# $3 and $4: owner and mode of the file (default postgres:postgres and 0600).
 write_if_changed() {
-    local path="$1" content="$2"
+    local path="$1" content="$2" owner="${3:-postgres:postgres}" mode="${4:-0600}"
     if [ -f "$path" ] && [ "$(cat "$path")" = "$content" ]; then
         return 1
     fi
     printf '%s\n' "$content" >"$path.tmp"
-    chown postgres:postgres "$path.tmp"
-    chmod 0600 "$path.tmp"
+    chown "$owner" "$path.tmp"
+    chmod "$mode" "$path.tmp"
     mv "$path.tmp" "$path"
     return 0
 }
@@ -353,6 +379,220 @@ stop_instance() {
     fi
 }
 
+# --- MariaDB instance ----------------------------------------------------------------------
+
+ensure_mariadb_installed() {
+    [ -x "$MARIADBD" ] || apt_install mariadb-server
+    [ -x "$MARIADBD" ] || die "mariadb-server installed but $MARIADBD not found"
+    local tool
+    for tool in mariadb mariadb-admin mariadb-install-db; do
+        command -v "$tool" >/dev/null || die "$tool not found (packages mariadb-client, mariadb-server)"
+    done
+    id mysql >/dev/null 2>&1 || die "the mysql OS user does not exist (the mariadb-server package creates it)"
+}
+
+# Given to mariadbd and mariadb-install-db as --defaults-file, which keeps /etc/mysql (the
+# system instance's config) out. Written root-owned, 0644 (no secrets in it).
+conf_mariadb() {
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
+[mariadbd]
+user = mysql
+datadir = $MARIADB_DATA
+socket = $MARIADB_SOCK
+pid-file = $MARIADB_PID
+log-error = $MARIADB_LOG
+bind-address = 127.0.0.1
+port = $MYSQL_PORT
+skip-name-resolve
+character-set-server = utf8mb4
+server_id = 1
+log_bin = $MARIADB_DATA/binlog/mysql-bin
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+binlog_expire_logs_seconds = 86400
+# A throwaway test server: durability is not worth the time.
+innodb_flush_log_at_trx_commit = 2
+sync_binlog = 0
+innodb_buffer_pool_size = 64M
+max_connections = 200
+performance_schema = OFF
+
+# For humans: mariadb --defaults-file=$MARIADB_CNF
+[client]
+socket = $MARIADB_SOCK
+user = root
+EOF
+}
+
+# Clients as root over the private socket; --no-defaults: no ~/.my.cnf or /etc/mysql settings.
+maria_sql() {
+    mariadb --no-defaults --protocol=socket --socket="$MARIADB_SOCK" --user=root --batch
+}
+maria_admin() {
+    mariadb-admin --no-defaults --protocol=socket --socket="$MARIADB_SOCK" --user=root \
+        --connect-timeout=2 "$@"
+}
+
+# Is $1 the pid of our mariadbd (the one started with our config file)? /proc/PID/cmdline is
+# readable by every user, unlike the cwd that is_running checks for Postgres.
+is_our_mariadbd() {
+    local args
+    args="$(tr '\0' '\n' 2>/dev/null <"/proc/$1/cmdline" || true)"
+    [ -n "$args" ] && grep -qxF -- "--defaults-file=$MARIADB_CNF" <<<"$args"
+}
+
+# Prints the pid of our running mariadbd, or returns 1 after removing a stale pid file and
+# socket (left behind by a crash or kill -9; the pid may now belong to an unrelated process).
+mariadb_pid() {
+    local pid
+    pid="$(cat "$MARIADB_PID" 2>/dev/null || true)"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && is_our_mariadbd "$pid"; then
+        echo "$pid"
+        return 0
+    fi
+    # No valid pid file, but the server may still run (pid file deleted by hand): look for it.
+    for pid in $(pgrep -x mariadbd 2>/dev/null || true); do
+        if is_our_mariadbd "$pid"; then
+            echo "$pid"
+            return 0
+        fi
+    done
+    if [ -e "$MARIADB_PID" ] || [ -e "$MARIADB_SOCK" ]; then
+        log "removing stale $MARIADB_PID and $MARIADB_SOCK (no mariadbd of ours is running)"
+        rm -f "$MARIADB_PID" "$MARIADB_SOCK" 2>/dev/null || true
+    fi
+    return 1
+}
+
+mariadb_log_tail() {
+    echo "---- last lines of $MARIADB_LOG ----" >&2
+    tail -n 20 "$MARIADB_LOG" >&2 || true
+}
+
+# Creates the data dir once. An interrupted mariadb-install-db leaves no marker: start over.
+init_mariadb() {
+    [ -f "$MARIADB_INIT_MARKER" ] && return 0
+    if mariadb_pid >/dev/null; then
+        die "instance 'mariadb' is running but $MARIADB_DATA has no $(basename "$MARIADB_INIT_MARKER");" \
+            "run: $0 stop (its data dir is then recreated), or touch that file to keep the data"
+    fi
+    rm -rf "$MARIADB_DATA"
+    install -d -o mysql -g mysql -m 0700 "$MARIADB_DATA" "$MARIADB_DATA/binlog"
+    log "mariadb-install-db $MARIADB_DATA"
+    # --defaults-file must come first. 9>&-: the bootstrap server must not hold take_lock's lock.
+    (cd / && mariadb-install-db --defaults-file="$MARIADB_CNF" --user=mysql \
+        --auth-root-authentication-method=normal --skip-test-db 9>&-) \
+        >"$BASE/mariadb.install-db.log" 2>&1 || {
+        cat "$BASE/mariadb.install-db.log" >&2
+        mariadb_log_tail
+        die "mariadb-install-db for instance 'mariadb' failed"
+    }
+    touch "$MARIADB_INIT_MARKER"
+}
+
+# Waits until the server with pid $1 answers on its socket.
+wait_mariadb_ready() {
+    local pid="$1" _
+    for _ in $(seq 1 240); do
+        maria_admin --silent ping >/dev/null 2>&1 && return 0
+        if ! is_our_mariadbd "$pid"; then
+            mariadb_log_tail
+            die "instance 'mariadb' exited during startup (is port $MYSQL_PORT taken by another server?)"
+        fi
+        sleep 0.25
+    done
+    mariadb_log_tail
+    die "instance 'mariadb' (port $MYSQL_PORT) is running but not answering after 60s; see $MARIADB_LOG"
+}
+
+launch_mariadb() {
+    log "starting instance 'mariadb' on 127.0.0.1:$MYSQL_PORT"
+    touch "$MARIADB_LOG" && chown mysql:mysql "$MARIADB_LOG"
+    # In its own session (like a daemon): a Ctrl-C of the calling test run must not reach it.
+    # exec + setsid (which does not fork here: the subshell is no group leader) make $! the
+    # server's pid. 9>&-: the server must not inherit (and so hold forever) take_lock's lock.
+    (cd / && exec setsid "$MARIADBD" --defaults-file="$MARIADB_CNF" --user=mysql \
+        </dev/null >>"$MARIADB_LOG" 2>&1 9>&-) &
+    wait_mariadb_ready "$!"
+}
+
+# Stops our mariadbd if it runs: a clean shutdown over the socket, else SIGTERM; then waits
+# for the process to be gone.
+stop_mariadb() {
+    local pid _
+    pid="$(mariadb_pid)" || return 1
+    log "stopping instance 'mariadb'"
+    if ! maria_admin --shutdown-timeout=120 shutdown >/dev/null 2>&1; then
+        log "mariadb-admin shutdown failed: sending SIGTERM to $pid"
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+    for _ in $(seq 1 480); do
+        is_our_mariadbd "$pid" || return 0
+        sleep 0.25
+    done
+    mariadb_log_tail
+    die "instance 'mariadb' (pid $pid) did not stop within 120s"
+}
+
+start_mariadb() {
+    local changed=0 pid
+    write_if_changed "$MARIADB_CNF" "$(conf_mariadb)" root:root 0644 && changed=1
+    init_mariadb
+    if pid="$(mariadb_pid)"; then
+        if [ "$changed" -eq 1 ]; then
+            log "configuration of 'mariadb' changed: restarting"
+            stop_mariadb
+            launch_mariadb
+        else
+            wait_mariadb_ready "$pid"
+        fi
+    else
+        launch_mariadb
+    fi
+    setup_mariadb_users
+}
+
+setup_mariadb_users() {
+    # Quoted heredoc: no shell expansion inside the SQL. sql_log_bin = 0: keep these statements
+    # out of the binlog that the tests read. Passwords are re-set on every start (cheap) so a
+    # user altered by a test is put back. No REVOKE for cdc (tests may run right now); only
+    # cdc_norepl is reset when it holds more than SELECT.
+    maria_sql >/dev/null <<'SQL' || die "creating the MariaDB test users failed"
+SET SESSION sql_log_bin = 0;
+CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS 'cdc'@'%';
+CREATE USER IF NOT EXISTS 'cdc'@'localhost';
+ALTER USER 'cdc'@'%' IDENTIFIED BY 'secret-pw';
+ALTER USER 'cdc'@'localhost' IDENTIFIED BY 'secret-pw';
+GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD, SHOW DATABASES ON *.* TO 'cdc'@'%';
+GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD, SHOW DATABASES ON *.* TO 'cdc'@'localhost';
+GRANT ALL PRIVILEGES ON `cdc_%`.* TO 'cdc'@'%';
+GRANT ALL PRIVILEGES ON `cdc_%`.* TO 'cdc'@'localhost';
+CREATE USER IF NOT EXISTS 'cdc_norepl'@'%';
+ALTER USER 'cdc_norepl'@'%' IDENTIFIED BY 'secret-pw';
+DELIMITER //
+BEGIN NOT ATOMIC
+  IF EXISTS (SELECT 1 FROM information_schema.USER_PRIVILEGES
+               WHERE GRANTEE = '''cdc_norepl''@''%''' AND PRIVILEGE_TYPE NOT IN ('SELECT', 'USAGE')
+                  OR GRANTEE = '''cdc_norepl''@''%''' AND IS_GRANTABLE = 'YES'
+             UNION ALL SELECT 1 FROM information_schema.SCHEMA_PRIVILEGES
+               WHERE GRANTEE = '''cdc_norepl''@''%'''
+             UNION ALL SELECT 1 FROM information_schema.TABLE_PRIVILEGES
+               WHERE GRANTEE = '''cdc_norepl''@''%'''
+             UNION ALL SELECT 1 FROM information_schema.COLUMN_PRIVILEGES
+               WHERE GRANTEE = '''cdc_norepl''@''%''') THEN
+    REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'cdc_norepl'@'%';
+  END IF;
+END //
+DELIMITER ;
+GRANT SELECT ON *.* TO 'cdc_norepl'@'%';
+SQL
+}
+
 # Concurrent test runs may call `start` at once: serialize on a lock in the base dir.
 take_lock() {
     exec 9>"$BASE/.lock"
@@ -362,6 +602,13 @@ take_lock() {
 cmd_start() {
     [ "$(id -u)" -eq 0 ] || [ "$(id -un)" = postgres ] || die "run as root (or as postgres)"
     ensure_server_installed
+    local with_mariadb=0
+    if [ "$(id -u)" -eq 0 ]; then
+        ensure_mariadb_installed
+        with_mariadb=1
+    else
+        log "warning: not root: the MariaDB instance is neither created nor started"
+    fi
     ensure_base
     take_lock
     CERTS_CHANGED=0
@@ -372,7 +619,9 @@ cmd_start() {
     CERTS_CHANGED=0
     start_instance "$bin" plain "$PLAIN_PORT" "$(conf_plain)" "$(hba_plain)"
     setup_roles "$bin"
-    log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT (eval \"\$($0 env)\")"
+    [ "$with_mariadb" -eq 0 ] || start_mariadb
+    log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT," \
+        "mariadb on 127.0.0.1:$MYSQL_PORT (eval \"\$($0 env)\")"
 }
 
 cmd_stop() {
@@ -382,8 +631,13 @@ cmd_stop() {
     }
     local bin
     bin="$(pick_bin)"
-    [ -n "$bin" ] || die "no PostgreSQL server binaries found under /usr/lib/postgresql"
     take_lock
+    if [ ! -d "$MARIADB_DATA" ]; then
+        log "instance 'mariadb' does not exist"
+    elif ! stop_mariadb; then
+        log "instance 'mariadb' is not running"
+    fi
+    [ -n "$bin" ] || die "no PostgreSQL server binaries found under /usr/lib/postgresql"
     stop_instance "$bin" logical "$LOGICAL_PORT"
     stop_instance "$bin" plain "$PLAIN_PORT"
 }
@@ -400,6 +654,12 @@ cmd_status() {
             rc=3
         fi
     done
+    if [ -d "$MARIADB_DATA" ] && mariadb_pid >/dev/null; then
+        echo "mariadb: running on 127.0.0.1:$MYSQL_PORT"
+    else
+        echo "mariadb: not running"
+        rc=3
+    fi
     return "$rc"
 }
 
@@ -412,6 +672,9 @@ cmd_env() {
     printf 'export CDC_TEST_PG_CA=%q\n' "$BASE/ca.crt"
     printf 'export CDC_TEST_PG_WRONG_CA=%q\n' "$BASE/wrong-ca.crt"
     printf 'export CDC_TEST_PG_BIN=%q\n' "$bin"
+    printf 'export CDC_TEST_MYSQL_URL=%q\n' "mysql://root@127.0.0.1:$MYSQL_PORT/"
+    printf 'export CDC_TEST_MYSQL_PORT=%q\n' "$MYSQL_PORT"
+    printf 'export CDC_TEST_MYSQL_SOCKET=%q\n' "$MARIADB_SOCK"
 }
 
 case "${1:-}" in

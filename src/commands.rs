@@ -197,7 +197,10 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
         }
     });
     outcomes.extend(wiring::check_source(config).await);
-    outcomes.push(check_sink(config));
+    outcomes.push(match config.sink.kind {
+        SinkType::Postgres => cdc_sink_postgres::check(&wiring::postgres_sink_config(config)).await,
+        _ => check_sink(config),
+    });
     let mut failed = false;
     for outcome in &outcomes {
         println!("{outcome}");

@@ -92,6 +92,41 @@ pub struct SinkConfig {
     pub path: Option<EnvString>,
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// Warehouse sinks: `hard` deletes rows, `soft` sets `_cdc_deleted`.
+    #[serde(default)]
+    pub delete_mode: DeleteMode,
+    /// Warehouse sinks: add `_cdc_position` and `_cdc_commit_ts` columns.
+    #[serde(default)]
+    pub metadata_columns: bool,
+    /// Warehouse sinks: `propagate` a source TRUNCATE, or `ignore` it.
+    #[serde(default)]
+    pub truncate: TruncateMode,
+    /// Warehouse sinks: changes buffered before they are applied into the open transaction.
+    #[serde(default = "default_max_batch_changes")]
+    pub max_batch_changes: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    #[default]
+    Hard,
+    Soft,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncateMode {
+    #[default]
+    Propagate,
+    Ignore,
+}
+
+/// Target schema of warehouse sinks when `sink.schema` is not set.
+pub const DEFAULT_SINK_SCHEMA: &str = "public";
+
+fn default_max_batch_changes() -> usize {
+    cdc_sink_postgres::DEFAULT_MAX_BATCH_CHANGES
 }
 
 fn default_state_dir() -> EnvString {
@@ -272,10 +307,24 @@ impl Config {
                     );
                 }
             }
+            SinkType::Postgres => {
+                if self.sink.url.is_none() {
+                    return fail("sink.url", "is required for the postgres sink: postgres://user:password@host:port/dbname");
+                }
+                if self.sink.path.is_some() {
+                    return fail("sink.path", "is for the jsonl and duckdb sinks; the postgres sink takes `url` and `schema`");
+                }
+                if self.sink.max_batch_changes == 0 {
+                    return fail("sink.max_batch_changes", "must be at least 1");
+                }
+            }
             other => {
                 return fail(
                     "sink.type",
-                    &format!("= \"{other:?}\" is not available in this build yet (only \"jsonl\")"),
+                    &format!(
+                    "= \"{}\" is not available in this build yet (\"jsonl\" and \"postgres\" are)",
+                    crate::runtime::sink_type_name(other)
+                ),
                 )
             }
         }

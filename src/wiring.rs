@@ -39,10 +39,42 @@ pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
             let path = config.sink.path.as_deref().unwrap_or("-");
             Ok(Box::new(cdc_sink_jsonl::JsonlSink::new(path)?))
         }
+        SinkType::Postgres => Ok(Box::new(cdc_sink_postgres::PostgresSink::new(
+            postgres_sink_config(config),
+        ))),
         other => Err(unsupported(&format!(
             "sink.type = \"{}\"",
             crate::runtime::sink_type_name(other)
         ))),
+    }
+}
+
+pub fn postgres_sink_config(config: &Config) -> cdc_sink_postgres::PostgresSinkConfig {
+    use cdc_sink_postgres::{DeleteMode, TruncateMode};
+    cdc_sink_postgres::PostgresSinkConfig {
+        url: config
+            .sink
+            .url
+            .as_ref()
+            .map(|u| u.expose().to_string())
+            .unwrap_or_default(),
+        schema: config
+            .sink
+            .schema
+            .as_ref()
+            .map(|s| s.0.clone())
+            .unwrap_or_else(|| crate::config::DEFAULT_SINK_SCHEMA.to_string()),
+        pipeline: config.agent.name.0.clone(),
+        delete_mode: match config.sink.delete_mode {
+            crate::config::DeleteMode::Hard => DeleteMode::Hard,
+            crate::config::DeleteMode::Soft => DeleteMode::Soft,
+        },
+        metadata_columns: config.sink.metadata_columns,
+        truncate: match config.sink.truncate {
+            crate::config::TruncateMode::Propagate => TruncateMode::Propagate,
+            crate::config::TruncateMode::Ignore => TruncateMode::Ignore,
+        },
+        max_batch_changes: config.sink.max_batch_changes,
     }
 }
 

@@ -132,6 +132,8 @@ pub struct ChangeEvent {
     pub after: Option<Row>,
     /// Columns whose new value the source did not send; absent from `after`.
     pub unchanged: Vec<Arc<str>>,
+    /// The schema the change was decoded with (not part of the record's JSON).
+    pub table_schema: Option<Arc<crate::schema::TableSchema>>,
 }
 
 impl ChangeEvent {
@@ -246,6 +248,7 @@ mod tests {
                 (status, Value::Text("paid".into())),
             ])),
             unchanged: vec![],
+            table_schema: None,
         }
     }
 

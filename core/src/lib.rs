@@ -10,11 +10,13 @@
 //! * [`pipeline`]: the messages a source emits and the [`Source`]/[`Sink`] traits.
 //! * [`error`]: the two error classes (transient / definite) the runtime acts on.
 
+pub mod batch;
 pub mod check;
 pub mod error;
 pub mod event;
 pub mod pipeline;
 pub mod position;
+pub mod schema;
 pub mod value;
 
 pub use check::CheckOutcome;
@@ -26,4 +28,5 @@ pub use pipeline::{
 };
 pub mod time;
 pub use position::{Lsn, Position, PositionError};
+pub use schema::{ColumnSchema, ColumnType, TableSchema};
 pub use value::Value;

@@ -2,6 +2,8 @@
 //! real `cdc-agent` binary driven through its command line and config file, as users drive it.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -139,6 +141,17 @@ pub struct Pipeline {
 impl Pipeline {
     /// `source_extra` is added to the `[source]` table (e.g. `snapshot = "never"`).
     pub fn new(db_url: &str, name: &str, tables: &[&str], source_extra: &str) -> Pipeline {
+        Pipeline::with_sink(db_url, name, tables, source_extra, None)
+    }
+
+    /// `sink` replaces the jsonl `[sink]` table (its lines, without the header).
+    pub fn with_sink(
+        db_url: &str,
+        name: &str,
+        tables: &[&str],
+        source_extra: &str,
+        sink: Option<&str>,
+    ) -> Pipeline {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.jsonl");
         let admin = format!("127.0.0.1:{}", free_port());
@@ -150,9 +163,12 @@ impl Pipeline {
         let text = format!(
             "[agent]\nname = \"{name}\"\nstate_dir = \"{state}\"\nadmin_addr = \"{admin}\"\n\n\
              [source]\ntype = \"postgres\"\nurl = \"{db_url}\"\ntables = [{tables}]\n{source_extra}\n\n\
-             [sink]\ntype = \"jsonl\"\npath = \"{out}\"\nflush_interval_ms = 50\n",
+             [sink]\n{sink}\n",
             state = dir.path().join("state").display(),
-            out = output.display(),
+            sink = sink.map(str::to_string).unwrap_or_else(|| format!(
+                "type = \"jsonl\"\npath = \"{}\"\nflush_interval_ms = 50",
+                output.display()
+            )),
         );
         let config = dir.path().join("cdc-agent.toml");
         std::fs::File::create(&config)

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use cdc_core::PipelineError;
+use cdc_core::{ColumnSchema, ColumnType, PipelineError, TableSchema};
 
 use crate::errors::classify;
 use crate::values::{builtin_kind, ValueKind};
@@ -30,6 +30,7 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
 pub struct Column {
     pub name: Arc<str>,
     pub type_oid: u32,
+    pub type_modifier: i32,
     pub kind: ValueKind,
     /// Part of the replica identity as the server announced it.
     pub identity: bool,
@@ -45,9 +46,65 @@ pub struct Relation {
     pub key: Vec<usize>,
     /// Whether the pipeline replicates this table.
     pub included: bool,
+    /// The portable description events carry to sinks.
+    pub table_schema: Arc<TableSchema>,
 }
 
 impl Relation {
+    /// Builds a relation, describing its columns' types for sinks (one catalog query).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn build(
+        catalog: &mut Catalog,
+        oid: u32,
+        schema: &str,
+        name: &str,
+        columns: Vec<Column>,
+        key: Vec<usize>,
+        key_is_unique: bool,
+        included: bool,
+    ) -> Result<Relation, PipelineError> {
+        let type_names = if included && !columns.is_empty() {
+            format_types(catalog, &columns).await?
+        } else {
+            vec![]
+        };
+        let schema: Arc<str> = Arc::from(schema);
+        let name: Arc<str> = Arc::from(name);
+        let table_schema = Arc::new(TableSchema {
+            schema: Arc::clone(&schema),
+            table: Arc::clone(&name),
+            columns: columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let source_type = type_names.get(i).cloned().unwrap_or_default();
+                    ColumnSchema {
+                        name: Arc::clone(&c.name),
+                        column_type: column_type(
+                            c.type_oid,
+                            c.type_modifier,
+                            &c.kind,
+                            &source_type,
+                        ),
+                        source_type,
+                    }
+                })
+                .collect(),
+            // A whole-row identity (REPLICA IDENTITY FULL, no key) identifies no single row:
+            // sinks that apply by key must know there is none.
+            key: if key_is_unique { key.clone() } else { vec![] },
+        });
+        Ok(Relation {
+            oid,
+            schema,
+            name,
+            columns,
+            key,
+            included,
+            table_schema,
+        })
+    }
+
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
@@ -202,6 +259,104 @@ pub fn key_indexes(columns: &[Column], primary_key: &[String]) -> Vec<usize> {
         .filter(|(_, c)| c.identity)
         .map(|(i, _)| i)
         .collect()
+}
+
+/// The server's names of the columns' types (`numeric(10,2)`, `character varying(20)`), in order.
+async fn format_types(
+    catalog: &mut Catalog,
+    columns: &[Column],
+) -> Result<Vec<String>, PipelineError> {
+    let oids: Vec<String> = columns.iter().map(|c| c.type_oid.to_string()).collect();
+    let mods: Vec<String> = columns
+        .iter()
+        .map(|c| c.type_modifier.to_string())
+        .collect();
+    let r = catalog
+        .query(&format!(
+            "SELECT format_type(o, m) AS t FROM unnest('{{{}}}'::oid[], '{{{}}}'::int[]) WITH ORDINALITY AS x(o, m, n) ORDER BY n",
+            oids.join(","),
+            mods.join(",")
+        ))
+        .await?;
+    Ok((0..r.rows.len())
+        .map(|i| r.get(i, "t").unwrap_or_default().to_string())
+        .collect())
+}
+
+/// Postgres OIDs below this are built into every server (FirstGenbkiObjectId).
+const FIRST_USER_OID: u32 = 10_000;
+
+/// The portable type of a column, from its type OID and modifier (and, for domains, enums and
+/// arrays resolved through the catalog, its value kind).
+pub fn column_type(oid: u32, typmod: i32, kind: &ValueKind, source_type: &str) -> ColumnType {
+    let len = (typmod >= 4).then(|| (typmod - 4) as u32);
+    match oid {
+        16 => ColumnType::Bool,
+        21 => ColumnType::Int16,
+        23 => ColumnType::Int32,
+        20 => ColumnType::Int64,
+        700 => ColumnType::Float32,
+        701 => ColumnType::Float64,
+        1700 => ColumnType::Decimal {
+            precision: len.map(|l| (l >> 16) & 0xffff),
+            scale: len.map(|l| l & 0xffff),
+        },
+        25 => ColumnType::Text { max_len: None },
+        1043 | 1042 => ColumnType::Text { max_len: len },
+        114 | 3802 => ColumnType::Json,
+        17 => ColumnType::Bytes,
+        2950 => ColumnType::Uuid,
+        1082 => ColumnType::Date,
+        1083 => ColumnType::Time,
+        1114 => ColumnType::Timestamp,
+        1184 => ColumnType::TimestampTz,
+        1186 => ColumnType::Interval,
+        _ => match kind {
+            // Domains over built-ins and arrays: by the kind their values decode as.
+            ValueKind::Array { element, .. } => ColumnType::Array(Box::new(column_type(
+                element_oid(element),
+                -1,
+                element,
+                source_type.trim_end_matches("[]"),
+            ))),
+            ValueKind::Bool => ColumnType::Bool,
+            ValueKind::Int => ColumnType::Int64,
+            ValueKind::Float => ColumnType::Float64,
+            ValueKind::Numeric => ColumnType::Decimal {
+                precision: None,
+                scale: None,
+            },
+            ValueKind::Json => ColumnType::Json,
+            ValueKind::Bytea => ColumnType::Bytes,
+            ValueKind::Date => ColumnType::Date,
+            ValueKind::Time => ColumnType::Time,
+            ValueKind::Timestamp => ColumnType::Timestamp,
+            ValueKind::TimestampTz => ColumnType::TimestampTz,
+            ValueKind::Interval => ColumnType::Interval,
+            ValueKind::Text => ColumnType::Other {
+                name: source_type.to_string(),
+                builtin: oid < FIRST_USER_OID,
+            },
+        },
+    }
+}
+
+/// A representative built-in OID for a value kind (array elements carry only their kind).
+fn element_oid(kind: &ValueKind) -> u32 {
+    match kind {
+        ValueKind::Bool => 16,
+        ValueKind::Int => 20,
+        ValueKind::Float => 701,
+        ValueKind::Numeric => 1700,
+        ValueKind::Json => 3802,
+        ValueKind::Bytea => 17,
+        ValueKind::Date => 1082,
+        ValueKind::Time => 1083,
+        ValueKind::Timestamp => 1114,
+        ValueKind::TimestampTz => 1184,
+        ValueKind::Interval => 1186,
+        ValueKind::Text | ValueKind::Array { .. } => 0,
+    }
 }
 
 /// Quotes an identifier for SQL.

@@ -100,7 +100,7 @@ impl SnapshotRun<'_> {
         let r = self
             .catalog
             .query(&format!(
-                "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
                 table.oid
             ))
             .await?;
@@ -113,6 +113,10 @@ impl SnapshotRun<'_> {
             columns.push(Column {
                 name: Arc::from(r.get(i, "attname").unwrap_or_default()),
                 type_oid,
+                type_modifier: r
+                    .get(i, "atttypmod")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(-1),
                 kind: self.types.resolve(type_oid, self.catalog).await?,
                 identity: false,
             });
@@ -124,14 +128,17 @@ impl SnapshotRun<'_> {
         } else {
             crate::schema::key_indexes(&columns, &key_names)
         };
-        Ok(Relation {
-            oid: table.oid,
-            schema: Arc::from(table.schema.as_str()),
-            name: Arc::from(table.name.as_str()),
+        Relation::build(
+            self.catalog,
+            table.oid,
+            &table.schema,
+            &table.name,
             columns,
             key,
-            included: true,
-        })
+            !key_names.is_empty(),
+            true,
+        )
+        .await
     }
 }
 
@@ -215,6 +222,7 @@ async fn copy_table(
                 before: None,
                 after: Some(after),
                 unchanged: vec![],
+                table_schema: Some(Arc::clone(&relation.table_schema)),
             }))
             .await?;
             *seq += 1;

@@ -293,6 +293,7 @@ impl PostgresSource {
             resolved.push(Column {
                 name: Arc::from(c.name),
                 type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
                 kind: self.types.resolve(c.type_oid, &mut self.catalog).await?,
                 identity: c.is_key,
             });
@@ -303,14 +304,18 @@ impl PostgresSource {
         } else {
             vec![]
         };
-        Ok(Relation {
+        let key = key_indexes(&resolved, &key_names);
+        Relation::build(
+            &mut self.catalog,
             oid,
-            schema: Arc::from(namespace),
-            name: Arc::from(name),
-            key: key_indexes(&resolved, &key_names),
-            columns: resolved,
+            namespace,
+            name,
+            resolved,
+            key,
+            !key_names.is_empty(),
             included,
-        })
+        )
+        .await
     }
 }
 
@@ -615,6 +620,7 @@ impl Session {
             before,
             after,
             unchanged,
+            table_schema: Some(Arc::clone(&rel.table_schema)),
         })
     }
 

@@ -23,6 +23,7 @@ fn change(lsn: u64, seq: u64) -> SourceMessage {
         before: None,
         after: Some(Row(vec![(Arc::from("id"), Value::Int(seq as i64))])),
         unchanged: vec![],
+        table_schema: None,
     })
 }
 

@@ -1,0 +1,290 @@
+//! Collapsing a batch of changes to their net effect per key, for warehouse sinks.
+//!
+//! ```text
+//!  insert k ─ update k ─ update k     ─▶ upsert k (last row)
+//!  insert k ─ delete k                ─▶ delete k (a no-op on the target if it never had k)
+//!  delete k ─ insert k                ─▶ upsert k
+//!  update k→j (key change)            ─▶ delete k, upsert j
+//! ```
+//!
+//! A hot row costs one write per batch. Columns an update did not send (`unchanged`) stay
+//! unchanged in the net effect, unless an earlier change of the batch supplied them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::event::{ChangeEvent, Op, Row};
+use crate::schema::TableSchema;
+
+/// What a key ends up as after the batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetChange {
+    Upsert {
+        row: Row,
+        /// Columns to leave as they are in the target.
+        unchanged: Vec<Arc<str>>,
+        /// The change that produced this state (for metadata columns).
+        source: crate::event::SourceMeta,
+    },
+    Delete {
+        key: Row,
+        source: crate::event::SourceMeta,
+    },
+}
+
+/// The net changes of one table, in first-seen key order.
+#[derive(Debug)]
+pub struct TableBatch {
+    pub schema: Arc<TableSchema>,
+    order: Vec<String>,
+    changes: HashMap<String, NetChange>,
+}
+
+impl TableBatch {
+    pub fn new(schema: Arc<TableSchema>) -> Self {
+        TableBatch {
+            schema,
+            order: Vec::new(),
+            changes: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Adds a row change (not a truncate: that is a barrier the sink handles).
+    pub fn add(&mut self, event: &ChangeEvent) {
+        let key_of = |row: &Row| {
+            Row(self
+                .schema
+                .key_names()
+                .filter_map(|k| row.get(k).map(|v| (Arc::from(k), v.clone())))
+                .collect())
+        };
+        match event.op {
+            Op::Insert | Op::Update => {
+                let Some(after) = &event.after else { return };
+                let new_key = event.key.clone().unwrap_or_else(|| key_of(after));
+                // A key change: the old key goes away.
+                if let Some(before) = &event.before {
+                    let old_key = key_of(before);
+                    if !old_key.0.is_empty() && old_key != new_key {
+                        self.put(
+                            old_key.clone(),
+                            NetChange::Delete {
+                                key: old_key,
+                                source: event.source.clone(),
+                            },
+                        );
+                    }
+                }
+                let merged = match self.changes.get(&key_string(&new_key)) {
+                    Some(NetChange::Upsert { row, unchanged, .. })
+                        if !event.unchanged.is_empty() =>
+                    {
+                        // Fill what this update did not send from the batch's earlier state.
+                        let mut row_out = after.clone();
+                        let mut still_unchanged = Vec::new();
+                        for col in &event.unchanged {
+                            match row.get(col) {
+                                Some(v) if !unchanged.contains(col) => {
+                                    row_out.0.push((Arc::clone(col), v.clone()))
+                                }
+                                _ => still_unchanged.push(Arc::clone(col)),
+                            }
+                        }
+                        NetChange::Upsert {
+                            row: row_out,
+                            unchanged: still_unchanged,
+                            source: event.source.clone(),
+                        }
+                    }
+                    _ => NetChange::Upsert {
+                        row: after.clone(),
+                        unchanged: event.unchanged.clone(),
+                        source: event.source.clone(),
+                    },
+                };
+                self.put(new_key, merged);
+            }
+            Op::Delete => {
+                let key = match (&event.key, &event.before) {
+                    (Some(k), _) => k.clone(),
+                    (None, Some(b)) => key_of(b),
+                    (None, None) => return,
+                };
+                self.put(
+                    key.clone(),
+                    NetChange::Delete {
+                        key,
+                        source: event.source.clone(),
+                    },
+                );
+            }
+            Op::Truncate => {}
+        }
+    }
+
+    fn put(&mut self, key: Row, change: NetChange) {
+        let k = key_string(&key);
+        if self.changes.insert(k.clone(), change).is_none() {
+            self.order.push(k);
+        }
+    }
+
+    /// The net changes, deletes first (so a key deleted and re-added by another row's key change
+    /// ends up present), then upserts, each in first-seen order.
+    pub fn drain(&mut self) -> (Vec<NetChange>, Vec<NetChange>) {
+        let mut deletes = Vec::new();
+        let mut upserts = Vec::new();
+        for k in self.order.drain(..) {
+            match self.changes.remove(&k) {
+                Some(d @ NetChange::Delete { .. }) => deletes.push(d),
+                Some(u @ NetChange::Upsert { .. }) => upserts.push(u),
+                None => {}
+            }
+        }
+        (deletes, upserts)
+    }
+}
+
+fn key_string(key: &Row) -> String {
+    serde_json::to_string(key).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{SourceKind, SourceMeta};
+    use crate::position::{Lsn, Position};
+    use crate::schema::{ColumnSchema, ColumnType};
+    use crate::value::Value;
+
+    fn schema() -> Arc<TableSchema> {
+        let col = |n: &str| ColumnSchema {
+            name: Arc::from(n),
+            column_type: ColumnType::Int64,
+            source_type: "bigint".into(),
+        };
+        Arc::new(TableSchema {
+            schema: "public".into(),
+            table: "t".into(),
+            columns: vec![col("id"), col("v"), col("big")],
+            key: vec![0],
+        })
+    }
+
+    fn row(id: i64, v: Option<i64>) -> Row {
+        let mut cols = vec![(Arc::from("id"), Value::Int(id))];
+        if let Some(v) = v {
+            cols.push((Arc::from("v"), Value::Int(v)));
+        }
+        Row(cols)
+    }
+
+    fn ev(op: Op, before: Option<Row>, after: Option<Row>, unchanged: &[&str]) -> ChangeEvent {
+        let key = after
+            .as_ref()
+            .or(before.as_ref())
+            .map(|r| Row(vec![r.0[0].clone()]));
+        ChangeEvent {
+            op,
+            source: SourceMeta {
+                kind: SourceKind::Postgres,
+                db: "d".into(),
+                schema: "public".into(),
+                table: "t".into(),
+                position: Position::Postgres { lsn: Lsn(1) },
+                tx_id: None,
+                commit_ts: None,
+                seq: 0,
+                snapshot: false,
+            },
+            key,
+            before,
+            after,
+            unchanged: unchanged.iter().map(|c| Arc::from(*c)).collect(),
+            table_schema: None,
+        }
+    }
+
+    #[test]
+    fn changes_collapse_to_their_net_effect() {
+        let mut b = TableBatch::new(schema());
+        b.add(&ev(Op::Insert, None, Some(row(1, Some(1))), &[]));
+        b.add(&ev(
+            Op::Update,
+            Some(row(1, None)),
+            Some(row(1, Some(2))),
+            &[],
+        ));
+        b.add(&ev(Op::Insert, None, Some(row(2, Some(1))), &[]));
+        b.add(&ev(Op::Delete, Some(row(2, None)), None, &[]));
+        b.add(&ev(Op::Delete, Some(row(3, None)), None, &[]));
+        b.add(&ev(Op::Insert, None, Some(row(3, Some(9))), &[]));
+        let (deletes, upserts) = b.drain();
+        assert_eq!(
+            deletes.len(),
+            1,
+            "insert+delete leaves a delete (harmless when the target never had it)"
+        );
+        let rows: Vec<&Row> = upserts
+            .iter()
+            .map(|u| match u {
+                NetChange::Upsert { row, .. } => row,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(rows, [&row(1, Some(2)), &row(3, Some(9))]);
+    }
+
+    #[test]
+    fn a_key_change_deletes_the_old_key() {
+        let mut b = TableBatch::new(schema());
+        b.add(&ev(
+            Op::Update,
+            Some(row(1, None)),
+            Some(row(5, Some(1))),
+            &[],
+        ));
+        let (deletes, upserts) = b.drain();
+        assert!(
+            matches!(&deletes[0], NetChange::Delete { key, .. } if key == &Row(vec![(Arc::from("id"), Value::Int(1))]))
+        );
+        assert_eq!(upserts.len(), 1);
+    }
+
+    #[test]
+    fn unchanged_columns_are_filled_from_earlier_changes_of_the_batch() {
+        let mut b = TableBatch::new(schema());
+        let mut first = row(1, Some(1));
+        first.0.push((Arc::from("big"), Value::Int(7)));
+        b.add(&ev(Op::Insert, None, Some(first), &[]));
+        b.add(&ev(
+            Op::Update,
+            Some(row(1, None)),
+            Some(row(1, Some(2))),
+            &["big"],
+        ));
+        b.add(&ev(
+            Op::Update,
+            Some(row(2, None)),
+            Some(row(2, Some(2))),
+            &["big"],
+        ));
+        let (_, upserts) = b.drain();
+        match &upserts[0] {
+            NetChange::Upsert { row, unchanged, .. } => {
+                assert_eq!(row.get("big"), Some(&Value::Int(7)));
+                assert!(unchanged.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&upserts[1], NetChange::Upsert { unchanged, .. } if unchanged.len() == 1));
+    }
+}

@@ -1,0 +1,271 @@
+//! Applying net changes to a target table in bulk: COPY into a temporary staging table, then one
+//! set-based statement (`INSERT .. ON CONFLICT DO UPDATE` for upserts, `DELETE .. USING` for
+//! deletes). A statement per batch, not per row.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use cdc_core::batch::NetChange;
+use cdc_core::{PipelineError, SourceMeta, TableSchema, Value};
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use crate::copy_text::push_value;
+use crate::ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
+use crate::{quote_ident, sink_error};
+
+/// COPY data is sent in chunks of about this size.
+const COPY_CHUNK: usize = 1 << 20;
+
+pub struct Target<'a> {
+    /// Quoted `schema.table`.
+    pub name: &'a str,
+    pub schema: &'a TableSchema,
+    pub soft_delete: bool,
+    pub metadata: bool,
+}
+
+/// The columns (name, `format_type` type) a target table has; empty when it does not exist.
+pub async fn target_columns(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>, PipelineError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| sink_error(e, "reading the target table's columns"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+pub async fn deletes(
+    client: &Client,
+    target: &Target<'_>,
+    changes: &[NetChange],
+    counter: &mut u64,
+) -> Result<(), PipelineError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = target.schema.key_names().collect();
+    let stage = stage_table(client, target, &keys, counter).await?;
+    let mut rows = CopyRows::default();
+    for change in changes {
+        if let NetChange::Delete { key, source } = change {
+            rows.row(
+                keys.iter().map(|k| key.get(k)),
+                target.metadata.then_some(source),
+            );
+        }
+    }
+    copy_into(client, &stage, &keys, target.metadata, rows).await?;
+    let matches = key_match(&keys);
+    let sql = if target.soft_delete {
+        let mut set = vec![format!("{} = true", quote_ident(DELETED_COLUMN))];
+        if target.metadata {
+            set.extend(metadata_assignments("s."));
+        }
+        format!(
+            "UPDATE {} t SET {} FROM {stage} s WHERE {matches}",
+            target.name,
+            set.join(", ")
+        )
+    } else {
+        format!(
+            "DELETE FROM {} t USING {stage} s WHERE {matches}",
+            target.name
+        )
+    };
+    client
+        .batch_execute(&format!("{sql}; DROP TABLE {stage}"))
+        .await
+        .map_err(|e| sink_error(e, &format!("applying deletes to {}", target.name)))
+}
+
+pub async fn upserts(
+    client: &Client,
+    target: &Target<'_>,
+    changes: &[NetChange],
+    counter: &mut u64,
+) -> Result<(), PipelineError> {
+    // Rows that left different columns unchanged need different statements.
+    let mut groups: BTreeMap<Vec<&str>, Vec<&NetChange>> = BTreeMap::new();
+    for change in changes {
+        if let NetChange::Upsert { unchanged, .. } = change {
+            let mut key: Vec<&str> = unchanged.iter().map(|c| &**c).collect();
+            key.sort_unstable();
+            groups.entry(key).or_default().push(change);
+        }
+    }
+    let keys: Vec<&str> = target.schema.key_names().collect();
+    for (unchanged, group) in groups {
+        let columns: Vec<&str> = target
+            .schema
+            .columns
+            .iter()
+            .map(|c| &*c.name)
+            .filter(|c| !unchanged.contains(c))
+            .collect();
+        let stage = stage_table(client, target, &columns, counter).await?;
+        let mut rows = CopyRows::default();
+        for change in group {
+            if let NetChange::Upsert { row, source, .. } = change {
+                rows.row(
+                    columns.iter().map(|c| row.get(c)),
+                    target.metadata.then_some(source),
+                );
+            }
+        }
+        copy_into(client, &stage, &columns, target.metadata, rows).await?;
+        let mut insert_columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+        let mut select: Vec<String> = insert_columns.clone();
+        if target.metadata {
+            for c in [POSITION_COLUMN, COMMIT_TS_COLUMN] {
+                insert_columns.push(quote_ident(c));
+                select.push(quote_ident(c));
+            }
+        }
+        if target.soft_delete {
+            insert_columns.push(quote_ident(DELETED_COLUMN));
+            select.push("false".into());
+        }
+        let updates: Vec<String> = insert_columns
+            .iter()
+            .filter(|c| !keys.iter().any(|k| &quote_ident(k) == *c))
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        let conflict = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        let key_list: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) SELECT {} FROM {stage} ON CONFLICT ({}) {conflict}; DROP TABLE {stage}",
+            target.name,
+            insert_columns.join(", "),
+            select.join(", "),
+            key_list.join(", "),
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| sink_error(e, &format!("applying upserts to {}", target.name)))?;
+    }
+    Ok(())
+}
+
+/// A temporary table with the target's types for `columns` (and the metadata columns).
+async fn stage_table(
+    client: &Client,
+    target: &Target<'_>,
+    columns: &[&str],
+    counter: &mut u64,
+) -> Result<String, PipelineError> {
+    *counter += 1;
+    let stage = format!("\"_cdc_stage_{counter}\"");
+    let mut select: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    if target.metadata {
+        select.push(format!("NULL::text AS {}", quote_ident(POSITION_COLUMN)));
+        select.push(format!(
+            "NULL::timestamptz AS {}",
+            quote_ident(COMMIT_TS_COLUMN)
+        ));
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+            select.join(", "),
+            target.name
+        ))
+        .await
+        .map_err(|e| sink_error(e, &format!("staging changes for {}", target.name)))?;
+    Ok(stage)
+}
+
+/// Rows in COPY text format.
+#[derive(Default)]
+struct CopyRows {
+    chunks: Vec<String>,
+    current: String,
+}
+
+impl CopyRows {
+    fn row<'a>(
+        &mut self,
+        values: impl Iterator<Item = Option<&'a Value>>,
+        meta: Option<&SourceMeta>,
+    ) {
+        let mut first = true;
+        for value in values {
+            if !first {
+                self.current.push('\t');
+            }
+            first = false;
+            push_value(&mut self.current, value.unwrap_or(&Value::Null));
+        }
+        if let Some(meta) = meta {
+            self.current.push('\t');
+            self.current.push_str(&meta.position.to_string());
+            self.current.push('\t');
+            match &meta.commit_ts {
+                Some(ts) => self.current.push_str(ts),
+                None => self.current.push_str("\\N"),
+            }
+        }
+        self.current.push('\n');
+        if self.current.len() >= COPY_CHUNK {
+            self.chunks.push(std::mem::take(&mut self.current));
+        }
+    }
+}
+
+async fn copy_into(
+    client: &Client,
+    stage: &str,
+    columns: &[&str],
+    metadata: bool,
+    mut rows: CopyRows,
+) -> Result<(), PipelineError> {
+    let mut names: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    if metadata {
+        names.push(quote_ident(POSITION_COLUMN));
+        names.push(quote_ident(COMMIT_TS_COLUMN));
+    }
+    let copy = client
+        .copy_in(&format!("COPY {stage} ({}) FROM STDIN", names.join(", ")))
+        .await
+        .map_err(|e| sink_error(e, "starting COPY into the staging table"))?;
+    futures_util::pin_mut!(copy);
+    if !rows.current.is_empty() {
+        rows.chunks.push(std::mem::take(&mut rows.current));
+    }
+    for chunk in rows.chunks {
+        copy.send(Bytes::from(chunk))
+            .await
+            .map_err(|e| sink_error(e, "sending rows to the staging table"))?;
+    }
+    copy.finish()
+        .await
+        .map_err(|e| sink_error(e, "finishing COPY into the staging table"))?;
+    Ok(())
+}
+
+fn key_match(keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| format!("t.{0} = s.{0}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn metadata_assignments(from: &str) -> Vec<String> {
+    [POSITION_COLUMN, COMMIT_TS_COLUMN]
+        .iter()
+        .map(|c| format!("{0} = {from}{0}", quote_ident(c)))
+        .collect()
+}

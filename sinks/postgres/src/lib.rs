@@ -1,0 +1,450 @@
+//! Postgres warehouse sink: the target tables equal the source tables, continuously.
+//!
+//! ```text
+//!  write(changes) ─▶ per-table net effect (cdc_core::batch) ─▶ [barrier: schema change, truncate,
+//!                     or too many buffered changes] ─▶ apply into the open target transaction
+//!  flush()        ─▶ apply the rest ─▶ UPDATE _cdc_state (same transaction) ─▶ COMMIT
+//!  open()         ─▶ read _cdc_state: every change at or before it is skipped
+//! ```
+//!
+//! Exactly once: the source position a target transaction reaches is written in that transaction,
+//! so after any crash the target says itself where it stands. A source transaction is never split
+//! across two target commits (the runtime flushes only at transaction boundaries); a large one is
+//! applied in pieces into one open target transaction, so memory stays bounded.
+
+mod apply;
+mod copy_text;
+mod ddl;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cdc_core::batch::TableBatch;
+use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
+use tokio_postgres::{Client, NoTls};
+
+pub use ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
+
+/// Changes buffered (after collapsing) before they are applied into the open transaction.
+pub const DEFAULT_MAX_BATCH_CHANGES: usize = 20_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Delete the target row.
+    Hard,
+    /// Keep it, with `_cdc_deleted = true`.
+    Soft,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TruncateMode {
+    Propagate,
+    Ignore,
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresSinkConfig {
+    pub url: String,
+    /// Target schema, created if missing.
+    pub schema: String,
+    /// The pipeline's name: its row in the state table.
+    pub pipeline: String,
+    pub delete_mode: DeleteMode,
+    /// Add `_cdc_position` and `_cdc_commit_ts` to every target table.
+    pub metadata_columns: bool,
+    pub truncate: TruncateMode,
+    pub max_batch_changes: usize,
+}
+
+/// A target table as the sink knows it.
+struct TargetTable {
+    /// Quoted `schema.table`.
+    name: String,
+    /// The source schema it was last reconciled with.
+    schema: Arc<TableSchema>,
+}
+
+pub struct PostgresSink {
+    config: PostgresSinkConfig,
+    client: Option<Client>,
+    tables: HashMap<String, TargetTable>,
+    pending: Vec<(String, TableBatch)>,
+    pending_changes: usize,
+    in_transaction: bool,
+    /// The newest source transaction written (not yet committed).
+    last_commit: Option<Position>,
+    /// The position the target's state table holds.
+    committed: Option<Position>,
+    stage_counter: u64,
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl PostgresSink {
+    pub fn new(config: PostgresSinkConfig) -> Self {
+        PostgresSink {
+            config,
+            client: None,
+            tables: HashMap::new(),
+            pending: Vec::new(),
+            pending_changes: 0,
+            in_transaction: false,
+            last_commit: None,
+            committed: None,
+            stage_counter: 0,
+        }
+    }
+
+    fn client(&self) -> Result<&Client, PipelineError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| PipelineError::transient("sink", "the target connection is not open"))
+    }
+
+    fn state_table(&self) -> String {
+        format!("{}.\"_cdc_state\"", quote_ident(&self.config.schema))
+    }
+
+    async fn begin(&mut self) -> Result<(), PipelineError> {
+        if !self.in_transaction {
+            self.client()?
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| sink_error(e, "starting a target transaction"))?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the target table exists and matches `schema`; applies what changed.
+    async fn reconcile(&mut self, schema: &Arc<TableSchema>) -> Result<(), PipelineError> {
+        let source_name = format!("{}.{}", schema.schema, schema.table);
+        if let Some(known) = self.tables.get(&source_name) {
+            if Arc::ptr_eq(&known.schema, schema) || known.schema.columns == schema.columns {
+                return Ok(());
+            }
+        }
+        let target = format!(
+            "{}.{}",
+            quote_ident(&self.config.schema),
+            quote_ident(&schema.table)
+        );
+        self.begin().await?;
+        let client = self.client()?;
+        let have = apply::target_columns(client, &self.config.schema, &schema.table).await?;
+        if have.is_empty() {
+            let sql = ddl::create_table_sql(
+                &target,
+                schema,
+                self.config.delete_mode == DeleteMode::Soft,
+                self.config.metadata_columns,
+            )?;
+            tracing::info!(table = %target, "creating target table");
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| sink_error(e, &format!("creating {target}")))?;
+        } else {
+            for statement in ddl::plan_changes(&target, &have, schema)? {
+                tracing::info!(table = %target, statement = %statement, "applying a source schema change");
+                client
+                    .batch_execute(&statement)
+                    .await
+                    .map_err(|e| sink_error(e, &format!("altering {target}")))?;
+            }
+        }
+        self.tables.insert(
+            source_name,
+            TargetTable {
+                name: target,
+                schema: Arc::clone(schema),
+            },
+        );
+        Ok(())
+    }
+
+    /// Applies the buffered net changes into the open transaction.
+    async fn apply_pending(&mut self) -> Result<(), PipelineError> {
+        if self.pending_changes == 0 {
+            return Ok(());
+        }
+        self.begin().await?;
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_changes = 0;
+        for (source_name, mut batch) in pending {
+            let Some(table) = self.tables.get(&source_name) else {
+                continue;
+            };
+            let (deletes, upserts) = batch.drain();
+            let target = apply::Target {
+                name: &table.name,
+                schema: &batch.schema,
+                soft_delete: self.config.delete_mode == DeleteMode::Soft,
+                metadata: self.config.metadata_columns,
+            };
+            let client = self.client.as_ref().ok_or_else(|| {
+                PipelineError::transient("sink", "the target connection is not open")
+            })?;
+            apply::deletes(client, &target, &deletes, &mut self.stage_counter).await?;
+            apply::upserts(client, &target, &upserts, &mut self.stage_counter).await?;
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, schema: &Arc<TableSchema>) -> Result<(), PipelineError> {
+        if self.config.truncate == TruncateMode::Ignore {
+            return Ok(());
+        }
+        self.apply_pending().await?;
+        self.reconcile(schema).await?;
+        let source_name = format!("{}.{}", schema.schema, schema.table);
+        let Some(table) = self.tables.get(&source_name) else {
+            return Ok(());
+        };
+        let sql = match self.config.delete_mode {
+            DeleteMode::Hard => format!("TRUNCATE {}", table.name),
+            DeleteMode::Soft => format!(
+                "UPDATE {} SET {} = true",
+                table.name,
+                quote_ident(DELETED_COLUMN)
+            ),
+        };
+        self.client()?
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| sink_error(e, "truncating the target table"))
+    }
+
+    fn batch_for(&mut self, schema: &Arc<TableSchema>) -> &mut TableBatch {
+        let source_name = format!("{}.{}", schema.schema, schema.table);
+        let index = match self
+            .pending
+            .iter()
+            .position(|(name, _)| name == &source_name)
+        {
+            Some(i) => i,
+            None => {
+                self.pending
+                    .push((source_name, TableBatch::new(Arc::clone(schema))));
+                self.pending.len() - 1
+            }
+        };
+        &mut self.pending[index].1
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    async fn open(&mut self) -> Result<Option<ResumePoint>, PipelineError> {
+        let (client, connection) = tokio_postgres::connect(&self.config.url, NoTls)
+            .await
+            .map_err(|e| sink_error(e, "connecting to the target"))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "target connection ended");
+            }
+        });
+        self.client = Some(client);
+        self.tables.clear();
+        self.pending.clear();
+        self.pending_changes = 0;
+        self.in_transaction = false;
+        let client = self.client()?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema};
+                 CREATE TABLE IF NOT EXISTS {state} (pipeline text PRIMARY KEY, position jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+                schema = quote_ident(&self.config.schema),
+                state = self.state_table(),
+            ))
+            .await
+            .map_err(|e| sink_error(e, "preparing the target schema and state table"))?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT position::text FROM {} WHERE pipeline = $1",
+                    self.state_table()
+                ),
+                &[&self.config.pipeline],
+            )
+            .await
+            .map_err(|e| sink_error(e, "reading the target's position"))?;
+        self.committed = match row {
+            None => None,
+            Some(row) => {
+                let text: String = row.get(0);
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    PipelineError::definite(
+                        "sink",
+                        format!("the target's state table holds an unreadable position ({e})"),
+                    )
+                    .with_hint("delete this pipeline's row from _cdc_state to start over")
+                })?)
+            }
+        };
+        self.last_commit = self.committed.clone();
+        if let Some(p) = &self.committed {
+            tracing::info!(position = %p, "target is at this position; earlier changes are skipped");
+        }
+        Ok(self.committed.clone().map(|position| ResumePoint {
+            position,
+            seq: None,
+        }))
+    }
+
+    async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
+        for message in messages {
+            match message {
+                SourceMessage::Change(event) => {
+                    let schema = event.table_schema.clone().ok_or_else(|| {
+                        PipelineError::definite(
+                            "schema",
+                            format!(
+                                "a change to {} came without its table schema",
+                                event.table_name()
+                            ),
+                        )
+                    })?;
+                    if event.op == Op::Truncate {
+                        self.truncate(&schema).await?;
+                        continue;
+                    }
+                    let source_name = format!("{}.{}", schema.schema, schema.table);
+                    let known = self.tables.get(&source_name).is_some_and(|t| {
+                        Arc::ptr_eq(&t.schema, &schema) || t.schema.columns == schema.columns
+                    });
+                    if !known {
+                        // A schema change is a barrier: rows decoded with the old schema go first.
+                        self.apply_pending().await?;
+                        self.reconcile(&schema).await?;
+                    }
+                    self.batch_for(&schema).add(event);
+                    self.pending_changes += 1;
+                    if self.pending_changes >= self.config.max_batch_changes {
+                        self.apply_pending().await?;
+                    }
+                }
+                SourceMessage::Commit { position, .. } => self.last_commit = Some(position.clone()),
+                SourceMessage::Progress { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), PipelineError> {
+        if self.last_commit == self.committed && !self.in_transaction && self.pending_changes == 0 {
+            return Ok(());
+        }
+        self.apply_pending().await?;
+        self.begin().await?;
+        let position = self.last_commit.clone();
+        if let Some(position) = &position {
+            let json = serde_json::to_string(position).map_err(|e| {
+                PipelineError::definite("sink", format!("encoding the position: {e}"))
+            })?;
+            self.client()?
+                .execute(
+                    &format!(
+                        "INSERT INTO {} (pipeline, position, updated_at) VALUES ($1, $2::text::jsonb, now())
+                         ON CONFLICT (pipeline) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                        self.state_table()
+                    ),
+                    &[&self.config.pipeline, &json],
+                )
+                .await
+                .map_err(|e| sink_error(e, "recording the position in the target"))?;
+        }
+        self.client()?
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| sink_error(e, "committing the target transaction"))?;
+        self.in_transaction = false;
+        self.committed = position;
+        Ok(())
+    }
+}
+
+/// Classifies a target error: connection trouble and contention are transient; everything else
+/// (bad value, missing privilege, constraint) needs the operator.
+pub(crate) fn sink_error(e: tokio_postgres::Error, doing: &str) -> PipelineError {
+    let message = format!("{doing}: {}", error_text(&e));
+    if e.is_closed() {
+        return PipelineError::transient("sink", message);
+    }
+    match e.code().map(|c| c.code()) {
+        None => PipelineError::transient("sink", message),
+        Some(code)
+            if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") =>
+        {
+            PipelineError::transient("sink", message)
+        }
+        Some("40001") | Some("40P01") | Some("55P03") => PipelineError::transient("sink", message),
+        Some(code) if code.starts_with("28") => PipelineError::definite("auth", message)
+            .with_hint("check the user and password in sink.url"),
+        Some(code) if code.starts_with("42") => PipelineError::definite("sink", message)
+            .with_hint("the target's tables or privileges do not match what the sink expects"),
+        Some(_) => PipelineError::definite("sink", message),
+    }
+}
+
+fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// `cdc-agent check` for the postgres sink: can it connect, and create the schema and tables.
+pub async fn check(config: &PostgresSinkConfig) -> cdc_core::CheckOutcome {
+    use cdc_core::CheckOutcome;
+    let (client, connection) = match tokio_postgres::connect(&config.url, NoTls).await {
+        Ok(c) => c,
+        Err(e) => {
+            let e = sink_error(e, "connecting to the target");
+            return CheckOutcome::fail(
+                "sink",
+                e.message,
+                e.hint.unwrap_or_else(|| "check sink.url".into()),
+            );
+        }
+    };
+    tokio::spawn(connection);
+    let probe = client
+        .query_one(
+            "SELECT has_database_privilege(current_database(), 'CREATE') \
+             OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1 AND has_schema_privilege(oid, 'CREATE'))",
+            &[&config.schema],
+        )
+        .await;
+    match probe {
+        Ok(row) if row.get::<_, bool>(0) => CheckOutcome::ok(
+            "sink",
+            format!(
+                "postgres target reachable; schema {} can be written",
+                config.schema
+            ),
+        ),
+        Ok(_) => CheckOutcome::fail(
+            "sink",
+            format!(
+                "the target user cannot create tables in schema {}",
+                config.schema
+            ),
+            format!(
+                "GRANT CREATE ON SCHEMA {} (or the database) to the sink.url user",
+                config.schema
+            ),
+        ),
+        Err(e) => {
+            let e = sink_error(e, "checking privileges on the target");
+            CheckOutcome::fail(
+                "sink",
+                e.message,
+                e.hint.unwrap_or_else(|| "check sink.url".into()),
+            )
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! A TCP proxy the tests can take down and bring back: a target that refuses connections, then
+//! returns, without stopping a shared server.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+pub struct Proxy {
+    pub port: u16,
+    down: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(Notify::new());
+        let (d, c) = (Arc::clone(&down), Arc::clone(&cut));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if d.load(Ordering::SeqCst) {
+                    drop(client); // refused, as far as the agent can tell
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let c = Arc::clone(&c);
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = c.notified() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, down, cut }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn take_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    pub fn bring_back(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,328 @@
+//! Postgres → Postgres: the target tables equal the source tables, exactly once, through
+//! SIGKILLs, schema changes and a target that goes away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{Pipeline, TestDb};
+use tokio_postgres::Client;
+
+fn sink_toml(url: &str, extra: &str) -> String {
+    format!("type = \"postgres\"\nurl = \"{url}\"\nschema = \"replica\"\nflush_interval_ms = 50\n{extra}")
+}
+
+/// Every row of `query` on both sides, as text, in order.
+async fn rows(client: &Client, query: &str) -> Vec<String> {
+    client
+        .query(&format!("SELECT t::text FROM ({query}) t"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn wait_equal(
+    source: &Client,
+    target: &Client,
+    source_query: &str,
+    target_query: &str,
+    p: &Pipeline,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let want = rows(source, source_query).await;
+        let have = target
+            .query(&format!("SELECT t::text FROM ({target_query}) t"), &[])
+            .await
+            .map(|rs| rs.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if want == have {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let first_diff = want.iter().zip(&have).position(|(a, b)| a != b);
+            panic!(
+                "target never equalled source: {} vs {} rows, first difference at {first_diff:?}; log:\n{}",
+                want.len(),
+                have.len(),
+                p.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const SOURCE_SCHEMA: &str = "
+    CREATE TABLE accounts (id bigint PRIMARY KEY, owner text, balance numeric(12,2), doc text,
+                           tags text[], meta jsonb, updated timestamptz);
+    CREATE TABLE events (id bigint PRIMARY KEY, kind text);";
+
+const ACCOUNTS: &str =
+    "SELECT id, owner, balance, doc, tags, meta, updated FROM accounts ORDER BY id";
+const ACCOUNTS_TARGET: &str =
+    "SELECT id, owner, balance, doc, tags, meta, updated FROM replica.accounts ORDER BY id";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn equal_after_sigkills_and_no_change_applied_twice() {
+    let src = TestDb::new("pgsrc").await;
+    let dst = TestDb::new("pgdst").await;
+    src.exec(SOURCE_SCHEMA).await;
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.accounts", "public.events"],
+        "snapshot = \"never\"",
+        Some(&sink_toml(
+            &dst.url,
+            "metadata_columns = true\nmax_batch_changes = 700",
+        )),
+    );
+    let mut agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    src.exec("INSERT INTO accounts VALUES (0, 'seed', 0, repeat('d', 100000), '{a}', '{}', now())")
+        .await;
+    let target = dst.client().await;
+    common::wait_until(
+        "the snapshot row in the target",
+        Duration::from_secs(60),
+        || async {
+            target
+                .query_one("SELECT count(*) FROM replica.accounts", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+        },
+    )
+    .await;
+    // Every write the sink makes to the target table is recorded with the source position it
+    // carries and the target transaction: the same (row, position) from two target transactions
+    // would be a source transaction applied twice. (Within one target transaction a row may be
+    // written twice: a large source transaction is applied in pieces.)
+    dst.exec(
+        "CREATE TABLE writes (id bigint, pos text, xid bigint);
+         CREATE FUNCTION record_write() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO writes VALUES (NEW.id, NEW._cdc_position, txid_current()); RETURN NEW; END $$;
+         CREATE TRIGGER record_write AFTER INSERT OR UPDATE ON replica.accounts
+           FOR EACH ROW EXECUTE FUNCTION record_write();",
+    )
+    .await;
+
+    let writer_url = src.url.clone();
+    let writer = tokio::spawn(async move {
+        let c = common::connect(&writer_url).await;
+        // 100 transactions of ~500 changes: inserts, non-key and key updates, deletes, an
+        // update that leaves the TOASTed doc alone, and one truncate of another table.
+        for tx in 0..100i64 {
+            let b = 1 + tx * 1000;
+            c.batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO accounts SELECT g, 'owner ' || g, g * 0.5, 'doc', ARRAY['t' || g], jsonb_build_object('g', g), now()
+                   FROM generate_series({b}, {b} + 199) g;
+                 UPDATE accounts SET balance = balance + 1, tags = array_append(tags, 'x') WHERE id BETWEEN {b} AND {b} + 99;
+                 UPDATE accounts SET id = id + 500 WHERE id BETWEEN {b} + 100 AND {b} + 119;
+                 DELETE FROM accounts WHERE id BETWEEN {b} + 120 AND {b} + 159;
+                 UPDATE accounts SET balance = balance + {tx} WHERE id = 0;
+                 INSERT INTO events SELECT g, 'e' FROM generate_series({b}, {b} + 39) g;
+                 COMMIT;"
+            ))
+            .await
+            .unwrap();
+            if tx == 60 {
+                c.batch_execute("TRUNCATE events").await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    let mut seed = std::process::id() as u64;
+    for kill in 0..3 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis(400 + (seed >> 33) % 1200)).await;
+        agent.kill9();
+        if kill == 1 {
+            // Lose the local checkpoint too: the slot then replays from its older confirmed
+            // position, and only the target's own position keeps those changes from applying
+            // twice.
+            std::fs::remove_dir_all(p.dir.path().join("state")).unwrap();
+        }
+        agent = p.start();
+    }
+    writer.await.unwrap();
+    let source = src.client().await;
+    wait_equal(&source, &target, ACCOUNTS, ACCOUNTS_TARGET, &p).await;
+    wait_equal(
+        &source,
+        &target,
+        "SELECT * FROM events ORDER BY id",
+        "SELECT id, kind FROM replica.events ORDER BY id",
+        &p,
+    )
+    .await;
+    assert_eq!(agent.stop(), 0);
+
+    let twice: i64 = target
+        .query_one(
+            "SELECT count(*) FROM (SELECT id, pos FROM writes GROUP BY 1, 2 HAVING count(DISTINCT xid) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(twice, 0, "a change was applied twice");
+    // The TOASTed value survived the updates that did not send it.
+    let doc: String = target
+        .query_one("SELECT doc FROM replica.accounts WHERE id = 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(doc.len(), 100000);
+    src.drop().await;
+    dst.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_follow_and_an_incompatible_one_stops_until_fixed() {
+    let src = TestDb::new("ddlsrc").await;
+    let dst = TestDb::new("ddldst").await;
+    src.exec("CREATE TABLE t (id int PRIMARY KEY, code text, gone int); INSERT INTO t VALUES (1, '10', 1);").await;
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.t"],
+        "",
+        Some(&sink_toml(&dst.url, "")),
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    let source = src.client().await;
+    let target = dst.client().await;
+    for sql in [
+        "ALTER TABLE t ADD COLUMN added numeric(8,3)",
+        "INSERT INTO t VALUES (2, '20', 2, 1.5)",
+        "ALTER TABLE t DROP COLUMN gone",
+        "INSERT INTO t VALUES (3, '30', 2.25)",
+    ] {
+        source.batch_execute(sql).await.unwrap();
+    }
+    wait_equal(
+        &source,
+        &target,
+        "SELECT id, code, added FROM t ORDER BY id",
+        "SELECT id, code, added FROM replica.t ORDER BY id",
+        &p,
+    )
+    .await;
+    let gone: Vec<Option<i32>> = target
+        .query("SELECT gone FROM replica.t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        gone,
+        [Some(1), Some(2), None],
+        "a dropped column is kept but no longer written"
+    );
+
+    // text -> integer: the target cannot follow on its own.
+    source
+        .batch_execute("ALTER TABLE t ALTER COLUMN code TYPE integer USING code::integer; INSERT INTO t VALUES (4, 40, 4);")
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.wait_exit(Duration::from_secs(60)),
+        1,
+        "the pipeline stops on an incompatible change"
+    );
+    let log = p.log();
+    assert!(
+        log.contains("changed from text to integer") && log.contains("fix:"),
+        "{log}"
+    );
+    let status = p.status_json();
+    assert_eq!(status["state"], serde_json::json!("failed"));
+
+    // The operator fixes the target and restarts: nothing was lost.
+    target
+        .batch_execute("ALTER TABLE replica.t ALTER COLUMN code TYPE integer USING code::integer")
+        .await
+        .unwrap();
+    let agent = p.start();
+    wait_equal(
+        &source,
+        &target,
+        "SELECT id, code, added FROM t ORDER BY id",
+        "SELECT id, code, added FROM replica.t ORDER BY id",
+        &p,
+    )
+    .await;
+    assert_eq!(agent.stop(), 0);
+    src.drop().await;
+    dst.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_goes_away_is_retried_and_caught_up() {
+    let src = TestDb::new("downsrc").await;
+    let dst = TestDb::new("downdst").await;
+    src.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    let port = common::env()
+        .var("CDC_TEST_PG_URL")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let proxy = Proxy::start(format!("127.0.0.1:{port}")).await;
+    let proxied = dst
+        .url
+        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+        Some(&sink_toml(&proxied, "")),
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    let source = src.client().await;
+    let target = dst.client().await;
+    source
+        .batch_execute("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
+    wait_equal(
+        &source,
+        &target,
+        "SELECT * FROM t ORDER BY id",
+        "SELECT id, v FROM replica.t ORDER BY id",
+        &p,
+    )
+    .await;
+
+    proxy.take_down();
+    source.batch_execute("INSERT INTO t SELECT g, 'b' FROM generate_series(101, 200) g; UPDATE t SET v = 'c' WHERE id <= 50;").await.unwrap();
+    p.wait_state("retrying", Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.bring_back();
+    wait_equal(
+        &source,
+        &target,
+        "SELECT * FROM t ORDER BY id",
+        "SELECT id, v FROM replica.t ORDER BY id",
+        &p,
+    )
+    .await;
+    assert!(p.status_json()["errors_total"].as_u64().unwrap() >= 1);
+    assert_eq!(agent.stop(), 0);
+    src.drop().await;
+    dst.drop().await;
+}
