@@ -354,6 +354,7 @@ impl Source for PostgresSource {
             open: None,
             received: start,
             forwarded: start,
+            confirmed: context.confirmed.clone(),
         };
         let result = session.run(self, out, context).await;
         context.progress.set_streaming(false);
@@ -370,6 +371,8 @@ struct Session {
     received: Lsn,
     /// The newest resume position sent down the pipeline (commit end or keepalive).
     forwarded: Lsn,
+    /// What the checkpointer has made durable: the only position confirmed to the server.
+    confirmed: watch::Receiver<Option<Position>>,
 }
 
 impl Session {
@@ -392,7 +395,7 @@ impl Session {
                 _ = feedback.tick() => {
                     // Asking for a reply gets a keepalive back at once: its WAL end lets an idle
                     // pipeline confirm (and the slot release WAL) every second.
-                    self.send_feedback(context, true).await?;
+                    self.send_feedback(true).await?;
                 }
                 data = self.repl.read_copy_data() => {
                     let data = data.map_err(|e| classify(e, "reading the replication stream", &user))?;
@@ -436,13 +439,16 @@ impl Session {
                 // end has been sent, so it may be confirmed once what came before is durable.
                 if self.open.is_none() && wal_end > self.forwarded {
                     self.forwarded = wal_end;
-                    out.send(SourceMessage::Progress {
-                        resume_from: Position::Postgres { lsn: wal_end },
-                    })
+                    self.forward(
+                        out,
+                        SourceMessage::Progress {
+                            resume_from: Position::Postgres { lsn: wal_end },
+                        },
+                    )
                     .await?;
                 }
                 if reply {
-                    self.send_feedback(context, false).await?;
+                    self.send_feedback(false).await?;
                 }
                 Ok(())
             }
@@ -493,13 +499,16 @@ impl Session {
                 progress.set_last_commit_sent(Position::Postgres {
                     lsn: Lsn(commit_lsn),
                 });
-                out.send(SourceMessage::Commit {
-                    position: Position::Postgres {
-                        lsn: Lsn(commit_lsn),
+                self.forward(
+                    out,
+                    SourceMessage::Commit {
+                        position: Position::Postgres {
+                            lsn: Lsn(commit_lsn),
+                        },
+                        resume_from: Position::Postgres { lsn: Lsn(end_lsn) },
+                        commit_ts: open.map(|o| o.commit_ts),
                     },
-                    resume_from: Position::Postgres { lsn: Lsn(end_lsn) },
-                    commit_ts: open.map(|o| o.commit_ts),
-                })
+                )
                 .await?;
             }
             Message::Relation {
@@ -531,7 +540,7 @@ impl Session {
                     if rel.included {
                         let event =
                             self.event(&rel, Op::Truncate, None, None, None, vec![], &source.db)?;
-                        out.send(SourceMessage::Change(event)).await?;
+                        self.forward(out, SourceMessage::Change(event)).await?;
                     }
                 }
             }
@@ -584,7 +593,7 @@ impl Session {
             (None, None) => None,
         };
         let event = self.event(&rel, op, key, before, after, unchanged, db)?;
-        out.send(SourceMessage::Change(event)).await
+        self.forward(out, SourceMessage::Change(event)).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -624,14 +633,28 @@ impl Session {
         })
     }
 
+    /// Sends down the pipeline. While the sink is behind (the send waits), standby status updates
+    /// keep going out, so the server does not take a slow sink for a dead client.
+    async fn forward(
+        &mut self,
+        out: &mut EventSender,
+        message: SourceMessage,
+    ) -> Result<(), PipelineError> {
+        let send = out.send(message);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut send => return result,
+                _ = tokio::time::sleep(FEEDBACK_INTERVAL) => self.send_feedback(false).await?,
+            }
+        }
+    }
+
     /// Standby status update: written up to what was received, flushed and applied only up to
     /// what the checkpointer has made durable.
-    async fn send_feedback(
-        &mut self,
-        context: &StreamContext,
-        reply: bool,
-    ) -> Result<(), PipelineError> {
-        let confirmed = match &*context.confirmed.borrow() {
+    async fn send_feedback(&mut self, reply: bool) -> Result<(), PipelineError> {
+        let confirmed = match &*self.confirmed.borrow() {
             Some(Position::Postgres { lsn }) => *lsn,
             _ => Lsn(0),
         };
@@ -668,7 +691,7 @@ impl Session {
         if drained.is_err() {
             tracing::warn!(target = %target, "sink did not confirm everything in time; the next run resumes from the last checkpoint");
         }
-        self.send_feedback(context, false).await?;
+        self.send_feedback(false).await?;
         Ok(())
     }
 }
