@@ -13,7 +13,9 @@
 //! change the sink has not made durable.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -417,10 +419,13 @@ impl Session {
     ) -> Result<(), PipelineError> {
         match data.first() {
             Some(b'w') if data.len() >= 25 => {
-                let wal_end = u64::from_be_bytes(data[9..17].try_into().unwrap_or_default());
-                context
-                    .progress
-                    .set_head(Position::Postgres { lsn: Lsn(wal_end) });
+                // The server's WAL end, for lag: once per transaction (at its commit) is enough.
+                if data.get(25) == Some(&b'C') {
+                    let wal_end = u64::from_be_bytes(data[9..17].try_into().unwrap_or_default());
+                    context
+                        .progress
+                        .set_head(Position::Postgres { lsn: Lsn(wal_end) });
+                }
                 let start = u64::from_be_bytes(data[1..9].try_into().unwrap_or_default());
                 self.received = self.received.max(Lsn(start));
                 self.apply(&data[25..], source, out, &context.progress)
@@ -642,6 +647,12 @@ impl Session {
     ) -> Result<(), PipelineError> {
         let send = out.send(message);
         tokio::pin!(send);
+        // Most sends complete at once (the batch is not full yet): no timer for those.
+        if let Poll::Ready(result) =
+            std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await
+        {
+            return result;
+        }
         loop {
             tokio::select! {
                 biased;
