@@ -74,7 +74,7 @@ schema = "replica"
 TOML
 peak_kb=0
 t0=$(now)
-RUST_LOG=warn "$AGENT" -c "$WORK/cdc-agent.toml" run 2>"$WORK/agent.log" &
+RUST_LOG=warn ${BENCH_WRAPPER:-} "$AGENT" -c "$WORK/cdc-agent.toml" run 2>"$WORK/agent.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 while :; do

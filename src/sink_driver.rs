@@ -91,8 +91,8 @@ impl SinkDriver {
                     messages.push(message);
                 }
             }
-            self.sink.write(&messages).await?;
-            messages.clear();
+            let batch = std::mem::replace(&mut messages, Vec::with_capacity(BATCH * 256));
+            self.sink.write_owned(batch).await?;
             // The bytes are written (or buffered by the sink): the source may read on.
             permits.clear();
             if at_boundary && pending.is_some() && last_flush.elapsed() >= self.flush_interval {

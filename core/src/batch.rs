@@ -36,16 +36,17 @@ pub enum NetChange {
 #[derive(Debug)]
 pub struct TableBatch {
     pub schema: Arc<TableSchema>,
-    order: Vec<String>,
-    changes: HashMap<String, NetChange>,
+    /// Net change by key (its JSON text), with the order the key was first seen in.
+    changes: HashMap<String, (usize, NetChange)>,
+    next: usize,
 }
 
 impl TableBatch {
     pub fn new(schema: Arc<TableSchema>) -> Self {
         TableBatch {
             schema,
-            order: Vec::new(),
             changes: HashMap::new(),
+            next: 0,
         }
     }
 
@@ -59,40 +60,59 @@ impl TableBatch {
 
     /// Adds a row change (not a truncate: that is a barrier the sink handles).
     pub fn add(&mut self, event: &ChangeEvent) {
+        self.add_owned(event.clone());
+    }
+
+    /// [`TableBatch::add`] without copying the rows.
+    pub fn add_owned(&mut self, event: ChangeEvent) {
+        let schema = Arc::clone(&self.schema);
         let key_of = |row: &Row| {
-            Row(self
-                .schema
+            Row(schema
                 .key_names()
                 .filter_map(|k| row.get(k).map(|v| (Arc::from(k), v.clone())))
                 .collect())
         };
-        match event.op {
+        let ChangeEvent {
+            op,
+            source,
+            key,
+            before,
+            after,
+            unchanged,
+            ..
+        } = event;
+        match op {
             Op::Insert | Op::Update => {
-                let Some(after) = &event.after else { return };
-                let new_key = event.key.clone().unwrap_or_else(|| key_of(after));
+                let Some(after) = after else { return };
+                let new_key = key.unwrap_or_else(|| key_of(&after));
                 // A key change: the old key goes away.
-                if let Some(before) = &event.before {
+                if let Some(before) = &before {
                     let old_key = key_of(before);
                     if !old_key.0.is_empty() && old_key != new_key {
                         self.put(
                             old_key.clone(),
                             NetChange::Delete {
                                 key: old_key,
-                                source: event.source.clone(),
+                                source: source.clone(),
                             },
                         );
                     }
                 }
                 let merged = match self.changes.get(&key_string(&new_key)) {
-                    Some(NetChange::Upsert { row, unchanged, .. })
-                        if !event.unchanged.is_empty() =>
-                    {
+                    Some((
+                        _,
+                        NetChange::Upsert {
+                            row,
+                            unchanged: earlier_unchanged,
+                            ..
+                        },
+                    )) if !unchanged.is_empty() => {
                         // Fill what this update did not send from the batch's earlier state.
-                        let mut row_out = after.clone();
+                        let mut row_out = after;
                         let mut still_unchanged = Vec::new();
-                        for col in &event.unchanged {
+                        for col in &unchanged {
                             match row.get(col) {
-                                Some(v) if !unchanged.contains(col) => {
+                                Some(v) if !earlier_unchanged.contains(col) => {
                                     row_out.0.push((Arc::clone(col), v.clone()))
                                 }
                                 _ => still_unchanged.push(Arc::clone(col)),
@@ -101,52 +121,51 @@ impl TableBatch {
                         NetChange::Upsert {
                             row: row_out,
                             unchanged: still_unchanged,
-                            source: event.source.clone(),
+                            source,
                         }
                     }
                     _ => NetChange::Upsert {
-                        row: after.clone(),
-                        unchanged: event.unchanged.clone(),
-                        source: event.source.clone(),
+                        row: after,
+                        unchanged,
+                        source,
                     },
                 };
                 self.put(new_key, merged);
             }
             Op::Delete => {
-                let key = match (&event.key, &event.before) {
-                    (Some(k), _) => k.clone(),
+                let key = match (key, &before) {
+                    (Some(k), _) => k,
                     (None, Some(b)) => key_of(b),
                     (None, None) => return,
                 };
-                self.put(
-                    key.clone(),
-                    NetChange::Delete {
-                        key,
-                        source: event.source.clone(),
-                    },
-                );
+                self.put(key.clone(), NetChange::Delete { key, source });
             }
             Op::Truncate => {}
         }
     }
 
     fn put(&mut self, key: Row, change: NetChange) {
-        let k = key_string(&key);
-        if self.changes.insert(k.clone(), change).is_none() {
-            self.order.push(k);
+        match self.changes.entry(key_string(&key)) {
+            std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().1 = change,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((self.next, change));
+                self.next += 1;
+            }
         }
     }
 
     /// The net changes, deletes first (so a key deleted and re-added by another row's key change
     /// ends up present), then upserts, each in first-seen order.
     pub fn drain(&mut self) -> (Vec<NetChange>, Vec<NetChange>) {
+        let mut all: Vec<(usize, NetChange)> = self.changes.drain().map(|(_, v)| v).collect();
+        all.sort_unstable_by_key(|(order, _)| *order);
+        self.next = 0;
         let mut deletes = Vec::new();
         let mut upserts = Vec::new();
-        for k in self.order.drain(..) {
-            match self.changes.remove(&k) {
-                Some(d @ NetChange::Delete { .. }) => deletes.push(d),
-                Some(u @ NetChange::Upsert { .. }) => upserts.push(u),
-                None => {}
+        for (_, change) in all {
+            match change {
+                d @ NetChange::Delete { .. } => deletes.push(d),
+                u @ NetChange::Upsert { .. } => upserts.push(u),
             }
         }
         (deletes, upserts)

@@ -325,6 +325,12 @@ pub trait Sink: Send {
     /// Writes messages in order. May buffer; nothing is durable before [`Sink::flush`].
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError>;
 
+    /// [`Sink::write`], with the messages given away: a sink that keeps rows (a warehouse batch)
+    /// takes them without copying. The runtime calls this one.
+    async fn write_owned(&mut self, messages: Vec<SourceMessage>) -> Result<(), PipelineError> {
+        self.write(&messages).await
+    }
+
     /// Makes everything written so far durable. Only called at a transaction boundary.
     async fn flush(&mut self) -> Result<(), PipelineError>;
 }

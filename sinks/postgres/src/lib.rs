@@ -77,6 +77,8 @@ pub struct PostgresSink {
     /// The position the target's state table holds.
     committed: Option<Position>,
     stage_counter: u64,
+    /// The schema of the last change taken, known to match its target table.
+    last_schema: Option<Arc<TableSchema>>,
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -95,6 +97,7 @@ impl PostgresSink {
             last_commit: None,
             committed: None,
             stage_counter: 0,
+            last_schema: None,
         }
     }
 
@@ -218,21 +221,77 @@ impl PostgresSink {
             .map_err(|e| sink_error(e, "truncating the target table"))
     }
 
+    /// The pending batch of the event's table, created when missing. The schema `Arc` is the
+    /// same for every change until the source announces a new one, so a pointer comparison
+    /// finds the batch of a run of changes to one table.
     fn batch_for(&mut self, schema: &Arc<TableSchema>) -> &mut TableBatch {
-        let source_name = format!("{}.{}", schema.schema, schema.table);
         let index = match self
             .pending
             .iter()
-            .position(|(name, _)| name == &source_name)
+            .position(|(_, batch)| Arc::ptr_eq(&batch.schema, schema))
         {
             Some(i) => i,
             None => {
-                self.pending
-                    .push((source_name, TableBatch::new(Arc::clone(schema))));
-                self.pending.len() - 1
+                let source_name = format!("{}.{}", schema.schema, schema.table);
+                match self
+                    .pending
+                    .iter()
+                    .position(|(name, _)| name == &source_name)
+                {
+                    Some(i) => i,
+                    None => {
+                        self.pending
+                            .push((source_name, TableBatch::new(Arc::clone(schema))));
+                        self.pending.len() - 1
+                    }
+                }
             }
         };
         &mut self.pending[index].1
+    }
+
+    /// Takes one message into the pending batches.
+    async fn take(&mut self, message: SourceMessage) -> Result<(), PipelineError> {
+        match message {
+            SourceMessage::Change(event) => {
+                let schema = event.table_schema.clone().ok_or_else(|| {
+                    PipelineError::definite(
+                        "schema",
+                        format!(
+                            "a change to {} came without its table schema",
+                            event.table_name()
+                        ),
+                    )
+                })?;
+                if event.op == Op::Truncate {
+                    return self.truncate(&schema).await;
+                }
+                let known = self
+                    .last_schema
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, &schema))
+                    || {
+                        let source_name = format!("{}.{}", schema.schema, schema.table);
+                        self.tables.get(&source_name).is_some_and(|t| {
+                            Arc::ptr_eq(&t.schema, &schema) || t.schema.columns == schema.columns
+                        })
+                    };
+                if !known {
+                    // A schema change is a barrier: rows decoded with the old schema go first.
+                    self.apply_pending().await?;
+                    self.reconcile(&schema).await?;
+                }
+                self.last_schema = Some(Arc::clone(&schema));
+                self.batch_for(&schema).add_owned(event);
+                self.pending_changes += 1;
+                if self.pending_changes >= self.config.max_batch_changes {
+                    self.apply_pending().await?;
+                }
+            }
+            SourceMessage::Commit { position, .. } => self.last_commit = Some(position),
+            SourceMessage::Progress { .. } => {}
+        }
+        Ok(())
     }
 }
 
@@ -249,6 +308,7 @@ impl Sink for PostgresSink {
         });
         self.client = Some(client);
         self.tables.clear();
+        self.last_schema = None;
         self.pending.clear();
         self.pending_changes = 0;
         self.in_transaction = false;
@@ -297,39 +357,14 @@ impl Sink for PostgresSink {
 
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
         for message in messages {
-            match message {
-                SourceMessage::Change(event) => {
-                    let schema = event.table_schema.clone().ok_or_else(|| {
-                        PipelineError::definite(
-                            "schema",
-                            format!(
-                                "a change to {} came without its table schema",
-                                event.table_name()
-                            ),
-                        )
-                    })?;
-                    if event.op == Op::Truncate {
-                        self.truncate(&schema).await?;
-                        continue;
-                    }
-                    let source_name = format!("{}.{}", schema.schema, schema.table);
-                    let known = self.tables.get(&source_name).is_some_and(|t| {
-                        Arc::ptr_eq(&t.schema, &schema) || t.schema.columns == schema.columns
-                    });
-                    if !known {
-                        // A schema change is a barrier: rows decoded with the old schema go first.
-                        self.apply_pending().await?;
-                        self.reconcile(&schema).await?;
-                    }
-                    self.batch_for(&schema).add(event);
-                    self.pending_changes += 1;
-                    if self.pending_changes >= self.config.max_batch_changes {
-                        self.apply_pending().await?;
-                    }
-                }
-                SourceMessage::Commit { position, .. } => self.last_commit = Some(position.clone()),
-                SourceMessage::Progress { .. } => {}
-            }
+            self.take(message.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_owned(&mut self, messages: Vec<SourceMessage>) -> Result<(), PipelineError> {
+        for message in messages {
+            self.take(message).await?;
         }
         Ok(())
     }
