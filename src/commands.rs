@@ -199,6 +199,9 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
     outcomes.extend(wiring::check_source(config).await);
     outcomes.push(match config.sink.kind {
         SinkType::Postgres => cdc_sink_postgres::check(&wiring::postgres_sink_config(config)).await,
+        SinkType::Mysql => cdc_sink_mysql::check(&wiring::mysql_sink_config(config)).await,
+        #[cfg(feature = "duckdb")]
+        SinkType::Duckdb => cdc_sink_duckdb::check(&wiring::duckdb_sink_config(config)),
         _ => check_sink(config),
     });
     let mut failed = false;

@@ -318,11 +318,60 @@ impl Config {
                     return fail("sink.max_batch_changes", "must be at least 1");
                 }
             }
+            SinkType::Mysql => {
+                let Some(url) = &self.sink.url else {
+                    return fail("sink.url", "is required for the mysql sink: mysql://user:password@host:port/database");
+                };
+                if self.sink.path.is_some() {
+                    return fail("sink.path", "is for the jsonl and duckdb sinks; the mysql sink takes `url` and `schema`");
+                }
+                if self.sink.max_batch_changes == 0 {
+                    return fail("sink.max_batch_changes", "must be at least 1");
+                }
+                match cdc_sink_mysql::url_database(url.expose()) {
+                    Err(e) => {
+                        return fail(
+                            "sink.url",
+                            &format!("is not a valid mysql URL ({e}): write mysql://user:password@host:port/database"),
+                        )
+                    }
+                    Ok(None) if self.sink.schema.is_none() => {
+                        return fail(
+                            "sink.schema",
+                            "is required for the mysql sink when sink.url names no database (the target database, created if missing)",
+                        )
+                    }
+                    Ok(_) => {}
+                }
+            }
+            SinkType::Duckdb => {
+                if !cfg!(feature = "duckdb") {
+                    return fail(
+                        "sink.type",
+                        "= \"duckdb\": this cdc-agent was built without DuckDB; build with --features duckdb",
+                    );
+                }
+                if self.sink.path.as_deref().is_none_or(str::is_empty) {
+                    return fail(
+                        "sink.path",
+                        "is required for the duckdb sink: the database file (created if missing)",
+                    );
+                }
+                if self.sink.url.is_some() {
+                    return fail(
+                        "sink.url",
+                        "is for server sinks; the duckdb sink takes `path` (the database file) and `schema`",
+                    );
+                }
+                if self.sink.max_batch_changes == 0 {
+                    return fail("sink.max_batch_changes", "must be at least 1");
+                }
+            }
             other => {
                 return fail(
                     "sink.type",
                     &format!(
-                    "= \"{}\" is not available in this build yet (\"jsonl\" and \"postgres\" are)",
+                    "= \"{}\" is not available in this build yet (\"jsonl\", \"postgres\" and \"mysql\" are)",
                     crate::runtime::sink_type_name(other)
                 ),
                 )
@@ -412,6 +461,53 @@ path = "out.jsonl"
         assert_eq!(interpolate("a${A}b${A}", env).unwrap(), "axbx");
         assert!(interpolate("${A", env).is_err());
         assert!(interpolate("${B}", env).is_err());
+    }
+
+    #[test]
+    fn a_mysql_sink_needs_a_url_and_a_database() {
+        let sink = |lines: &str| {
+            GOOD.replace(
+                "type = \"jsonl\"\npath = \"out.jsonl\"",
+                &format!("type = \"mysql\"\n{lines}"),
+            )
+        };
+        let parse = |text: String| Config::parse(&text, Path::new("a.toml"));
+        assert!(parse(sink("url = \"mysql://u:p@h:3306/app\"")).is_ok());
+        assert!(parse(sink("url = \"mysql://u:p@h:3306\"\nschema = \"app\"")).is_ok());
+        let err = parse(sink("url = \"mysql://u:p@h:3306\"")).unwrap_err().0;
+        assert!(err.contains("sink.schema"), "{err}");
+        let err = parse(sink("schema = \"app\"")).unwrap_err().0;
+        assert!(err.contains("sink.url"), "{err}");
+        let err = parse(sink("url = \"mysql://u:p@h/app\"\npath = \"x\""))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("sink.path"), "{err}");
+        let err = parse(sink("url = \"postgres://u:secret@h/app\""))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("sink.url") && !err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn a_duckdb_sink_needs_a_path_and_the_feature() {
+        let text = GOOD.replace("type = \"jsonl\"", "type = \"duckdb\"");
+        let parsed = Config::parse(&text, Path::new("a.toml"));
+        if cfg!(feature = "duckdb") {
+            assert!(parsed.is_ok(), "{parsed:?}");
+            let err = Config::parse(
+                &text.replace("path = \"out.jsonl\"", ""),
+                Path::new("a.toml"),
+            )
+            .unwrap_err()
+            .0;
+            assert!(err.contains("sink.path"), "{err}");
+        } else {
+            let err = parsed.unwrap_err().0;
+            assert!(
+                err.contains("built without DuckDB; build with --features duckdb"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
         SinkType::Postgres => Ok(Box::new(cdc_sink_postgres::PostgresSink::new(
             postgres_sink_config(config),
         ))),
+        SinkType::Mysql => Ok(Box::new(cdc_sink_mysql::MysqlSink::new(mysql_sink_config(
+            config,
+        )))),
+        #[cfg(feature = "duckdb")]
+        SinkType::Duckdb => Ok(Box::new(cdc_sink_duckdb::DuckdbSink::new(
+            duckdb_sink_config(config),
+        ))),
         other => Err(unsupported(&format!(
             "sink.type = \"{}\"",
             crate::runtime::sink_type_name(other)
@@ -64,6 +71,72 @@ pub fn postgres_sink_config(config: &Config) -> cdc_sink_postgres::PostgresSinkC
             .as_ref()
             .map(|s| s.0.clone())
             .unwrap_or_else(|| crate::config::DEFAULT_SINK_SCHEMA.to_string()),
+        pipeline: config.agent.name.0.clone(),
+        delete_mode: match config.sink.delete_mode {
+            crate::config::DeleteMode::Hard => DeleteMode::Hard,
+            crate::config::DeleteMode::Soft => DeleteMode::Soft,
+        },
+        metadata_columns: config.sink.metadata_columns,
+        truncate: match config.sink.truncate {
+            crate::config::TruncateMode::Propagate => TruncateMode::Propagate,
+            crate::config::TruncateMode::Ignore => TruncateMode::Ignore,
+        },
+        max_batch_changes: config.sink.max_batch_changes,
+    }
+}
+
+/// The mysql sink's settings: the target database is `sink.schema`, else the URL's database
+/// (`Config::validate` makes sure one of them is set).
+pub fn mysql_sink_config(config: &Config) -> cdc_sink_mysql::MysqlSinkConfig {
+    use cdc_sink_mysql::{DeleteMode, TruncateMode};
+    let url = config
+        .sink
+        .url
+        .as_ref()
+        .map(|u| u.expose().to_string())
+        .unwrap_or_default();
+    let database = match &config.sink.schema {
+        Some(s) => s.0.clone(),
+        None => cdc_sink_mysql::url_database(&url)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    };
+    cdc_sink_mysql::MysqlSinkConfig {
+        url,
+        database,
+        pipeline: config.agent.name.0.clone(),
+        delete_mode: match config.sink.delete_mode {
+            crate::config::DeleteMode::Hard => DeleteMode::Hard,
+            crate::config::DeleteMode::Soft => DeleteMode::Soft,
+        },
+        metadata_columns: config.sink.metadata_columns,
+        truncate: match config.sink.truncate {
+            crate::config::TruncateMode::Propagate => TruncateMode::Propagate,
+            crate::config::TruncateMode::Ignore => TruncateMode::Ignore,
+        },
+        max_batch_changes: config.sink.max_batch_changes,
+    }
+}
+
+/// The duckdb sink's settings: the file is `sink.path`, the schema `sink.schema` or DuckDB's
+/// default `main`.
+#[cfg(feature = "duckdb")]
+pub fn duckdb_sink_config(config: &Config) -> cdc_sink_duckdb::DuckdbSinkConfig {
+    use cdc_sink_duckdb::{DeleteMode, TruncateMode};
+    cdc_sink_duckdb::DuckdbSinkConfig {
+        path: config
+            .sink
+            .path
+            .as_ref()
+            .map(|p| p.0.clone())
+            .unwrap_or_default(),
+        schema: config
+            .sink
+            .schema
+            .as_ref()
+            .map(|s| s.0.clone())
+            .unwrap_or_else(|| cdc_sink_duckdb::DEFAULT_SCHEMA.to_string()),
         pipeline: config.agent.name.0.clone(),
         delete_mode: match config.sink.delete_mode {
             crate::config::DeleteMode::Hard => DeleteMode::Hard,
