@@ -276,10 +276,20 @@ pub struct Agent {
     pub child: Child,
 }
 
+/// A test that fails half-way must not leave its agent running (and streaming) behind it.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Agent {
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// SIGKILL, and reap it (what dropping does).
+    pub fn kill9(self) {
+        drop(self);
     }
 
     /// SIGTERM, then waits for the exit code.
@@ -292,6 +302,10 @@ impl Agent {
 
     /// Waits for the agent to exit on its own.
     pub fn wait_exit(mut self, timeout: Duration) -> i32 {
+        self.wait_exit_mut(timeout)
+    }
+
+    fn wait_exit_mut(&mut self, timeout: Duration) -> i32 {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
