@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  insert k ─ update k ─ update k     ─▶ upsert k (last row)
-//!  insert k ─ delete k                ─▶ delete k (a no-op on the target if it never had k)
+//!  insert k ─ delete k                ─▶ nothing (the target never had k)
 //!  delete k ─ insert k                ─▶ upsert k
 //!  update k→j (key change)            ─▶ delete k, upsert j
 //! ```
@@ -10,6 +10,7 @@
 //! A hot row costs one write per batch. Columns an update did not send (`unchanged`) stay
 //! unchanged in the net effect, unless an earlier change of the batch supplied them.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -36,8 +37,9 @@ pub enum NetChange {
 #[derive(Debug)]
 pub struct TableBatch {
     pub schema: Arc<TableSchema>,
-    /// Net change by key (its JSON text), with the order the key was first seen in.
-    changes: HashMap<String, (usize, NetChange)>,
+    /// Net change by key (its JSON text), with the order the key was first seen in, and whether
+    /// the batch's first change to it was an insert (the target cannot have had the row then).
+    changes: HashMap<String, (usize, NetChange, bool)>,
     next: usize,
 }
 
@@ -89,13 +91,7 @@ impl TableBatch {
                 if let Some(before) = &before {
                     let old_key = key_of(before);
                     if !old_key.0.is_empty() && old_key != new_key {
-                        self.put(
-                            old_key.clone(),
-                            NetChange::Delete {
-                                key: old_key,
-                                source: source.clone(),
-                            },
-                        );
+                        self.delete(old_key, source.clone());
                     }
                 }
                 let merged = match self.changes.get(&key_string(&new_key)) {
@@ -106,6 +102,7 @@ impl TableBatch {
                             unchanged: earlier_unchanged,
                             ..
                         },
+                        _,
                     )) if !unchanged.is_empty() => {
                         // Fill what this update did not send from the batch's earlier state.
                         let mut row_out = after;
@@ -130,7 +127,7 @@ impl TableBatch {
                         source,
                     },
                 };
-                self.put(new_key, merged);
+                self.put(new_key, merged, op == Op::Insert);
             }
             Op::Delete => {
                 let key = match (key, &before) {
@@ -138,17 +135,31 @@ impl TableBatch {
                     (None, Some(b)) => key_of(b),
                     (None, None) => return,
                 };
-                self.put(key.clone(), NetChange::Delete { key, source });
+                self.delete(key, source);
             }
             Op::Truncate => {}
         }
     }
 
-    fn put(&mut self, key: Row, change: NetChange) {
+    fn put(&mut self, key: Row, change: NetChange, inserted: bool) {
         match self.changes.entry(key_string(&key)) {
-            std::collections::hash_map::Entry::Occupied(mut slot) => slot.get_mut().1 = change,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((self.next, change));
+            Entry::Occupied(mut slot) => slot.get_mut().1 = change,
+            Entry::Vacant(slot) => {
+                slot.insert((self.next, change, inserted));
+                self.next += 1;
+            }
+        }
+    }
+
+    /// A delete. A row the batch itself inserted leaves nothing behind: the target never had it.
+    fn delete(&mut self, key: Row, source: crate::event::SourceMeta) {
+        match self.changes.entry(key_string(&key)) {
+            Entry::Occupied(slot) if slot.get().2 => {
+                slot.remove();
+            }
+            Entry::Occupied(mut slot) => slot.get_mut().1 = NetChange::Delete { key, source },
+            Entry::Vacant(slot) => {
+                slot.insert((self.next, NetChange::Delete { key, source }, false));
                 self.next += 1;
             }
         }
@@ -157,7 +168,11 @@ impl TableBatch {
     /// The net changes, deletes first (so a key deleted and re-added by another row's key change
     /// ends up present), then upserts, each in first-seen order.
     pub fn drain(&mut self) -> (Vec<NetChange>, Vec<NetChange>) {
-        let mut all: Vec<(usize, NetChange)> = self.changes.drain().map(|(_, v)| v).collect();
+        let mut all: Vec<(usize, NetChange)> = self
+            .changes
+            .drain()
+            .map(|(_, (order, change, _))| (order, change))
+            .collect();
         all.sort_unstable_by_key(|(order, _)| *order);
         self.next = 0;
         let mut deletes = Vec::new();
@@ -247,10 +262,9 @@ mod tests {
         b.add(&ev(Op::Delete, Some(row(3, None)), None, &[]));
         b.add(&ev(Op::Insert, None, Some(row(3, Some(9))), &[]));
         let (deletes, upserts) = b.drain();
-        assert_eq!(
-            deletes.len(),
-            1,
-            "insert+delete leaves a delete (harmless when the target never had it)"
+        assert!(
+            deletes.is_empty(),
+            "insert+delete leaves nothing, delete+insert an upsert: {deletes:?}"
         );
         let rows: Vec<&Row> = upserts
             .iter()
