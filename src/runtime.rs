@@ -137,7 +137,7 @@ impl Runtime {
                 .unwrap_or_default(),
             confirmed: confirmed_tx,
             live: Arc::clone(&self.live),
-            flush_interval: Duration::from_millis(self.config.sink.flush_interval_ms),
+            flush_interval: self.config.flush_interval(),
             saved,
         };
         let sink_task = tokio::spawn(driver.run(rx));
