@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Quickstart: a throwaway local Postgres with logical replication (the same one the tests use), a
-# small demo schema with live writes, and cdc-agent replicating every change.
+# small demo schema with live writes, and cdc-agent replicating it into a DuckDB file (the
+# embedded default) that it then queries.
 #
-#   scripts/quickstart.sh                          runs the demo for ~15 s into a JSON lines file
+#   scripts/quickstart.sh                          runs the demo for ~15 s into DuckDB
 #   QUICKSTART_SECONDS=60 scripts/quickstart.sh
-#   QUICKSTART_SINK=duckdb scripts/quickstart.sh   into a DuckDB file you can query
+#   QUICKSTART_SINK=jsonl scripts/quickstart.sh    the same into a JSON lines file (no DuckDB build)
 #
 # With DuckDB, the first run on a machine builds DuckDB's C++ sources: about half an hour on two
 # cores. The build is cached in /var/cache/cdc-agent/target-duckdb, so later runs start at once.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 WORK="$ROOT/.tmp/quickstart"
 SECONDS_TO_RUN="${QUICKSTART_SECONDS:-15}"
-SINK="${QUICKSTART_SINK:-jsonl}"
+SINK="${QUICKSTART_SINK:-duckdb}"
 
 bash scripts/testenv.sh start
 eval "$(bash scripts/testenv.sh env)"

@@ -145,7 +145,6 @@ fn default_buffer_bytes() -> usize {
     DEFAULT_BUFFER_BYTES
 }
 
-
 /// A string with `${NAME}` replaced by the environment variable `NAME`. An unset variable is an
 /// error (raised while deserializing, so it carries the value's line and column).
 #[derive(Clone, Debug, PartialEq, Eq)]
