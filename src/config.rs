@@ -109,21 +109,7 @@ pub struct SinkConfig {
     pub max_batch_changes: usize,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum DeleteMode {
-    #[default]
-    Hard,
-    Soft,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TruncateMode {
-    #[default]
-    Propagate,
-    Ignore,
-}
+pub use cdc_core::warehouse::{DeleteMode, TruncateMode};
 
 /// Target schema of warehouse sinks when `sink.schema` is not set.
 pub const DEFAULT_SINK_SCHEMA: &str = "public";

@@ -57,7 +57,6 @@ pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
 }
 
 pub fn postgres_sink_config(config: &Config) -> cdc_sink_postgres::PostgresSinkConfig {
-    use cdc_sink_postgres::{DeleteMode, TruncateMode};
     cdc_sink_postgres::PostgresSinkConfig {
         url: config
             .sink
@@ -72,15 +71,9 @@ pub fn postgres_sink_config(config: &Config) -> cdc_sink_postgres::PostgresSinkC
             .map(|s| s.0.clone())
             .unwrap_or_else(|| crate::config::DEFAULT_SINK_SCHEMA.to_string()),
         pipeline: config.agent.name.0.clone(),
-        delete_mode: match config.sink.delete_mode {
-            crate::config::DeleteMode::Hard => DeleteMode::Hard,
-            crate::config::DeleteMode::Soft => DeleteMode::Soft,
-        },
+        delete_mode: config.sink.delete_mode,
         metadata_columns: config.sink.metadata_columns,
-        truncate: match config.sink.truncate {
-            crate::config::TruncateMode::Propagate => TruncateMode::Propagate,
-            crate::config::TruncateMode::Ignore => TruncateMode::Ignore,
-        },
+        truncate: config.sink.truncate,
         max_batch_changes: config.sink.max_batch_changes,
     }
 }
@@ -88,7 +81,6 @@ pub fn postgres_sink_config(config: &Config) -> cdc_sink_postgres::PostgresSinkC
 /// The mysql sink's settings: the target database is `sink.schema`, else the URL's database
 /// (`Config::validate` makes sure one of them is set).
 pub fn mysql_sink_config(config: &Config) -> cdc_sink_mysql::MysqlSinkConfig {
-    use cdc_sink_mysql::{DeleteMode, TruncateMode};
     let url = config
         .sink
         .url
@@ -106,15 +98,9 @@ pub fn mysql_sink_config(config: &Config) -> cdc_sink_mysql::MysqlSinkConfig {
         url,
         database,
         pipeline: config.agent.name.0.clone(),
-        delete_mode: match config.sink.delete_mode {
-            crate::config::DeleteMode::Hard => DeleteMode::Hard,
-            crate::config::DeleteMode::Soft => DeleteMode::Soft,
-        },
+        delete_mode: config.sink.delete_mode,
         metadata_columns: config.sink.metadata_columns,
-        truncate: match config.sink.truncate {
-            crate::config::TruncateMode::Propagate => TruncateMode::Propagate,
-            crate::config::TruncateMode::Ignore => TruncateMode::Ignore,
-        },
+        truncate: config.sink.truncate,
         max_batch_changes: config.sink.max_batch_changes,
     }
 }
@@ -123,7 +109,6 @@ pub fn mysql_sink_config(config: &Config) -> cdc_sink_mysql::MysqlSinkConfig {
 /// default `main`.
 #[cfg(feature = "duckdb")]
 pub fn duckdb_sink_config(config: &Config) -> cdc_sink_duckdb::DuckdbSinkConfig {
-    use cdc_sink_duckdb::{DeleteMode, TruncateMode};
     cdc_sink_duckdb::DuckdbSinkConfig {
         path: config
             .sink
@@ -138,15 +123,9 @@ pub fn duckdb_sink_config(config: &Config) -> cdc_sink_duckdb::DuckdbSinkConfig 
             .map(|s| s.0.clone())
             .unwrap_or_else(|| cdc_sink_duckdb::DEFAULT_SCHEMA.to_string()),
         pipeline: config.agent.name.0.clone(),
-        delete_mode: match config.sink.delete_mode {
-            crate::config::DeleteMode::Hard => DeleteMode::Hard,
-            crate::config::DeleteMode::Soft => DeleteMode::Soft,
-        },
+        delete_mode: config.sink.delete_mode,
         metadata_columns: config.sink.metadata_columns,
-        truncate: match config.sink.truncate {
-            crate::config::TruncateMode::Propagate => TruncateMode::Propagate,
-            crate::config::TruncateMode::Ignore => TruncateMode::Ignore,
-        },
+        truncate: config.sink.truncate,
         max_batch_changes: config.sink.max_batch_changes,
     }
 }

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod position;
 pub mod schema;
 pub mod value;
+pub mod warehouse;
 
 pub use check::CheckOutcome;
 pub use error::{ErrorClass, PipelineError};

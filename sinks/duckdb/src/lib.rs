@@ -44,19 +44,7 @@ pub const DEFAULT_SCHEMA: &str = "main";
 /// The state table, in the target schema: one row per pipeline.
 pub const STATE_TABLE: &str = "_cdc_state";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeleteMode {
-    /// Delete the target row.
-    Hard,
-    /// Keep it, with `_cdc_deleted = true`.
-    Soft,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TruncateMode {
-    Propagate,
-    Ignore,
-}
+pub use cdc_core::warehouse::{DeleteMode, TruncateMode};
 
 #[derive(Clone, Debug)]
 pub struct DuckdbSinkConfig {

@@ -58,19 +58,7 @@ const SESSION_SETUP: &[&str] = &[
 /// Seconds a DDL statement waits for a metadata lock before it fails (transiently).
 const DDL_LOCK_WAIT_SECONDS: u32 = 60;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeleteMode {
-    /// Delete the target row.
-    Hard,
-    /// Keep it, with `_cdc_deleted = 1`.
-    Soft,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TruncateMode {
-    Propagate,
-    Ignore,
-}
+pub use cdc_core::warehouse::{DeleteMode, TruncateMode};
 
 #[derive(Clone, Debug)]
 pub struct MysqlSinkConfig {

@@ -29,19 +29,7 @@ pub use ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
 /// Changes buffered (after collapsing) before they are applied into the open transaction.
 pub const DEFAULT_MAX_BATCH_CHANGES: usize = 20_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeleteMode {
-    /// Delete the target row.
-    Hard,
-    /// Keep it, with `_cdc_deleted = true`.
-    Soft,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TruncateMode {
-    Propagate,
-    Ignore,
-}
+pub use cdc_core::warehouse::{DeleteMode, TruncateMode};
 
 #[derive(Clone, Debug)]
 pub struct PostgresSinkConfig {
