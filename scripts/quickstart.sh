@@ -22,16 +22,16 @@ PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${CDC_TE
 
 if [ "$SINK" = duckdb ]; then
     echo "==> building cdc-agent with DuckDB (release; the first build on a machine takes ~30 min)"
-    export CARGO_TARGET_DIR=/var/cache/cdc-agent/target-duckdb
     # Built exactly as the test suite builds it (`cargo test` also builds the binary): the same
-    # dependency features, so the one cached C++ build of DuckDB serves both.
-    cargo test --release --quiet --features duckdb --test warehouse_duckdb --no-run
+    # command, so the one cached C++ build of DuckDB serves both.
+    bash scripts/duckdb-cargo.sh --quiet --no-run
+    AGENT="$(bash scripts/duckdb-cargo.sh --bin-path)"
 else
     echo "==> building cdc-agent (release)"
     cargo build --release --quiet
+    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    AGENT="$TARGET_DIR/release/cdc-agent"
 fi
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-AGENT="$TARGET_DIR/release/cdc-agent"
 
 echo "==> creating the demo database cdc_demo"
 rm -rf "$WORK" && mkdir -p "$WORK"

@@ -16,10 +16,7 @@ cargo clippy --all-targets -- -D warnings
 # responsive enough for the timing-free waits in the tests.
 cargo test -- --test-threads="${CDC_TEST_THREADS:-3}"
 
-# The DuckDB sink (behind the `duckdb` feature) and its end-to-end tests, in a target dir of their
-# own: the duckdb crate's bundled C++ build takes half an hour or more on two cores. That dir keeps
-# it cached across runs, one build per command below (their build-dependency features differ, so
-# each has its own); building it in the default dir, in another profile, or after a change of the
-# workspace's build-time dependencies (e.g. serde features) starts that half hour again.
-CARGO_TARGET_DIR=/var/cache/cdc-agent/target-duckdb cargo test --release -p cdc-sink-duckdb
-CARGO_TARGET_DIR=/var/cache/cdc-agent/target-duckdb cargo test --release --features duckdb --test warehouse_duckdb
+# The DuckDB sink (behind the `duckdb` feature), its unit tests and its end-to-end tests, in a
+# target dir of their own: the duckdb crate's bundled C++ build takes half an hour or more on two
+# cores, so it is cached there and built by exactly one command (see the script).
+bash scripts/duckdb-cargo.sh

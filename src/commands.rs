@@ -140,19 +140,47 @@ async fn refresh_lag(config: Arc<Config>, live: Arc<LiveStatus>, progress: Arc<S
         if ticks % SLOT_REFRESH_TICKS == 1 {
             if let Ok(state) = wiring::source_state(&config).await {
                 live.set_slot_retained(state.slot_retained_bytes);
+                // Across binlog files only the server's file list tells the distance.
+                if let Some(confirmed) = report.confirmed_position.as_deref().and_then(parse_position) {
+                    if let Some(lag) = (state.lag)(&confirmed) {
+                        let head = progress.head().unwrap_or(state.current);
+                        live.set_source_position(head.to_string(), Some(lag));
+                    }
+                }
             }
         }
     }
 }
 
 fn lag_between(head: &Position, confirmed: &str) -> Option<u64> {
-    match head {
-        Position::Postgres { lsn } => {
-            let confirmed: cdc_core::Lsn = confirmed.parse().ok()?;
+    match (head, parse_position(confirmed)?) {
+        (Position::Postgres { lsn }, Position::Postgres { lsn: confirmed }) => {
             Some(lsn.0.saturating_sub(confirmed.0))
         }
-        Position::Mysql { .. } => None,
+        (
+            Position::Mysql { file, pos, .. },
+            Position::Mysql {
+                file: confirmed_file,
+                pos: confirmed_pos,
+                ..
+            },
+        ) if *file == confirmed_file => Some(pos.saturating_sub(confirmed_pos)),
+        _ => None,
     }
+}
+
+/// A position as `status` prints it: `16/B374D848`, or `mysql-bin.000003:1234 (gtid)`.
+fn parse_position(text: &str) -> Option<Position> {
+    if let Ok(lsn) = text.parse::<cdc_core::Lsn>() {
+        return Some(Position::Postgres { lsn });
+    }
+    let (file, rest) = text.rsplit_once(':').filter(|(f, _)| !f.contains(' '))?;
+    let pos = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Position::Mysql {
+        file: file.to_string(),
+        pos,
+        gtid: None,
+    })
 }
 
 pub async fn check(config: &Config) -> Result<ExitCode> {
@@ -196,7 +224,16 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
             ),
         }
     });
-    outcomes.extend(wiring::check_source(config).await);
+    // The checkpoint, where the store can be read now (a MySQL source checks the server still
+    // has its binlog file).
+    let checkpoint = if state_dir.exists() {
+        StateStore::open(&state_dir)
+            .ok()
+            .and_then(|store| store.checkpoint(&config.agent.name).ok().flatten())
+    } else {
+        None
+    };
+    outcomes.extend(wiring::check_source(config, checkpoint.as_ref().map(|c| &c.resume_from)).await);
     outcomes.push(match config.sink.kind {
         SinkType::Postgres => cdc_sink_postgres::check(&wiring::postgres_sink_config(config)).await,
         SinkType::Mysql => cdc_sink_mysql::check(&wiring::mysql_sink_config(config)).await,
@@ -339,13 +376,12 @@ async fn offline_status(config: &Config) -> Result<StatusReport> {
     }
     match wiring::source_state(config).await {
         Ok(state) => {
-            let head = Position::Postgres { lsn: state.current };
             let lag = checkpoint
                 .as_ref()
-                .map(|c| c.resume_from.to_string())
-                .or(state.slot_confirmed.map(|l| l.to_string()))
-                .and_then(|c| lag_between(&head, &c));
-            live.set_source_position(head.to_string(), lag);
+                .map(|c| c.resume_from.clone())
+                .or(state.slot_confirmed.clone())
+                .and_then(|c| (state.lag)(&c));
+            live.set_source_position(state.current.to_string(), lag);
             live.set_slot_retained(state.slot_retained_bytes);
         }
         Err(e) => live.set_last_error(format!("source unreachable: {e}")),

@@ -261,10 +261,24 @@ impl Config {
                 }
             }
             SourceType::Mysql => {
-                return fail(
-                    "source.type",
-                    "= \"mysql\" is not available in this build yet (only \"postgres\")",
-                );
+                if self.source.slot.is_some() || self.source.publication.is_some() {
+                    return fail(
+                        "source.slot / source.publication",
+                        "are only for postgres sources (a MySQL source keeps its position in the state store)",
+                    );
+                }
+                if !self.source.url.expose().starts_with("mysql://") {
+                    return fail(
+                        "source.url",
+                        "must be a mysql:// URL for a mysql source: mysql://user:password@host:3306/database",
+                    );
+                }
+                if self.source.server_id == Some(0) {
+                    return fail(
+                        "source.server_id",
+                        "must not be 0 (a server refuses replicas with id 0)",
+                    );
+                }
             }
         }
         for table in &self.source.tables {
@@ -386,6 +400,13 @@ impl Config {
             .as_ref()
             .map(|s| s.0.clone())
             .unwrap_or_else(|| format!("cdc_{}", self.agent.name.replace('-', "_")))
+    }
+
+    /// The replica id a mysql source registers with: configured, else stable per pipeline name.
+    pub fn server_id(&self) -> u32 {
+        self.source
+            .server_id
+            .unwrap_or_else(|| cdc_mysql::default_server_id(&self.agent.name))
     }
 
     pub fn publication_name(&self) -> String {

@@ -1,6 +1,8 @@
 //! The state store: the agent's memory, in sled, one tree per concern.
 //!
 //! * `checkpoint`: pipeline name → the newest [`Checkpoint`] every output made durable.
+//! * `schema_history`: `pipeline/…` → what a source needs to remember besides its position (the
+//!   MySQL source's table columns by binlog position), written through [`SourceState`].
 //! * `meta`: pipeline name → what the pipeline was set up with (slot, publication) and counters
 //!   `status` shows when the agent is stopped.
 //!
@@ -57,6 +59,7 @@ pub struct StateStore {
     db: sled::Db,
     checkpoint: sled::Tree,
     meta: sled::Tree,
+    schema_history: sled::Tree,
 }
 
 impl StateStore {
@@ -87,6 +90,7 @@ impl StateStore {
         Ok(StateStore {
             checkpoint: tree("checkpoint")?,
             meta: tree("meta")?,
+            schema_history: tree("schema_history")?,
             path: path.to_path_buf(),
             db,
         })
@@ -166,8 +170,60 @@ impl StateStore {
             .remove(pipeline)
             .map_err(|e| self.sled_err(e))?;
         self.meta.remove(pipeline).map_err(|e| self.sled_err(e))?;
+        for entry in self.schema_history.scan_prefix(format!("{pipeline}/")) {
+            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
+            self.schema_history
+                .remove(key)
+                .map_err(|e| self.sled_err(e))?;
+        }
         self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
+    }
+}
+
+/// One pipeline's part of the `schema_history` tree, handed to its source.
+pub struct SourceState {
+    store: std::sync::Arc<StateStore>,
+    prefix: String,
+}
+
+impl SourceState {
+    pub fn new(store: std::sync::Arc<StateStore>, pipeline: &str) -> Self {
+        SourceState {
+            store,
+            prefix: format!("{pipeline}/"),
+        }
+    }
+
+    fn error(&self, e: sled::Error) -> cdc_core::PipelineError {
+        cdc_core::PipelineError::definite("state", self.store.sled_err(e).to_string())
+    }
+}
+
+impl cdc_core::StateTree for SourceState {
+    fn put(&self, key: &str, value: &[u8]) -> Result<(), cdc_core::PipelineError> {
+        let tree = &self.store.schema_history;
+        tree.insert(format!("{}{key}", self.prefix), value)
+            .map_err(|e| self.error(e))?;
+        tree.flush().map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, cdc_core::PipelineError> {
+        let mut out = Vec::new();
+        for entry in self
+            .store
+            .schema_history
+            .scan_prefix(format!("{}{prefix}", self.prefix))
+        {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            let key = String::from_utf8_lossy(&key);
+            out.push((
+                key.strip_prefix(&self.prefix).unwrap_or(&key).to_string(),
+                value.to_vec(),
+            ));
+        }
+        Ok(out)
     }
 }
 

@@ -1,11 +1,14 @@
 //! Builds the configured source and sink, and reaches the source for `check`, `status` and
 //! `reset`. The only place that knows which crates implement which `type`.
 
-use cdc_core::{CheckOutcome, PipelineError, Sink, Source};
+use std::sync::Arc;
+
+use cdc_core::{CheckOutcome, PipelineError, Position, Sink, Source};
+use cdc_mysql::{MysqlConfig, MysqlSource};
 use cdc_postgres::{PostgresConfig, PostgresSource};
 
 use crate::config::{Config, SinkType, SnapshotMode, SourceType};
-use crate::store::PipelineMeta;
+use crate::store::{PipelineMeta, SourceState, StateStore};
 
 pub fn postgres_config(config: &Config) -> PostgresConfig {
     PostgresConfig {
@@ -18,9 +21,20 @@ pub fn postgres_config(config: &Config) -> PostgresConfig {
     }
 }
 
+pub fn mysql_config(config: &Config) -> MysqlConfig {
+    MysqlConfig {
+        url: config.source.url.expose().to_string(),
+        tables: config.source.tables.iter().map(|t| t.0.clone()).collect(),
+        server_id: config.server_id(),
+        initial_snapshot: config.source.snapshot != SnapshotMode::Never,
+        snapshot_only: config.source.snapshot == SnapshotMode::InitialOnly,
+    }
+}
+
 pub async fn build_source(
     config: &Config,
     meta: &mut PipelineMeta,
+    store: &Arc<StateStore>,
 ) -> Result<Box<dyn Source>, PipelineError> {
     match config.source.kind {
         SourceType::Postgres => {
@@ -29,7 +43,12 @@ pub async fn build_source(
             meta.publication = Some(pg.publication.clone());
             Ok(Box::new(PostgresSource::prepare(pg).await?))
         }
-        SourceType::Mysql => Err(unsupported("source.type = \"mysql\"")),
+        SourceType::Mysql => {
+            let state = SourceState::new(Arc::clone(store), &config.agent.name);
+            Ok(Box::new(
+                MysqlSource::prepare(mysql_config(config), Arc::new(state)).await?,
+            ))
+        }
     }
 }
 
@@ -130,22 +149,53 @@ pub fn duckdb_sink_config(config: &Config) -> cdc_sink_duckdb::DuckdbSinkConfig 
     }
 }
 
-pub async fn check_source(config: &Config) -> Vec<CheckOutcome> {
+pub async fn check_source(config: &Config, checkpoint: Option<&Position>) -> Vec<CheckOutcome> {
     match config.source.kind {
         SourceType::Postgres => cdc_postgres::preflight(&postgres_config(config)).await,
-        SourceType::Mysql => vec![CheckOutcome::fail(
-            "source",
-            "mysql sources are not in this build",
-            "use a postgres source",
-        )],
+        SourceType::Mysql => cdc_mysql::preflight(&mysql_config(config), checkpoint).await,
     }
 }
 
-/// The server's current position, the slot's confirmed position and its retained WAL.
-pub async fn source_state(config: &Config) -> Result<cdc_postgres::ServerState, PipelineError> {
+/// Bytes from a position to the server's current one (`None`: cannot tell).
+pub type LagFn = Box<dyn Fn(&Position) -> Option<u64> + Send>;
+
+/// What `status` shows of the source server.
+pub struct SourceServerState {
+    /// The server's current end of log.
+    pub current: Position,
+    /// Bytes from a confirmed position to `current` (`None`: cannot tell).
+    pub lag: LagFn,
+    /// Postgres: the slot's confirmed position and retained WAL.
+    pub slot_confirmed: Option<Position>,
+    pub slot_retained_bytes: Option<u64>,
+}
+
+/// The server's current position, how far a position trails it, and the slot's state.
+pub async fn source_state(config: &Config) -> Result<SourceServerState, PipelineError> {
     match config.source.kind {
-        SourceType::Postgres => cdc_postgres::server_state(&postgres_config(config)).await,
-        SourceType::Mysql => Err(unsupported("source.type = \"mysql\"")),
+        SourceType::Postgres => {
+            let state = cdc_postgres::server_state(&postgres_config(config)).await?;
+            let current = state.current;
+            Ok(SourceServerState {
+                current: Position::Postgres { lsn: current },
+                lag: Box::new(move |from| match from {
+                    Position::Postgres { lsn } => Some(current.0.saturating_sub(lsn.0)),
+                    _ => None,
+                }),
+                slot_confirmed: state.slot_confirmed.map(|lsn| Position::Postgres { lsn }),
+                slot_retained_bytes: state.slot_retained_bytes,
+            })
+        }
+        SourceType::Mysql => {
+            let state = cdc_mysql::server_state(&mysql_config(config)).await?;
+            let files = state.files;
+            Ok(SourceServerState {
+                current: state.current,
+                lag: Box::new(move |from| cdc_mysql::setup::bytes_behind(&files, from)),
+                slot_confirmed: None,
+                slot_retained_bytes: None,
+            })
+        }
     }
 }
 

@@ -5,51 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::mysql::TargetDb;
 use common::{Pipeline, TestDb};
 use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
 use tokio_postgres::Client;
-
-/// A fresh `cdc_<unique>` database name on the private MariaDB; the sink creates it.
-struct TargetDb {
-    name: String,
-    /// What the sink connects with: the `cdc` user (all privileges on `cdc_%` only).
-    url: String,
-    /// Root, for the test's own queries.
-    admin_url: String,
-}
-
-impl TargetDb {
-    fn new(prefix: &str) -> TargetDb {
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("cdc_{prefix}_{}_{n}", std::process::id());
-        let port = common::env().var("CDC_TEST_MYSQL_PORT");
-        TargetDb {
-            url: format!("mysql://cdc:secret-pw@127.0.0.1:{port}/{name}"),
-            admin_url: format!("mysql://root@127.0.0.1:{port}/?prefer_socket=false"),
-            name,
-        }
-    }
-
-    async fn conn(&self) -> Conn {
-        let mut conn = Conn::from_url(&self.admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("connect to MariaDB: {e}"));
-        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", self.name))
-            .await
-            .unwrap();
-        conn.query_drop(format!("USE {}", self.name)).await.unwrap();
-        conn
-    }
-
-    async fn drop(self) {
-        let mut conn = Conn::from_url(&self.admin_url).await.unwrap();
-        let _ = conn
-            .query_drop(format!("DROP DATABASE IF EXISTS {}", self.name))
-            .await;
-    }
-}
 
 fn sink_toml(url: &str, extra: &str) -> String {
     format!("type = \"mysql\"\nurl = \"{url}\"\nflush_interval_ms = 50\n{extra}")

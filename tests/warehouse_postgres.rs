@@ -326,3 +326,93 @@ async fn a_target_that_goes_away_is_retried_and_caught_up() {
     src.drop().await;
     dst.drop().await;
 }
+
+/// Soft deletes, metadata columns and an ignored truncate; and the bulk path for new rows falling
+/// back to an upsert when the target has the key anyway (a soft-deleted row that comes back, a
+/// row someone wrote into the target by hand).
+#[tokio::test(flavor = "multi_thread")]
+async fn soft_deletes_and_new_rows_the_target_already_has() {
+    let src = TestDb::new("softsrc").await;
+    let dst = TestDb::new("softdst").await;
+    src.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+        Some(&sink_toml(
+            &dst.url,
+            "delete_mode = \"soft\"\nmetadata_columns = true\ntruncate = \"ignore\"",
+        )),
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    let source = src.client().await;
+    let target = dst.client().await;
+    let live = "SELECT id, v FROM replica.t WHERE NOT _cdc_deleted ORDER BY id";
+    source
+        .batch_execute("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 10) g")
+        .await
+        .unwrap();
+    wait_equal(&source, &target, "SELECT * FROM t ORDER BY id", live, &p).await;
+
+    // 3 and 4 are deleted (kept, flagged), then come back in a later batch as new inserts.
+    source
+        .batch_execute("DELETE FROM t WHERE id IN (3, 4)")
+        .await
+        .unwrap();
+    wait_equal(&source, &target, "SELECT * FROM t ORDER BY id", live, &p).await;
+    let flagged: i64 = target
+        .query_one("SELECT count(*) FROM replica.t WHERE _cdc_deleted", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(flagged, 2);
+    // A row written into the target by hand, that the source then inserts too.
+    target
+        .batch_execute("INSERT INTO replica.t (id, v, _cdc_deleted) VALUES (20, 'by hand', false)")
+        .await
+        .unwrap();
+    source
+        .batch_execute(
+            "INSERT INTO t VALUES (3, 'back'), (4, 'back'), (11, 'new'), (20, 'from source')",
+        )
+        .await
+        .unwrap();
+    wait_equal(&source, &target, "SELECT * FROM t ORDER BY id", live, &p).await;
+    let rows_in_target: i64 = target
+        .query_one("SELECT count(*) FROM replica.t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows_in_target, 12, "a key is in the target twice");
+
+    // An ignored truncate leaves the target as it is; metadata says which change wrote a row.
+    source.batch_execute("TRUNCATE t; INSERT INTO t VALUES (30, 'after')").await.unwrap();
+    common::wait_until("the row after the truncate", Duration::from_secs(60), || async {
+        target
+            .query_one("SELECT count(*) FROM replica.t WHERE id = 30", &[])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+    })
+    .await;
+    let kept: i64 = target
+        .query_one("SELECT count(*) FROM replica.t WHERE NOT _cdc_deleted", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 13, "the 12 rows before the ignored truncate and the one after");
+    let with_metadata: i64 = target
+        .query_one(
+            "SELECT count(*) FROM replica.t WHERE _cdc_position IS NOT NULL AND _cdc_commit_ts IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(with_metadata, 13, "rows the sink wrote carry their source position");
+    assert_eq!(agent.stop(), 0);
+    src.drop().await;
+    dst.drop().await;
+}

@@ -26,6 +26,10 @@ pub enum NetChange {
         unchanged: Vec<Arc<str>>,
         /// The change that produced this state (for metadata columns).
         source: crate::event::SourceMeta,
+        /// The batch's first change to this key was an insert: the source had no such row before
+        /// the batch, so a target in step with it has none either and a plain insert (a bulk
+        /// load) is enough. A sink that finds the key anyway falls back to an upsert.
+        new_row: bool,
     },
     Delete {
         key: Row,
@@ -119,12 +123,14 @@ impl TableBatch {
                             row: row_out,
                             unchanged: still_unchanged,
                             source,
+                            new_row: false,
                         }
                     }
                     _ => NetChange::Upsert {
                         row: after,
                         unchanged,
                         source,
+                        new_row: false,
                     },
                 };
                 self.put(new_key, merged, op == Op::Insert);
@@ -171,7 +177,12 @@ impl TableBatch {
         let mut all: Vec<(usize, NetChange)> = self
             .changes
             .drain()
-            .map(|(_, (order, change, _))| (order, change))
+            .map(|(_, (order, mut change, inserted))| {
+                if let NetChange::Upsert { new_row, .. } = &mut change {
+                    *new_row = inserted;
+                }
+                (order, change)
+            })
             .collect();
         all.sort_unstable_by_key(|(order, _)| *order);
         self.next = 0;

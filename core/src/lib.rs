@@ -17,6 +17,7 @@ pub mod event;
 pub mod pipeline;
 pub mod position;
 pub mod schema;
+pub mod state;
 pub mod value;
 pub mod warehouse;
 
@@ -30,4 +31,5 @@ pub use pipeline::{
 pub mod time;
 pub use position::{Lsn, Position, PositionError};
 pub use schema::{ColumnSchema, ColumnType, TableSchema};
+pub use state::{MemoryTree, StateTree};
 pub use value::Value;

@@ -67,3 +67,34 @@ impl TableSchema {
         self.columns.iter().find(|c| &*c.name == name)
     }
 }
+/// Does `name` match a `*` glob?
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Is `schema.table` one of the configured `patterns` (none: every table)?
+pub fn table_included(patterns: &[String], schema: &str, table: &str) -> bool {
+    let name = format!("{schema}.{table}");
+    patterns.is_empty() || patterns.iter().any(|p| glob_match(p, &name))
+}
+

@@ -2,6 +2,7 @@
 //! real `cdc-agent` binary driven through its command line and config file, as users drive it.
 #![allow(dead_code)]
 
+pub mod mysql;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -162,9 +163,10 @@ impl Pipeline {
             .join(", ");
         let text = format!(
             "[agent]\nname = \"{name}\"\nstate_dir = \"{state}\"\nadmin_addr = \"{admin}\"\n\n\
-             [source]\ntype = \"postgres\"\nurl = \"{db_url}\"\ntables = [{tables}]\n{source_extra}\n\n\
+             [source]\ntype = \"{kind}\"\nurl = \"{db_url}\"\ntables = [{tables}]\n{source_extra}\n\n\
              [sink]\n{sink}\n",
             state = dir.path().join("state").display(),
+            kind = if db_url.starts_with("mysql://") { "mysql" } else { "postgres" },
             sink = sink.map(str::to_string).unwrap_or_else(|| format!(
                 "type = \"jsonl\"\npath = \"{}\"\nflush_interval_ms = 50",
                 output.display()

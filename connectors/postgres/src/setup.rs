@@ -51,35 +51,7 @@ pub fn connect_params(config: &PostgresConfig) -> Result<ConnectParams, Pipeline
     Ok(params)
 }
 
-/// Does `name` match a `*` glob?
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let mut rest = name;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
-}
-
-pub fn table_included(patterns: &[String], schema: &str, table: &str) -> bool {
-    let name = format!("{schema}.{table}");
-    patterns.is_empty() || patterns.iter().any(|p| glob_match(p, &name))
-}
+pub use cdc_core::schema::{glob_match, table_included};
 
 /// The configured tables as they exist, with every problem found (missing table, no key).
 pub async fn resolve_tables(

@@ -154,6 +154,7 @@ pub async fn upserts(
             row,
             unchanged,
             source,
+            ..
         } = change
         {
             let mut key: Vec<&str> = unchanged.iter().map(|c| &**c).collect();

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use cdc_core::batch::NetChange;
 use cdc_core::{PipelineError, SourceMeta, TableSchema, Value};
 use futures_util::SinkExt;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::copy_text::push_value;
@@ -63,7 +64,9 @@ pub async fn deletes(
             );
         }
     }
-    copy_into(client, &stage, &keys, target.metadata, rows).await?;
+    copy_into(client, &stage, &copy_columns(&keys, target.metadata), rows)
+        .await
+        .map_err(|e| sink_error(e, "copying keys into the staging table"))?;
     let matches = key_match(&keys);
     let sql = if target.soft_delete {
         let mut set = vec![format!("{} = true", quote_ident(DELETED_COLUMN))];
@@ -93,9 +96,16 @@ pub async fn upserts(
     changes: &[NetChange],
     counter: &mut u64,
 ) -> Result<(), PipelineError> {
+    let (new_rows, mut rest): (Vec<&NetChange>, Vec<&NetChange>) =
+        changes.iter().partition(|c| {
+            matches!(c, NetChange::Upsert { new_row: true, unchanged, .. } if unchanged.is_empty())
+        });
+    if !insert_new_rows(client, target, &new_rows).await? {
+        rest.extend(new_rows);
+    }
     // Rows that left different columns unchanged need different statements.
     let mut groups: BTreeMap<Vec<&str>, Vec<&NetChange>> = BTreeMap::new();
-    for change in changes {
+    for change in rest {
         if let NetChange::Upsert { unchanged, .. } = change {
             let mut key: Vec<&str> = unchanged.iter().map(|c| &**c).collect();
             key.sort_unstable();
@@ -121,7 +131,9 @@ pub async fn upserts(
                 );
             }
         }
-        copy_into(client, &stage, &columns, target.metadata, rows).await?;
+        copy_into(client, &stage, &copy_columns(&columns, target.metadata), rows)
+            .await
+            .map_err(|e| sink_error(e, "copying rows into the staging table"))?;
         let mut insert_columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
         let mut select: Vec<String> = insert_columns.clone();
         if target.metadata {
@@ -160,6 +172,69 @@ pub async fn upserts(
     Ok(())
 }
 
+/// Rows the source did not have before this batch go straight into the target by COPY: no
+/// staging table, no merge. That is the bulk of a typical stream (and of every snapshot). A key
+/// the target has anyway (a soft-deleted row, a row written to the target by hand) makes the COPY
+/// fail as a whole; it is then rolled back to a savepoint and the rows take the upsert path.
+/// Returns whether the rows are in.
+async fn insert_new_rows(
+    client: &Client,
+    target: &Target<'_>,
+    changes: &[&NetChange],
+) -> Result<bool, PipelineError> {
+    if changes.is_empty() {
+        return Ok(true);
+    }
+    let columns: Vec<&str> = target.schema.columns.iter().map(|c| &*c.name).collect();
+    let mut names = copy_columns(&columns, target.metadata);
+    let mut rows = CopyRows::default();
+    if target.soft_delete {
+        names.push(quote_ident(DELETED_COLUMN));
+        rows.suffix = "\tf";
+    }
+    for change in changes {
+        if let NetChange::Upsert { row, source, .. } = change {
+            rows.row(
+                columns.iter().map(|c| row.get(c)),
+                target.metadata.then_some(source),
+            );
+        }
+    }
+    let context = format!("inserting new rows into {}", target.name);
+    client
+        .batch_execute("SAVEPOINT cdc_new_rows")
+        .await
+        .map_err(|e| sink_error(e, &context))?;
+    match copy_into(client, target.name, &names, rows).await {
+        Ok(()) => {
+            client
+                .batch_execute("RELEASE SAVEPOINT cdc_new_rows")
+                .await
+                .map_err(|e| sink_error(e, &context))?;
+            Ok(true)
+        }
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tracing::debug!(table = %target.name, "a new row's key is already in the target; upserting instead");
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT cdc_new_rows; RELEASE SAVEPOINT cdc_new_rows")
+                .await
+                .map_err(|e| sink_error(e, &context))?;
+            Ok(false)
+        }
+        Err(e) => Err(sink_error(e, &context)),
+    }
+}
+
+/// The COPY column list: `columns` and, with metadata, the metadata columns.
+fn copy_columns(columns: &[&str], metadata: bool) -> Vec<String> {
+    let mut names: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    if metadata {
+        names.push(quote_ident(POSITION_COLUMN));
+        names.push(quote_ident(COMMIT_TS_COLUMN));
+    }
+    names
+}
+
 /// A temporary table with the target's types for `columns` (and the metadata columns).
 async fn stage_table(
     client: &Client,
@@ -193,6 +268,8 @@ async fn stage_table(
 struct CopyRows {
     chunks: Vec<String>,
     current: String,
+    /// Appended to every row (constant trailing columns).
+    suffix: &'static str,
 }
 
 impl CopyRows {
@@ -218,6 +295,7 @@ impl CopyRows {
                 None => self.current.push_str("\\N"),
             }
         }
+        self.current.push_str(self.suffix);
         self.current.push('\n');
         if self.current.len() >= COPY_CHUNK {
             self.chunks.push(std::mem::take(&mut self.current));
@@ -227,32 +305,21 @@ impl CopyRows {
 
 async fn copy_into(
     client: &Client,
-    stage: &str,
-    columns: &[&str],
-    metadata: bool,
+    table: &str,
+    names: &[String],
     mut rows: CopyRows,
-) -> Result<(), PipelineError> {
-    let mut names: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-    if metadata {
-        names.push(quote_ident(POSITION_COLUMN));
-        names.push(quote_ident(COMMIT_TS_COLUMN));
-    }
+) -> Result<(), tokio_postgres::Error> {
     let copy = client
-        .copy_in(&format!("COPY {stage} ({}) FROM STDIN", names.join(", ")))
-        .await
-        .map_err(|e| sink_error(e, "starting COPY into the staging table"))?;
+        .copy_in(&format!("COPY {table} ({}) FROM STDIN", names.join(", ")))
+        .await?;
     futures_util::pin_mut!(copy);
     if !rows.current.is_empty() {
         rows.chunks.push(std::mem::take(&mut rows.current));
     }
     for chunk in rows.chunks {
-        copy.send(Bytes::from(chunk))
-            .await
-            .map_err(|e| sink_error(e, "sending rows to the staging table"))?;
+        copy.send(Bytes::from(chunk)).await?;
     }
-    copy.finish()
-        .await
-        .map_err(|e| sink_error(e, "finishing COPY into the staging table"))?;
+    copy.finish().await?;
     Ok(())
 }
 
