@@ -141,7 +141,11 @@ async fn refresh_lag(config: Arc<Config>, live: Arc<LiveStatus>, progress: Arc<S
             if let Ok(state) = wiring::source_state(&config).await {
                 live.set_slot_retained(state.slot_retained_bytes);
                 // Across binlog files only the server's file list tells the distance.
-                if let Some(confirmed) = report.confirmed_position.as_deref().and_then(parse_position) {
+                if let Some(confirmed) = report
+                    .confirmed_position
+                    .as_deref()
+                    .and_then(parse_position)
+                {
                     if let Some(lag) = (state.lag)(&confirmed) {
                         let head = progress.head().unwrap_or(state.current);
                         live.set_source_position(head.to_string(), Some(lag));
@@ -186,6 +190,9 @@ fn parse_position(text: &str) -> Option<Position> {
 pub async fn check(config: &Config) -> Result<ExitCode> {
     let mut outcomes = vec![CheckOutcome::ok("config", "parsed and valid")];
     let state_dir = config.state_dir();
+    // The checkpoint, where the store can be read now (a MySQL source checks the server still
+    // has its binlog file).
+    let mut checkpoint = None;
     outcomes.push(if !state_dir.exists() {
         // Read-only: say whether it can be created, without creating it.
         match state_dir
@@ -209,10 +216,13 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
         }
     } else {
         match StateStore::open(&state_dir) {
-            Ok(_) => CheckOutcome::ok(
-                "state store",
-                format!("{} is writable", state_dir.display()),
-            ),
+            Ok(store) => {
+                checkpoint = store.checkpoint(&config.agent.name).ok().flatten();
+                CheckOutcome::ok(
+                    "state store",
+                    format!("{} is writable", state_dir.display()),
+                )
+            }
             Err(StoreError::Locked(p)) => CheckOutcome::ok(
                 "state store",
                 format!("{} is in use by a running agent", p.display()),
@@ -224,16 +234,8 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
             ),
         }
     });
-    // The checkpoint, where the store can be read now (a MySQL source checks the server still
-    // has its binlog file).
-    let checkpoint = if state_dir.exists() {
-        StateStore::open(&state_dir)
-            .ok()
-            .and_then(|store| store.checkpoint(&config.agent.name).ok().flatten())
-    } else {
-        None
-    };
-    outcomes.extend(wiring::check_source(config, checkpoint.as_ref().map(|c| &c.resume_from)).await);
+    outcomes
+        .extend(wiring::check_source(config, checkpoint.as_ref().map(|c| &c.resume_from)).await);
     outcomes.push(match config.sink.kind {
         SinkType::Postgres => cdc_sink_postgres::check(&wiring::postgres_sink_config(config)).await,
         SinkType::Mysql => cdc_sink_mysql::check(&wiring::mysql_sink_config(config)).await,

@@ -108,7 +108,8 @@ impl Runtime {
         let sink_resume = sink.open().await?;
         let saved = self.store.checkpoint(name).map_err(state_error)?;
         let mut setup = PipelineMeta::default();
-        let mut source: Box<dyn Source> = wiring::build_source(&self.config, &mut setup, &self.store).await?;
+        let mut source: Box<dyn Source> =
+            wiring::build_source(&self.config, &mut setup, &self.store).await?;
         self.update_meta(|m| {
             m.slot = setup.slot;
             m.publication = setup.publication;

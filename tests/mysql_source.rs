@@ -93,7 +93,10 @@ async fn every_type_arrives_as_the_spec_says() {
     assert_eq!(records[0]["key"], json!({"id": 1}));
     // A row of NULLs.
     let nulls = records[1]["after"].as_object().unwrap();
-    assert!(nulls.iter().all(|(c, v)| c == "id" || v.is_null()), "{nulls:?}");
+    assert!(
+        nulls.iter().all(|(c, v)| c == "id" || v.is_null()),
+        "{nulls:?}"
+    );
     // Over 24 hours, and zero dates.
     assert_eq!(records[2]["after"]["tm"], "100:00:01");
     assert_eq!(records[2]["after"]["dt"], Json::Null);
@@ -148,7 +151,10 @@ async fn transactions_schema_changes_and_a_restart_from_an_older_checkpoint() {
     assert_eq!(agent.stop(), 0);
     let tail: Vec<&Json> = first_run[5..].iter().map(|r| &r["after"]).collect();
     assert_eq!(tail[0], &json!({"id": 4, "v": "before alter", "n": 4}));
-    assert_eq!(tail[1], &json!({"id": 5, "v": "after add", "n": 5, "extra": "e5"}));
+    assert_eq!(
+        tail[1],
+        &json!({"id": 5, "v": "after add", "n": 5, "extra": "e5"})
+    );
     assert_eq!(tail[2], &json!({"id": 6, "v": "after drop", "extra": "e6"}));
     assert_eq!(tail[3]["v"].as_str().unwrap().len(), 150);
 
@@ -219,12 +225,119 @@ async fn every_change_once_and_in_order_across_sigkills() {
     writer.await.unwrap();
     let records = p.wait_records(100_000, Duration::from_secs(180));
     assert_eq!(agent.stop(), 0);
-    assert_eq!(records.len(), 100_000, "the JSON lines file is exactly once");
+    assert_eq!(
+        records.len(),
+        100_000,
+        "the JSON lines file is exactly once"
+    );
     let keys: Vec<(u64, u64, u64)> = records.iter().map(order_key).collect();
-    assert!(keys.windows(2).all(|w| w[0] < w[1]), "records out of commit order");
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "records out of commit order"
+    );
     let inserts = records.iter().filter(|r| r["op"] == "insert").count();
     let updates = records.iter().filter(|r| r["op"] == "update").count();
     let deletes = records.iter().filter(|r| r["op"] == "delete").count();
     assert_eq!((inserts, updates, deletes), (50_000, 30_000, 20_000));
     db.drop().await;
+}
+
+/// The migration case: MariaDB → Postgres tables, equal after a workload with SIGKILLs.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_to_postgres_equal_after_sigkills() {
+    let src = TargetDb::new("mymig");
+    let dst = common::TestDb::new("mymigdst").await;
+    src.exec(
+        "CREATE TABLE accounts (id int PRIMARY KEY, owner varchar(40), balance decimal(12,2),
+           opened datetime(6), big bigint unsigned, status enum('new','open','closed'), note text)",
+    )
+    .await;
+    src.exec(
+        "INSERT INTO accounts SELECT seq, CONCAT('seed ', seq), seq * 1.25, '2020-01-01 00:00:00.5', \
+         18446744073709551615 - seq, 'new', NULL FROM seq_1_to_500",
+    )
+    .await;
+    let sink = format!(
+        "type = \"postgres\"\nurl = \"{}\"\nschema = \"replica\"\nflush_interval_ms = 50",
+        dst.url
+    );
+    let p = Pipeline::with_sink(
+        &source_url(&src),
+        &src.name,
+        &[&format!("{}.accounts", src.name)],
+        "",
+        Some(&sink),
+    );
+    let mut agent = p.start();
+    let url = src.admin_url.replace("/?", &format!("/{}?", src.name));
+    let writer = tokio::spawn(async move {
+        use mysql_async::prelude::Queryable;
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        for tx in 0..200i64 {
+            let b = 1000 + tx * 50;
+            conn.query_drop(format!(
+                "START TRANSACTION;
+                 INSERT INTO accounts SELECT seq, CONCAT('owner ', seq), seq / 4, NOW(6), seq, 'open', REPEAT('n', seq % 7)
+                   FROM seq_{b}_to_{}; 
+                 UPDATE accounts SET balance = balance + 1, status = 'closed' WHERE id BETWEEN {b} AND {b} + 9;
+                 UPDATE accounts SET id = id + 100000 WHERE id BETWEEN {b} + 10 AND {b} + 14;
+                 DELETE FROM accounts WHERE id BETWEEN {b} + 15 AND {b} + 24;
+                 UPDATE accounts SET note = 'seed touched' WHERE id = {};
+                 COMMIT;",
+                b + 49,
+                1 + tx
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut seed = std::process::id() as u64;
+    for _ in 0..3 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis(500 + (seed >> 33) % 1500)).await;
+        agent.kill9();
+        agent = p.start();
+    }
+    writer.await.unwrap();
+    let query = "SELECT id, owner, balance, opened, big, status, note FROM accounts ORDER BY id";
+    let target = dst.client().await;
+    let mut source = src.conn().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let want = common::mysql::text_rows(&mut source, query).await;
+        let have: Vec<Vec<Option<String>>> = target
+            .query(
+                "SELECT id::text AS id_text, owner, balance::text, to_char(opened, 'YYYY-MM-DD HH24:MI:SS.US'), big::text, status, note \
+                 FROM replica.accounts ORDER BY id",
+                &[],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (0..7).map(|i| r.get::<_, Option<String>>(i)).collect())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if want == have {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let first = want.iter().zip(&have).position(|(a, b)| a != b);
+            panic!(
+                "target never equalled source: {} vs {} rows, first difference at {first:?}: {:?} vs {:?}; log:\n{}",
+                want.len(),
+                have.len(),
+                first.map(|i| &want[i]),
+                first.map(|i| &have[i]),
+                p.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(agent.stop(), 0);
+    src.drop().await;
+    dst.drop().await;
 }

@@ -29,24 +29,6 @@ async fn source_rows(client: &Client, query: &str) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
-/// Every row of a target query, each column as text (the text protocol sends every value as
-/// text); an error (the table is not there yet) reads as no rows.
-async fn target_rows(conn: &mut Conn, query: &str) -> Vec<Vec<Option<String>>> {
-    let rows: Vec<mysql_async::Row> = conn.query(query).await.unwrap_or_default();
-    rows.into_iter()
-        .map(|row| {
-            row.unwrap()
-                .into_iter()
-                .map(|v| match v {
-                    mysql_async::Value::NULL => None,
-                    mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-                    other => Some(other.as_sql(true)),
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// JSON columns compare as documents (MySQL may re-space them); everything else as text.
 fn normalize(
     mut rows: Vec<Vec<Option<String>>>,
@@ -75,7 +57,10 @@ async fn wait_equal(
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let want = normalize(source_rows(source, source_query).await, json_columns);
-        let have = normalize(target_rows(target, target_query).await, json_columns);
+        let have = normalize(
+            common::mysql::text_rows(target, target_query).await,
+            json_columns,
+        );
         if want == have {
             return;
         }
@@ -315,7 +300,7 @@ async fn schema_changes_follow_and_an_incompatible_one_stops_until_fixed() {
     let want = "SELECT id::text, code::text, added::text, n::text, late FROM t ORDER BY t.id";
     let have = "SELECT CAST(id AS CHAR), code, CAST(added AS CHAR), CAST(n AS CHAR), late FROM t ORDER BY t.id";
     wait_equal(&source, &mut target, want, have, &[], &p).await;
-    let gone = target_rows(&mut target, "SELECT gone FROM t ORDER BY id").await;
+    let gone = common::mysql::text_rows(&mut target, "SELECT gone FROM t ORDER BY id").await;
     assert_eq!(
         gone,
         [
@@ -327,7 +312,7 @@ async fn schema_changes_follow_and_an_incompatible_one_stops_until_fixed() {
         ],
         "a dropped column is kept but no longer written"
     );
-    let n_type = target_rows(
+    let n_type = common::mysql::text_rows(
         &mut target,
         &format!(
             "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = 't' AND COLUMN_NAME = 'n'",
@@ -455,7 +440,7 @@ async fn a_schema_change_inside_a_transaction_leaves_a_resumable_point() {
     let ids = "SELECT CAST(id AS CHAR), added FROM t ORDER BY id";
     let row = |id: &str, added: Option<&str>| vec![Some(id.to_string()), added.map(str::to_string)];
     assert_eq!(
-        target_rows(&mut target, ids).await,
+        common::mysql::text_rows(&mut target, ids).await,
         [row("1", None), row("2", None)],
         "what came before the schema change is committed, nothing after it"
     );
@@ -473,7 +458,7 @@ async fn a_schema_change_inside_a_transaction_leaves_a_resumable_point() {
     sink.flush().await.unwrap();
     drop(sink);
     assert_eq!(
-        target_rows(&mut target, ids).await,
+        common::mysql::text_rows(&mut target, ids).await,
         [row("1", None), row("2", None), row("3", Some("a3"))]
     );
     let mut sink = MysqlSink::new(config);

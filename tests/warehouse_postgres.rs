@@ -389,20 +389,30 @@ async fn soft_deletes_and_new_rows_the_target_already_has() {
     assert_eq!(rows_in_target, 12, "a key is in the target twice");
 
     // An ignored truncate leaves the target as it is; metadata says which change wrote a row.
-    source.batch_execute("TRUNCATE t; INSERT INTO t VALUES (30, 'after')").await.unwrap();
-    common::wait_until("the row after the truncate", Duration::from_secs(60), || async {
-        target
-            .query_one("SELECT count(*) FROM replica.t WHERE id = 30", &[])
-            .await
-            .is_ok_and(|r| r.get::<_, i64>(0) == 1)
-    })
+    source
+        .batch_execute("TRUNCATE t; INSERT INTO t VALUES (30, 'after')")
+        .await
+        .unwrap();
+    common::wait_until(
+        "the row after the truncate",
+        Duration::from_secs(60),
+        || async {
+            target
+                .query_one("SELECT count(*) FROM replica.t WHERE id = 30", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+        },
+    )
     .await;
     let kept: i64 = target
         .query_one("SELECT count(*) FROM replica.t WHERE NOT _cdc_deleted", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(kept, 13, "the 12 rows before the ignored truncate and the one after");
+    assert_eq!(
+        kept, 13,
+        "the 12 rows before the ignored truncate and the one after"
+    );
     let with_metadata: i64 = target
         .query_one(
             "SELECT count(*) FROM replica.t WHERE _cdc_position IS NOT NULL AND _cdc_commit_ts IS NOT NULL",
@@ -411,7 +421,10 @@ async fn soft_deletes_and_new_rows_the_target_already_has() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(with_metadata, 13, "rows the sink wrote carry their source position");
+    assert_eq!(
+        with_metadata, 13,
+        "rows the sink wrote carry their source position"
+    );
     assert_eq!(agent.stop(), 0);
     src.drop().await;
     dst.drop().await;

@@ -97,4 +97,3 @@ pub fn table_included(patterns: &[String], schema: &str, table: &str) -> bool {
     let name = format!("{schema}.{table}");
     patterns.is_empty() || patterns.iter().any(|p| glob_match(p, &name))
 }
-

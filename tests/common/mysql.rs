@@ -52,3 +52,21 @@ impl TargetDb {
         let _ = conn.disconnect().await;
     }
 }
+
+/// Every row of a query, each column as text (the text protocol sends every value as text); an
+/// error (the table is not there yet) reads as no rows.
+pub async fn text_rows(conn: &mut Conn, query: &str) -> Vec<Vec<Option<String>>> {
+    let rows: Vec<mysql_async::Row> = conn.query(query).await.unwrap_or_default();
+    rows.into_iter()
+        .map(|row| {
+            row.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    mysql_async::Value::NULL => None,
+                    mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    other => Some(other.as_sql(true)),
+                })
+                .collect()
+        })
+        .collect()
+}

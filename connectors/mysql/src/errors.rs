@@ -25,6 +25,10 @@ pub fn classify(e: Error, doing: &str) -> PipelineError {
                 1227 | 1142 | 1143 => PipelineError::definite("auth", message).with_hint(
                     "GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO the source.url user",
                 ),
+                // MariaDB ends the older of two replica connections that share a server_id.
+                4052 => PipelineError::definite("config", message).with_hint(
+                    "another replica or cdc-agent uses this server_id: give each one its own `server_id` in [source]",
+                ),
                 ER_MASTER_FATAL_ERROR_READING_BINLOG
                     if server.message.contains("same server_id")
                         || server.message.contains("same server_uuid")

@@ -131,7 +131,12 @@ fn unsigned(c: &ColumnInfo) -> bool {
 fn type_length(column_type: &str) -> Option<u32> {
     let open = column_type.find('(')?;
     let close = column_type[open..].find(')')? + open;
-    column_type[open + 1..close].split(',').next()?.trim().parse().ok()
+    column_type[open + 1..close]
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The `(p,s)` of `decimal(p,s)`.
@@ -201,8 +206,13 @@ pub fn column_type(c: &ColumnInfo) -> ColumnType {
         }
         ("set", _) => ColumnType::Array(Box::new(ColumnType::Text { max_len: None })),
         ("json", _) => ColumnType::Json,
-        ("binary", _) | ("varbinary", _) | ("tinyblob", _) | ("blob", _) | ("mediumblob", _)
-        | ("longblob", _) | ("bit", _) => ColumnType::Bytes,
+        ("binary", _)
+        | ("varbinary", _)
+        | ("tinyblob", _)
+        | ("blob", _)
+        | ("mediumblob", _)
+        | ("longblob", _)
+        | ("bit", _) => ColumnType::Bytes,
         (g, _) if is_geometry(g) => ColumnType::Bytes,
         ("date", _) => ColumnType::Date,
         ("time", _) => ColumnType::Time,

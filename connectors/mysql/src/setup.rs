@@ -26,7 +26,10 @@ impl MysqlConfig {
         if !self.tables.is_empty() {
             return self.tables.clone();
         }
-        match Opts::from_url(&self.url).ok().and_then(|o| o.db_name().map(str::to_string)) {
+        match Opts::from_url(&self.url)
+            .ok()
+            .and_then(|o| o.db_name().map(str::to_string))
+        {
             Some(db) => vec![format!("{db}.*")],
             None => Vec::new(),
         }
@@ -37,14 +40,15 @@ impl MysqlConfig {
     }
 }
 
-pub const SYSTEM_DATABASES: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+pub const SYSTEM_DATABASES: [&str; 4] =
+    ["mysql", "information_schema", "performance_schema", "sys"];
 
 /// A server_id for a pipeline that did not set one: stable per pipeline name, in a range real
 /// replicas rarely use.
 pub fn default_server_id(pipeline: &str) -> u32 {
-    let hash = pipeline
-        .bytes()
-        .fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
+    let hash = pipeline.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    });
     1_000_000_000 + hash % 1_000_000_000
 }
 
@@ -116,9 +120,14 @@ pub fn settings_errors(s: &BinlogSettings) -> Vec<PipelineError> {
         out.push(
             PipelineError::definite(
                 "config",
-                format!("binlog_format is {}: row changes are only in the binlog with ROW", s.format),
+                format!(
+                    "binlog_format is {}: row changes are only in the binlog with ROW",
+                    s.format
+                ),
             )
-            .with_hint("SET GLOBAL binlog_format = 'ROW' (and binlog_format=ROW in the server config)"),
+            .with_hint(
+                "SET GLOBAL binlog_format = 'ROW' (and binlog_format=ROW in the server config)",
+            ),
         );
     }
     if s.log_bin && !s.row_image.is_empty() && s.row_image != "FULL" {
@@ -143,8 +152,11 @@ pub async fn current_position(conn: &mut Conn) -> Result<Position, PipelineError
         .await
         .map_err(|e| query_error(e, "reading the current binlog position"))?;
     let row = row.ok_or_else(|| {
-        PipelineError::definite("config", "SHOW MASTER STATUS is empty: the binary log is off")
-            .with_hint("start the server with log_bin and a server_id")
+        PipelineError::definite(
+            "config",
+            "SHOW MASTER STATUS is empty: the binary log is off",
+        )
+        .with_hint("start the server with log_bin and a server_id")
     })?;
     let file: Option<String> = row.get(0);
     let pos: Option<u64> = row.get(1);
@@ -239,10 +251,15 @@ pub async fn preflight(config: &MysqlConfig, checkpoint: Option<&Position>) -> V
                 out.push(fail("binlog", e));
             }
             out.push(match s.retention_seconds {
-                Some(0) => CheckOutcome::ok("binlog retention", "binlogs are kept until purged by hand"),
+                Some(0) => {
+                    CheckOutcome::ok("binlog retention", "binlogs are kept until purged by hand")
+                }
                 Some(secs) => CheckOutcome::ok(
                     "binlog retention",
-                    format!("binlogs are kept {:.1} days: an agent stopped longer must snapshot again", secs as f64 / 86_400.0),
+                    format!(
+                        "binlogs are kept {:.1} days: an agent stopped longer must snapshot again",
+                        secs as f64 / 86_400.0
+                    ),
                 ),
                 None => CheckOutcome::ok("binlog retention", "the server does not say"),
             });
@@ -261,9 +278,10 @@ pub async fn preflight(config: &MysqlConfig, checkpoint: Option<&Position>) -> V
     out.push(server_id_check(&mut conn, config.server_id).await);
     if let Some(Position::Mysql { file, .. }) = checkpoint {
         match binlog_files(&mut conn).await {
-            Ok(files) if files.iter().any(|(f, _)| f == file) => {
-                out.push(CheckOutcome::ok("checkpoint", format!("binlog file {file} is still on the server")))
-            }
+            Ok(files) if files.iter().any(|(f, _)| f == file) => out.push(CheckOutcome::ok(
+                "checkpoint",
+                format!("binlog file {file} is still on the server"),
+            )),
             Ok(files) => out.push(fail(
                 "checkpoint",
                 purged_error(file, files.first().map(|(f, _)| f.as_str())),
@@ -326,7 +344,16 @@ async fn server_id_check(conn: &mut Conn, server_id: u32) -> CheckOutcome {
             "set another `server_id` in [source]",
         );
     }
-    let replicas: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
+    // MariaDB lists replicas only to users with REPLICATION MASTER ADMIN.
+    let replicas: Vec<mysql_async::Row> = match conn.query("SHOW SLAVE HOSTS").await {
+        Ok(rows) => rows,
+        Err(_) => {
+            return CheckOutcome::ok(
+                "server_id",
+                format!("{server_id} (the replicas connected now cannot be listed with this user's grants; a clash stops one agent with a clear error)"),
+            )
+        }
+    };
     let taken = replicas
         .iter()
         .any(|r| r.get::<u64, _>(0) == Some(u64::from(server_id)));
@@ -352,7 +379,15 @@ async fn table_checks(config: &MysqlConfig, conn: &mut Conn) -> Vec<CheckOutcome
             if out.is_empty() {
                 out.push(CheckOutcome::ok(
                     "tables",
-                    format!("{} table(s): {}", tables.len(), tables.iter().map(|(d, t)| format!("{d}.{t}")).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "{} table(s): {}",
+                        tables.len(),
+                        tables
+                            .iter()
+                            .map(|(d, t)| format!("{d}.{t}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ));
             }
             out
@@ -390,9 +425,7 @@ pub async fn resolve_tables(
         }
     }
     for pattern in &patterns {
-        if !pattern.contains('*')
-            && !tables.iter().any(|(d, t)| &format!("{d}.{t}") == pattern)
-        {
+        if !pattern.contains('*') && !tables.iter().any(|(d, t)| &format!("{d}.{t}") == pattern) {
             problems.push(format!("table {pattern} does not exist on the source"));
         }
     }
@@ -417,6 +450,25 @@ mod tests {
         assert_eq!(bytes_behind(&files, &at("bin.000001", 400)), Some(1100));
         assert_eq!(bytes_behind(&files, &at("bin.000002", 500)), Some(0));
         assert_eq!(bytes_behind(&files, &at("bin.000000", 4)), None);
+    }
+
+    /// The binary log cannot be turned off at run time, so the end-to-end errors test cannot
+    /// show this one against the test server: here is what `check` and `run` say.
+    #[test]
+    fn a_server_without_binlog_is_told_how_to_turn_it_on() {
+        let settings = BinlogSettings {
+            log_bin: false,
+            format: "ROW".into(),
+            row_image: "FULL".into(),
+            mariadb: true,
+            version: "10.11".into(),
+            retention_seconds: None,
+        };
+        let errors = settings_errors(&settings);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("log_bin=OFF"));
+        assert!(errors[0].hint.as_deref().unwrap().contains("log_bin"));
+        assert!(!errors[0].is_transient());
     }
 
     #[test]

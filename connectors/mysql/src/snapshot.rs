@@ -81,9 +81,18 @@ pub async fn copy(
             }
             let values = row.unwrap();
             let mut cells = Vec::with_capacity(values.len());
-            for ((column, kind), value) in decoded.schema.columns.iter().zip(&decoded.kinds).zip(values) {
+            for ((column, kind), value) in decoded
+                .schema
+                .columns
+                .iter()
+                .zip(&decoded.kinds)
+                .zip(values)
+            {
                 let value = snapshot_value(kind, value).map_err(|why| {
-                    PipelineError::definite("decode", format!("{db}.{table}.{}: {why}", column.name))
+                    PipelineError::definite(
+                        "decode",
+                        format!("{db}.{table}.{}: {why}", column.name),
+                    )
                 })?;
                 cells.push((Arc::clone(&column.name), value));
             }
@@ -136,11 +145,19 @@ pub async fn copy(
 }
 
 /// Starts a consistent-snapshot transaction and returns the binlog position it corresponds to.
-async fn begin_consistent_snapshot(conn: &mut Conn, mariadb: bool) -> Result<Position, PipelineError> {
+async fn begin_consistent_snapshot(
+    conn: &mut Conn,
+    mariadb: bool,
+) -> Result<Position, PipelineError> {
     // TIMESTAMP values are read in UTC, like the binlog has them.
-    conn.query_drop("SET SESSION time_zone = '+00:00', SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await
-        .map_err(|e| query_error(e, "preparing the snapshot session"))?;
+    for setting in [
+        "SET SESSION time_zone = '+00:00'",
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    ] {
+        conn.query_drop(setting)
+            .await
+            .map_err(|e| query_error(e, "preparing the snapshot session"))?;
+    }
     if mariadb {
         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             .await
@@ -149,18 +166,39 @@ async fn begin_consistent_snapshot(conn: &mut Conn, mariadb: bool) -> Result<Pos
             .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
             .await
             .map_err(|e| query_error(e, "reading the snapshot's binlog position"))?;
-        let get = |name: &str| status.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
-        match (get("binlog_snapshot_file"), get("binlog_snapshot_position").and_then(|p| p.parse().ok())) {
-            (Some(file), Some(pos)) if !file.is_empty() => Ok(Position::Mysql { file, pos, gtid: None }),
-            _ => Err(PipelineError::definite("source", "the server did not report the snapshot's binlog position")
-                .with_hint("is the binary log on? (log_bin)")),
+        let get = |name: &str| {
+            status
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        match (
+            get("binlog_snapshot_file"),
+            get("binlog_snapshot_position").and_then(|p| p.parse().ok()),
+        ) {
+            (Some(file), Some(pos)) if !file.is_empty() => Ok(Position::Mysql {
+                file,
+                pos,
+                gtid: None,
+            }),
+            _ => Err(PipelineError::definite(
+                "source",
+                "the server did not report the snapshot's binlog position",
+            )
+            .with_hint("is the binary log on? (log_bin)")),
         }
     } else {
-        conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| {
-            query_error(e, "locking tables briefly to pin the snapshot's binlog position")
-        })?;
+        conn.query_drop("FLUSH TABLES WITH READ LOCK")
+            .await
+            .map_err(|e| {
+                query_error(
+                    e,
+                    "locking tables briefly to pin the snapshot's binlog position",
+                )
+            })?;
         let started = async {
-            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await?;
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                .await?;
             let position = crate::setup::current_position(conn).await;
             conn.query_drop("UNLOCK TABLES").await?;
             Ok::<_, mysql_async::Error>(position)
@@ -177,7 +215,9 @@ fn snapshot_value(kind: &ValueKind, value: My) -> Result<Value, String> {
     use mysql_async::binlog::value::BinlogValue;
     match (kind, value) {
         (_, My::NULL) => Ok(Value::Null),
-        (ValueKind::Enum(_), My::Bytes(b)) => String::from_utf8(b).map(Value::Text).map_err(|e| e.to_string()),
+        (ValueKind::Enum(_), My::Bytes(b)) => String::from_utf8(b)
+            .map(Value::Text)
+            .map_err(|e| e.to_string()),
         (ValueKind::Set(_), My::Bytes(b)) => {
             let text = String::from_utf8(b).map_err(|e| e.to_string())?;
             Ok(Value::Array(
@@ -188,13 +228,21 @@ fn snapshot_value(kind: &ValueKind, value: My) -> Result<Value, String> {
             ))
         }
         (ValueKind::Timestamp, My::Date(0, 0, 0, ..)) => Ok(Value::Null),
-        (ValueKind::Timestamp, My::Date(y, mo, d, h, mi, s, us)) => Ok(Value::TimestampTz(format!(
-            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}Z",
-            if us == 0 { String::new() } else { format!(".{us:06}") }
-        ))),
+        (ValueKind::Timestamp, My::Date(y, mo, d, h, mi, s, us)) => {
+            Ok(Value::TimestampTz(format!(
+                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}Z",
+                if us == 0 {
+                    String::new()
+                } else {
+                    format!(".{us:06}")
+                }
+            )))
+        }
         (ValueKind::Year, My::Int(y)) => Ok(Value::Int(y)),
         (ValueKind::Year, My::UInt(y)) => Ok(Value::Int(y as i64)),
-        (ValueKind::Text(_), My::Bytes(b)) => String::from_utf8(b).map(Value::Text).map_err(|e| e.to_string()),
+        (ValueKind::Text(_), My::Bytes(b)) => String::from_utf8(b)
+            .map(Value::Text)
+            .map_err(|e| e.to_string()),
         (kind, value) => decode(kind, BinlogValue::Value(value)),
     }
 }

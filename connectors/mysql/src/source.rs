@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cdc_core::time::format_utc_micros;
 use cdc_core::{
-    ChangeEvent, EventSender, Op, PipelineError, Position, Row, Source, SourceKind,
-    SourceMessage, SourceMeta, StateTree, StreamContext,
+    ChangeEvent, EventSender, Op, PipelineError, Position, Row, Source, SourceKind, SourceMessage,
+    SourceMeta, StateTree, StreamContext,
 };
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
@@ -112,7 +112,10 @@ impl MysqlSource {
             }
             Some(other) => Err(PipelineError::definite(
                 "config",
-                format!("the checkpoint is a {} position, the source is MySQL", other.source_name()),
+                format!(
+                    "the checkpoint is a {} position, the source is MySQL",
+                    other.source_name()
+                ),
             )
             .with_hint("run `cdc-agent reset --yes` to start this pipeline over")),
             None if self.config.initial_snapshot => snapshot::copy(self, out, context).await,
@@ -152,7 +155,9 @@ impl Source for MysqlSource {
         context: &mut StreamContext,
     ) -> Result<(), PipelineError> {
         if self.config.snapshot_only && resume_from.is_some() {
-            tracing::info!("snapshot = \"initial_only\" and the copy is already done: nothing to do");
+            tracing::info!(
+                "snapshot = \"initial_only\" and the copy is already done: nothing to do"
+            );
             return Ok(());
         }
         let mut conn = connect(&self.config).await?;
@@ -230,6 +235,7 @@ impl Source for MysqlSource {
             }
         };
         context.progress.set_streaming(false);
+        let _ = stream.close().await;
         if let Some(meta) = session.meta_conn.take() {
             let _ = meta.disconnect().await;
         }
@@ -418,7 +424,9 @@ impl Session {
     fn begin(&mut self, start: u64, gtid: Option<String>, timestamp: u32, by_gtid: bool) {
         self.open = Some(OpenTransaction {
             position: position(&self.file, start, gtid),
-            commit_ts: Arc::from(format_utc_micros(i64::from(timestamp) * 1_000_000).replace(".000000Z", "Z")),
+            commit_ts: Arc::from(
+                format_utc_micros(i64::from(timestamp) * 1_000_000).replace(".000000Z", "Z"),
+            ),
             seq: 0,
             by_gtid,
         });
@@ -505,7 +513,10 @@ impl Session {
             .map(str::to_lowercase)
             .collect();
         let schema_change = words.first().is_some_and(|w| {
-            matches!(w.as_str(), "alter" | "create" | "drop" | "rename" | "truncate")
+            matches!(
+                w.as_str(),
+                "alter" | "create" | "drop" | "rename" | "truncate"
+            )
         });
         if schema_change {
             let named: Vec<String> = self
@@ -687,7 +698,8 @@ impl Session {
 
 /// The column names a table map carries (`binlog_row_metadata=FULL`), if it has them all.
 fn map_column_names(map: &TableMapEvent<'_>) -> Option<Vec<String>> {
-    let meta = mysql_async::binlog::events::OptionalMetaExtractor::new(map.iter_optional_meta()).ok()?;
+    let meta =
+        mysql_async::binlog::events::OptionalMetaExtractor::new(map.iter_optional_meta()).ok()?;
     let names: Vec<String> = meta
         .iter_column_name()
         .map(|n| n.map(|n| n.name().into_owned()))
@@ -710,7 +722,9 @@ fn from_table_map(
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            if let Some(known) = now.and_then(|t| t.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))) {
+            if let Some(known) =
+                now.and_then(|t| t.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+            {
                 return known.clone();
             }
             let data_type = match map.get_column_type(i).ok().flatten() {
@@ -776,7 +790,9 @@ fn build_row(
         let index = if full {
             Some(i)
         } else {
-            names.iter().position(|n| n.as_slice() == format!("@{i}").as_bytes() || n.as_slice() == column.name.as_bytes())
+            names.iter().position(|n| {
+                n.as_slice() == format!("@{i}").as_bytes() || n.as_slice() == column.name.as_bytes()
+            })
         };
         let Some(value) = index.and_then(|at| image.take(at)) else {
             missing.push(Arc::clone(&column.name));
@@ -814,7 +830,9 @@ fn verify_checksum(event: &Event) -> Result<(), PipelineError> {
     let Some(stored) = event.checksum() else {
         return Ok(());
     };
-    if let Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)) = event.footer().get_checksum_alg() {
+    if let Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)) =
+        event.footer().get_checksum_alg()
+    {
         let computed = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
         if computed != u32::from_le_bytes(stored) {
             return Err(PipelineError::transient(
@@ -852,7 +870,10 @@ mod tests {
 
     #[test]
     fn truncate_statements_name_their_table() {
-        assert_eq!(truncated_table("TRUNCATE TABLE `t`", "d").as_deref(), Some("d.t"));
+        assert_eq!(
+            truncated_table("TRUNCATE TABLE `t`", "d").as_deref(),
+            Some("d.t")
+        );
         assert_eq!(truncated_table("truncate x.y", "d").as_deref(), Some("x.y"));
         assert_eq!(truncated_table("ALTER TABLE t ADD c int", "d"), None);
     }

@@ -25,13 +25,11 @@ pub fn decode(kind: &ValueKind, value: BinlogValue<'_>) -> Result<Value, String>
                 .map_err(|e| format!("undecodable binary JSON: {e}"))?;
             return json_value(&json.to_string());
         }
-        BinlogValue::JsonDiff(_) => {
-            return Err(
-                "a partial JSON update (binlog_row_value_options=PARTIAL_JSON) carries no full value; \
+        BinlogValue::JsonDiff(_) => return Err(
+            "a partial JSON update (binlog_row_value_options=PARTIAL_JSON) carries no full value; \
                  set binlog_row_value_options='' on the server"
-                    .into(),
-            )
-        }
+                .into(),
+        ),
     };
     if value == My::NULL {
         return Ok(Value::Null);
@@ -49,9 +47,9 @@ pub fn decode(kind: &ValueKind, value: BinlogValue<'_>) -> Result<Value, String>
         }
         (ValueKind::UnsignedInt(_), My::UInt(n)) => Ok(Value::UInt(n)),
         // An f32 widened bit for bit would print as 0.10000000149011612: go through its text.
-        (ValueKind::Float | ValueKind::Double, My::Float(f)) => Ok(Value::Float(
-            f.to_string().parse().unwrap_or(f64::from(f)),
-        )),
+        (ValueKind::Float | ValueKind::Double, My::Float(f)) => {
+            Ok(Value::Float(f.to_string().parse().unwrap_or(f64::from(f))))
+        }
         (ValueKind::Float | ValueKind::Double, My::Double(d)) => Ok(Value::Float(d)),
         (ValueKind::Decimal, My::Bytes(b)) => Ok(Value::Decimal(utf8(b)?)),
         (ValueKind::Text(charset), My::Bytes(b)) => text(*charset, b).map(Value::Text),
@@ -67,15 +65,20 @@ pub fn decode(kind: &ValueKind, value: BinlogValue<'_>) -> Result<Value, String>
         (ValueKind::Enum(members), My::Int(i)) => Ok(Value::Text(match i {
             // Index 0 is the "invalid value" MySQL stores as ''.
             0 => String::new(),
-            i => members
-                .get(i as usize - 1)
-                .cloned()
-                .ok_or_else(|| format!("ENUM index {i} but the column has {} members", members.len()))?,
+            i => members.get(i as usize - 1).cloned().ok_or_else(|| {
+                format!(
+                    "ENUM index {i} but the column has {} members",
+                    members.len()
+                )
+            })?,
         })),
         (ValueKind::Set(members), My::Bytes(mask)) => {
             let mut out = Vec::new();
             for (i, member) in members.iter().enumerate() {
-                if mask.get(i / 8).is_some_and(|byte| byte & (1 << (i % 8)) != 0) {
+                if mask
+                    .get(i / 8)
+                    .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
+                {
                     out.push(Value::Text(member.clone()));
                 }
             }
@@ -91,7 +94,9 @@ pub fn decode(kind: &ValueKind, value: BinlogValue<'_>) -> Result<Value, String>
         },
         (ValueKind::Year, My::Int(n)) => Ok(Value::Int(n)),
         (ValueKind::Date, My::Date(0, 0, 0, ..)) => Ok(Value::Null),
-        (ValueKind::Date, My::Date(y, m, d, ..)) => Ok(Value::Date(format!("{y:04}-{m:02}-{d:02}"))),
+        (ValueKind::Date, My::Date(y, m, d, ..)) => {
+            Ok(Value::Date(format!("{y:04}-{m:02}-{d:02}")))
+        }
         (ValueKind::DateTime, My::Date(0, 0, 0, 0, 0, 0, 0)) => Ok(Value::Null),
         (ValueKind::DateTime, My::Date(y, mo, d, h, mi, s, us)) => Ok(Value::Timestamp(format!(
             "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}",
@@ -131,7 +136,9 @@ fn fraction(micros: u32) -> String {
 /// `secs[.micros]` since the epoch, UTC; 0 is the zero TIMESTAMP.
 fn timestamp(text: &str) -> Result<Value, String> {
     let (secs, micros) = text.split_once('.').unwrap_or((text, "0"));
-    let secs: i64 = secs.parse().map_err(|_| format!("TIMESTAMP value {text:?}"))?;
+    let secs: i64 = secs
+        .parse()
+        .map_err(|_| format!("TIMESTAMP value {text:?}"))?;
     let micros: i64 = format!("{micros:0<6}")[..6]
         .parse()
         .map_err(|_| format!("TIMESTAMP value {text:?}"))?;
@@ -222,7 +229,11 @@ mod tests {
             Value::Time("-26:03:04.000500".into())
         );
         assert_eq!(
-            decode(&ValueKind::DateTime, v(My::Date(2026, 11, 26, 13, 45, 0, 123456))).unwrap(),
+            decode(
+                &ValueKind::DateTime,
+                v(My::Date(2026, 11, 26, 13, 45, 0, 123456))
+            )
+            .unwrap(),
             Value::Timestamp("2026-11-26T13:45:00.123456".into())
         );
         assert_eq!(
@@ -230,7 +241,11 @@ mod tests {
             Value::Null
         );
         assert_eq!(
-            decode(&ValueKind::Timestamp, v(My::Bytes(b"1764164700.5".to_vec()))).unwrap(),
+            decode(
+                &ValueKind::Timestamp,
+                v(My::Bytes(b"1764164700.5".to_vec()))
+            )
+            .unwrap(),
             Value::TimestampTz("2025-11-26T13:45:00.500000Z".into())
         );
         assert_eq!(
@@ -255,7 +270,11 @@ mod tests {
             Value::Array(vec![Value::Text("a".into()), Value::Text("c".into())])
         );
         assert_eq!(
-            decode(&ValueKind::Text(Charset::Latin1), v(My::Bytes(vec![0x80, 0xE9]))).unwrap(),
+            decode(
+                &ValueKind::Text(Charset::Latin1),
+                v(My::Bytes(vec![0x80, 0xE9]))
+            )
+            .unwrap(),
             Value::Text("€é".into())
         );
         assert_eq!(

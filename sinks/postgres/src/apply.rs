@@ -96,10 +96,9 @@ pub async fn upserts(
     changes: &[NetChange],
     counter: &mut u64,
 ) -> Result<(), PipelineError> {
-    let (new_rows, mut rest): (Vec<&NetChange>, Vec<&NetChange>) =
-        changes.iter().partition(|c| {
-            matches!(c, NetChange::Upsert { new_row: true, unchanged, .. } if unchanged.is_empty())
-        });
+    let (new_rows, mut rest): (Vec<&NetChange>, Vec<&NetChange>) = changes.iter().partition(
+        |c| matches!(c, NetChange::Upsert { new_row: true, unchanged, .. } if unchanged.is_empty()),
+    );
     if !insert_new_rows(client, target, &new_rows).await? {
         rest.extend(new_rows);
     }
@@ -131,9 +130,14 @@ pub async fn upserts(
                 );
             }
         }
-        copy_into(client, &stage, &copy_columns(&columns, target.metadata), rows)
-            .await
-            .map_err(|e| sink_error(e, "copying rows into the staging table"))?;
+        copy_into(
+            client,
+            &stage,
+            &copy_columns(&columns, target.metadata),
+            rows,
+        )
+        .await
+        .map_err(|e| sink_error(e, "copying rows into the staging table"))?;
         let mut insert_columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
         let mut select: Vec<String> = insert_columns.clone();
         if target.metadata {
