@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::mysql::TargetDb;
 use common::{Pipeline, TestDb};
 use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
 use tokio_postgres::Client;
 
 fn sink_toml(url: &str, extra: &str) -> String {
