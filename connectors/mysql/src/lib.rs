@@ -8,6 +8,7 @@
 //! * [`snapshot`]: the initial copy, consistent with the stream that follows.
 
 pub mod errors;
+pub mod rows;
 pub mod schema;
 pub mod setup;
 pub mod snapshot;

@@ -39,6 +39,7 @@ use crate::setup::{
     binlog_files, binlog_settings, connect, current_position, purged_error, settings_errors,
     MysqlConfig,
 };
+use crate::rows::{decode_rows, ColumnTypes};
 use crate::snapshot;
 use crate::values::decode;
 
@@ -252,6 +253,13 @@ struct OpenTransaction {
     by_gtid: bool,
 }
 
+/// A table id of the current binlog file: its map, and for a replicated table its columns and
+/// the map's column types.
+struct MappedTable {
+    map: TableMapEvent<'static>,
+    decoded: Option<(Arc<DecodedTable>, Arc<ColumnTypes>)>,
+}
+
 /// One binlog connection's worth of state.
 struct Session {
     /// The binlog file being read.
@@ -259,7 +267,7 @@ struct Session {
     /// Replicated tables by `db.table`, with the columns in force at the current position.
     tables: HashMap<String, Arc<DecodedTable>>,
     /// Table ids of the current binlog, with their map event and (if replicated) columns.
-    table_maps: HashMap<u64, (TableMapEvent<'static>, Option<Arc<DecodedTable>>)>,
+    table_maps: HashMap<u64, MappedTable>,
     open: Option<OpenTransaction>,
     /// A second connection for `information_schema` while the first streams.
     meta_conn: Option<Conn>,
@@ -558,7 +566,8 @@ impl Session {
         let table = map.table_name().into_owned();
         let name = format!("{db}.{table}");
         if !source.includes(&db, &table) {
-            self.table_maps.insert(map.table_id(), (map, None));
+            self.table_maps
+                .insert(map.table_id(), MappedTable { map, decoded: None });
             return Ok(());
         }
         let names = map_column_names(&map);
@@ -610,7 +619,14 @@ impl Session {
             }
         };
         self.tables.insert(name, Arc::clone(&decoded));
-        self.table_maps.insert(map.table_id(), (map, Some(decoded)));
+        let types = Arc::new(ColumnTypes::of(&map)?);
+        self.table_maps.insert(
+            map.table_id(),
+            MappedTable {
+                map,
+                decoded: Some((decoded, types)),
+            },
+        );
         Ok(())
     }
 
@@ -619,13 +635,13 @@ impl Session {
         rows: &RowsEventData<'_>,
         out: &mut EventSender,
     ) -> Result<(), PipelineError> {
-        let Some((map, decoded)) = self.table_maps.get(&rows.table_id()) else {
+        let Some(mapped) = self.table_maps.get(&rows.table_id()) else {
             return Err(decode_error(format!(
                 "a rows event for table id {} without its table map",
                 rows.table_id()
             )));
         };
-        let Some(decoded) = decoded.clone() else {
+        let Some((decoded, types)) = mapped.decoded.clone() else {
             return Ok(());
         };
         let op = match rows {
@@ -633,13 +649,19 @@ impl Session {
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
             _ => Op::Update,
         };
-        let mut changes = Vec::new();
-        for row in rows.rows(map) {
-            let (before, after) = row.map_err(decode_error)?;
-            let before = before.map(|r| build_row(&decoded, r)).transpose()?;
-            let after = after.map(|r| build_row(&decoded, r)).transpose()?;
-            changes.push((before, after));
-        }
+        let changes = if let RowsEventData::PartialUpdateRowsEvent(_) = rows {
+            // MySQL's partial JSON updates carry a shared image: mysql_common's own reader.
+            let mut changes = Vec::new();
+            for row in rows.rows(&mapped.map) {
+                let (before, after) = row.map_err(decode_error)?;
+                let before = before.map(|r| build_row(&decoded, r)).transpose()?;
+                let after = after.map(|r| build_row(&decoded, r)).transpose()?;
+                changes.push((before, after));
+            }
+            changes
+        } else {
+            decode_rows(rows, &types, &decoded)?
+        };
         for (before, after) in changes {
             let (before, after_row, unchanged) = match (op, before, after) {
                 (Op::Delete, before, _) => (before, None, Vec::new()),
@@ -779,13 +801,17 @@ fn build_row(
 ) -> Result<(Row, Vec<Arc<str>>), PipelineError> {
     let mut values = Vec::with_capacity(decoded.kinds.len());
     let mut missing = Vec::new();
-    let names: Vec<Vec<u8>> = image
-        .columns_ref()
-        .iter()
-        .map(|c| c.name_ref().to_vec())
-        .collect();
     // Images list present columns in order; with FULL images that is every column.
     let full = image.len() == decoded.kinds.len();
+    let names: Vec<Vec<u8>> = if full {
+        Vec::new()
+    } else {
+        image
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_ref().to_vec())
+            .collect()
+    };
     for (i, column) in decoded.schema.columns.iter().enumerate() {
         let index = if full {
             Some(i)
