@@ -474,3 +474,50 @@ async fn a_schema_change_inside_a_transaction_leaves_a_resumable_point() {
     drop(target);
     dst.drop().await;
 }
+
+/// A MariaDB target that goes away (connections refused, open ones cut) and comes back: the agent
+/// retries with backoff, holds its position, and catches up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_goes_away_is_retried_and_caught_up() {
+    let src = TestDb::new("mydownsrc").await;
+    let dst = TargetDb::new("mydown");
+    src.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    let port = common::env().var("CDC_TEST_MYSQL_PORT");
+    let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{port}")).await;
+    let proxied = dst
+        .url
+        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+        Some(&sink_toml(&proxied, "")),
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    let source = src.client().await;
+    let mut target = dst.conn().await;
+    let query = "SELECT id::text AS id_text, v FROM t ORDER BY id";
+    let target_query = "SELECT CAST(id AS CHAR), v FROM t ORDER BY id";
+    source
+        .batch_execute("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
+    wait_equal(&source, &mut target, query, target_query, &[], &p).await;
+
+    proxy.take_down();
+    source
+        .batch_execute("INSERT INTO t SELECT g, 'b' FROM generate_series(101, 200) g; UPDATE t SET v = 'c' WHERE id <= 50;")
+        .await
+        .unwrap();
+    p.wait_state("retrying", Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.bring_back();
+    wait_equal(&source, &mut target, query, target_query, &[], &p).await;
+    assert!(p.status_json()["errors_total"].as_u64().unwrap() >= 1);
+    assert_eq!(agent.stop(), 0);
+    src.drop().await;
+    dst.drop().await;
+}

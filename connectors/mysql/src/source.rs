@@ -34,12 +34,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 
 use crate::errors::classify;
+use crate::rows::{decode_rows, ColumnTypes};
 use crate::schema::{read_table, ColumnInfo, DecodedTable, SchemaHistory, TableInfo};
 use crate::setup::{
     binlog_files, binlog_settings, connect, current_position, purged_error, settings_errors,
     MysqlConfig,
 };
-use crate::rows::{decode_rows, ColumnTypes};
 use crate::snapshot;
 use crate::values::decode;
 
