@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 bash scripts/testenv.sh start
 eval "$(bash scripts/testenv.sh env)"
 
+# promtool checks the alert rules in tests/operations.rs (best effort: without it the test
+# parses them as YAML only).
+command -v promtool >/dev/null || { [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } || true
+
 # Format and lints first: cheap, and they fail fast.
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

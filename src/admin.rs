@@ -1,5 +1,5 @@
-//! The admin HTTP endpoint: `/status` (the `status --json` object), `/healthz`, `/readyz` and a
-//! first `/metrics` in Prometheus' text format.
+//! The admin HTTP endpoint: `/status` (the `status --json` object), `/healthz`, `/readyz` and
+//! `/metrics` in Prometheus' text format (see `metrics`).
 //!
 //! Deliberately tiny (one request per connection, GET only): it serves operators and probes, not
 //! traffic, and keeps an HTTP framework out of the binary.
@@ -10,27 +10,33 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::metrics::Metrics;
 use crate::status::{LiveStatus, PipelineState, StatusReport};
 
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-pub async fn serve(listener: TcpListener, live: Arc<LiveStatus>) {
+pub async fn serve(listener: TcpListener, live: Arc<LiveStatus>, metrics: Arc<Metrics>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let live = Arc::clone(&live);
+        let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &live).await {
+            if let Err(e) = answer(stream, &live, &metrics).await {
                 tracing::debug!(error = %e, "admin request failed");
             }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, live: &LiveStatus) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    live: &LiveStatus,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
     let mut request = [0u8; 2048];
     let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request))
         .await
@@ -53,7 +59,7 @@ async fn answer(mut stream: TcpStream, live: &LiveStatus) -> std::io::Result<()>
         "/metrics" => (
             200,
             "text/plain; version=0.0.4",
-            render_metrics(&live.report()),
+            metrics.render(&live.report()),
         ),
         _ => (404, "text/plain", "not found\n".to_string()),
     };
@@ -68,52 +74,6 @@ async fn answer(mut stream: TcpStream, live: &LiveStatus) -> std::io::Result<()>
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
-}
-
-fn render_metrics(r: &StatusReport) -> String {
-    let p = &r.name;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{pipeline=\"{p}\"}} {value}\n"
-        ));
-    };
-    metric(
-        "cdc_events_total",
-        "counter",
-        "Change events made durable by the sink.",
-        r.events_total.to_string(),
-    );
-    metric(
-        "cdc_errors_total",
-        "counter",
-        "Errors that stopped or restarted the pipeline.",
-        r.errors_total.to_string(),
-    );
-    metric(
-        "cdc_lag_bytes",
-        "gauge",
-        "Bytes between the source's current position and the confirmed position.",
-        r.lag_bytes
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "NaN".into()),
-    );
-    metric(
-        "cdc_lag_seconds",
-        "gauge",
-        "Seconds since the commit of the newest applied change (0 when caught up).",
-        r.lag_seconds
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "NaN".into()),
-    );
-    let streaming = u8::from(r.state == PipelineState::Streaming);
-    metric(
-        "cdc_streaming",
-        "gauge",
-        "1 while the pipeline is streaming.",
-        streaming.to_string(),
-    );
-    out
 }
 
 /// Asks the running agent of pipeline `name` for its status. `None` when nothing answers at

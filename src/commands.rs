@@ -9,6 +9,7 @@ use cdc_core::{CheckOutcome, Position, SourceProgress};
 use tokio::sync::watch;
 
 use crate::config::{Config, SinkType};
+use crate::metrics::Metrics;
 use crate::runtime::{source_type_name, Runtime};
 use crate::status::{render_human, LiveStatus, PipelineState, StatusReport};
 use crate::store::{StateStore, StoreError};
@@ -33,7 +34,12 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         })?;
     let live = Arc::new(LiveStatus::new(&name, source_type_name(config.source.kind)));
     let progress = Arc::new(SourceProgress::default());
-    tokio::spawn(admin::serve(listener, Arc::clone(&live)));
+    let metrics = Arc::new(Metrics::new());
+    tokio::spawn(admin::serve(
+        listener,
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+    ));
     let store = Arc::new(open_store_waiting(&config.state_dir()).await?);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -42,6 +48,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         Arc::new(config.clone()),
         Arc::clone(&live),
         Arc::clone(&progress),
+        Arc::clone(&metrics),
     ));
     tracing::info!(pipeline = %name, admin = %&*config.agent.admin_addr, "cdc-agent starting");
     let runtime = Runtime {
@@ -49,6 +56,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         store,
         live,
         progress,
+        metrics,
     };
     match runtime.run(shutdown_rx).await {
         Ok(()) => {
@@ -104,7 +112,12 @@ async fn forward_signals(shutdown: watch::Sender<bool>) {
 }
 
 /// Keeps `lag_bytes` and the slot's retained WAL current in the live status.
-async fn refresh_lag(config: Arc<Config>, live: Arc<LiveStatus>, progress: Arc<SourceProgress>) {
+async fn refresh_lag(
+    config: Arc<Config>,
+    live: Arc<LiveStatus>,
+    progress: Arc<SourceProgress>,
+    metrics: Arc<Metrics>,
+) {
     let mut tick = tokio::time::interval(STATUS_REFRESH);
     let mut ticks = 0u32;
     loop {
@@ -140,6 +153,18 @@ async fn refresh_lag(config: Arc<Config>, live: Arc<LiveStatus>, progress: Arc<S
         if ticks % SLOT_REFRESH_TICKS == 1 {
             if let Ok(state) = wiring::source_state(&config).await {
                 live.set_slot_retained(state.slot_retained_bytes);
+                let limit = config.agent.slot_retained_warn_bytes;
+                if let Some(retained) = state
+                    .slot_retained_bytes
+                    .filter(|r| limit > 0 && *r > limit)
+                {
+                    metrics.retained_warning();
+                    tracing::warn!(
+                        retained_bytes = retained,
+                        limit_bytes = limit,
+                        "the replication slot holds more WAL than agent.slot_retained_warn_bytes: is the agent keeping up?"
+                    );
+                }
                 // Across binlog files only the server's file list tells the distance.
                 if let Some(confirmed) = report
                     .confirmed_position

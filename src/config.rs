@@ -41,6 +41,14 @@ pub struct AgentConfig {
     pub channel_messages: usize,
     #[serde(default = "default_buffer_bytes")]
     pub buffer_bytes: usize,
+    /// Warn (log and `cdc_slot_retained_warnings_total`) when the Postgres slot holds more WAL
+    /// than this; 0 turns the warning off.
+    #[serde(default = "default_slot_retained_warn_bytes")]
+    pub slot_retained_warn_bytes: u64,
+}
+
+fn default_slot_retained_warn_bytes() -> u64 {
+    1 << 30
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -72,6 +80,10 @@ pub struct SourceConfig {
     pub server_id: Option<u32>,
     #[serde(default)]
     pub snapshot: SnapshotMode,
+    /// Postgres: every this many milliseconds write a `pg_logical_emit_message` so the slot
+    /// advances even when the published tables and the whole database are quiet (0: off).
+    #[serde(default)]
+    pub heartbeat_interval_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod backoff;
 mod cli;
 mod commands;
 mod config;
+mod metrics;
 mod runtime;
 mod sink_driver;
 mod status;

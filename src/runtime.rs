@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, SinkType, SourceType};
+use crate::metrics::Metrics;
 use crate::sink_driver::SinkDriver;
 use crate::status::{LiveStatus, PipelineState};
 use crate::store::{PipelineMeta, StateStore};
@@ -32,6 +33,7 @@ pub struct Runtime {
     pub store: Arc<StateStore>,
     pub live: Arc<LiveStatus>,
     pub progress: Arc<SourceProgress>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Runtime {
@@ -54,6 +56,7 @@ impl Runtime {
             };
             self.live.record_error(error.to_string());
             let definite = !error.is_transient();
+            self.metrics.error(error.kind, !definite);
             self.update_meta(|m| {
                 m.errors_total += 1;
                 m.last_error = Some(error.to_string());
@@ -138,6 +141,7 @@ impl Runtime {
                 .unwrap_or_default(),
             confirmed: confirmed_tx,
             live: Arc::clone(&self.live),
+            metrics: Arc::clone(&self.metrics),
             flush_interval: self.config.flush_interval(),
             saved,
         };

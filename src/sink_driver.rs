@@ -16,6 +16,7 @@ use cdc_core::{Checkpoint, Envelope, PipelineError, Position, Sink, SourceMessag
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::status::LiveStatus;
 use crate::store::{PipelineMeta, StateStore, TableCount};
 
@@ -29,6 +30,7 @@ pub struct SinkDriver {
     pub meta: PipelineMeta,
     pub confirmed: watch::Sender<Option<Position>>,
     pub live: Arc<LiveStatus>,
+    pub metrics: Arc<Metrics>,
     pub flush_interval: Duration,
     /// The checkpoint already recorded: a new one is saved only if it moves forward.
     pub saved: Option<Checkpoint>,
@@ -45,12 +47,16 @@ impl SinkDriver {
         let mut at_boundary = true;
         let mut last_flush = Instant::now();
         let mut counts = TableCounts::default();
+        let mut read = TableCounts::default();
+        // Commit times of the transactions received and not yet durable (for the latency
+        // histogram), bounded: past the cap the rest go unobserved.
+        let mut commit_times: Vec<i64> = Vec::new();
         loop {
             let flush_due = last_flush + self.flush_interval;
             let received = tokio::select! {
                 n = rx.recv_many(&mut envelopes, BATCH) => n,
                 _ = tokio::time::sleep_until(flush_due), if pending.is_some() && at_boundary => {
-                    self.flush(pending.take(), &mut counts).await?;
+                    self.flush(pending.take(), &mut counts, &mut commit_times).await?;
                     last_flush = Instant::now();
                     continue;
                 }
@@ -66,6 +72,7 @@ impl SinkDriver {
                         SourceMessage::Change(event) => {
                             at_boundary = false;
                             counts.count(event);
+                            read.count(event);
                         }
                         SourceMessage::Commit {
                             position,
@@ -73,6 +80,14 @@ impl SinkDriver {
                             commit_ts,
                         } => {
                             at_boundary = true;
+                            if commit_times.len() < MAX_LATENCY_SAMPLES {
+                                if let Some(micros) = commit_ts
+                                    .as_deref()
+                                    .and_then(cdc_core::time::parse_utc_micros)
+                                {
+                                    commit_times.push(micros);
+                                }
+                            }
                             pending = Some(Checkpoint {
                                 resume_from: resume_from.clone(),
                                 last_commit: Some(position.clone()),
@@ -91,17 +106,21 @@ impl SinkDriver {
                     messages.push(message);
                 }
             }
+            self.metrics.add_read(&by_table_and_op(&read.take()));
+            self.metrics.set_in_flight(commit_times.len() as u64);
             let batch = std::mem::replace(&mut messages, Vec::with_capacity(BATCH * 256));
             self.sink.write_owned(batch).await?;
             // The bytes are written (or buffered by the sink): the source may read on.
             permits.clear();
             if at_boundary && pending.is_some() && last_flush.elapsed() >= self.flush_interval {
-                self.flush(pending.take(), &mut counts).await?;
+                self.flush(pending.take(), &mut counts, &mut commit_times)
+                    .await?;
                 last_flush = Instant::now();
             }
         }
         if at_boundary && pending.is_some() {
-            self.flush(pending.take(), &mut counts).await?;
+            self.flush(pending.take(), &mut counts, &mut commit_times)
+                .await?;
         }
         Ok(())
     }
@@ -110,9 +129,22 @@ impl SinkDriver {
         &mut self,
         checkpoint: Option<Checkpoint>,
         counts: &mut TableCounts,
+        commit_times: &mut Vec<i64>,
     ) -> Result<(), PipelineError> {
         self.sink.flush().await?;
-        let counts = counts.take();
+        let now = cdc_core::time::now_micros();
+        self.metrics.observe_latency(
+            commit_times
+                .drain(..)
+                .map(|ts| (now - ts) as f64 / 1_000_000.0),
+        );
+        self.metrics.set_in_flight(0);
+        let detailed = counts.take();
+        self.metrics.add_applied(&by_table_and_op(&detailed));
+        let mut counts: BTreeMap<(String, bool), u64> = BTreeMap::new();
+        for ((table, snapshot, _), n) in detailed {
+            *counts.entry((table, snapshot)).or_default() += n;
+        }
         self.live.count_events(&counts);
         for ((table, snapshot), n) in counts.iter() {
             self.meta.events_total += n;
@@ -155,6 +187,7 @@ impl SinkDriver {
             .map_err(store_error)?;
         tracing::debug!(resume_from = %checkpoint.resume_from, "checkpoint saved");
         self.live.set_confirmed(&checkpoint);
+        self.metrics.checkpoint_saved();
         let _ = self.confirmed.send(Some(checkpoint.resume_from.clone()));
         self.saved = Some(checkpoint);
         Ok(())
@@ -165,36 +198,71 @@ impl SinkDriver {
 /// run of changes to one table costs no lookup or allocation per change.
 #[derive(Default)]
 struct TableCounts {
-    current: Option<(Arc<str>, Arc<str>, bool, u64)>,
-    done: BTreeMap<(String, bool), u64>,
+    current: Option<Run>,
+    done: BTreeMap<(String, bool, &'static str), u64>,
+}
+
+/// A run of changes to one table, of one op, snapshot or not.
+struct Run {
+    schema: Arc<str>,
+    table: Arc<str>,
+    snapshot: bool,
+    op: &'static str,
+    n: u64,
+}
+
+/// Latency observations kept between two flushes at most.
+const MAX_LATENCY_SAMPLES: usize = 4096;
+
+/// Counts by (table, op), snapshot reads and streamed changes together.
+fn by_table_and_op(
+    counts: &BTreeMap<(String, bool, &'static str), u64>,
+) -> BTreeMap<(String, &'static str), u64> {
+    let mut out = BTreeMap::new();
+    for ((table, _, op), n) in counts {
+        *out.entry((table.clone(), *op)).or_default() += n;
+    }
+    out
 }
 
 impl TableCounts {
     fn count(&mut self, event: &cdc_core::ChangeEvent) {
         let s = &event.source;
-        if let Some((schema, table, snapshot, n)) = &mut self.current {
-            if Arc::ptr_eq(schema, &s.schema)
-                && Arc::ptr_eq(table, &s.table)
-                && *snapshot == s.snapshot
+        let op = event.op.as_str();
+        if let Some(run) = &mut self.current {
+            if Arc::ptr_eq(&run.schema, &s.schema)
+                && Arc::ptr_eq(&run.table, &s.table)
+                && run.snapshot == s.snapshot
+                && run.op == op
             {
-                *n += 1;
+                run.n += 1;
                 return;
             }
         }
         self.settle();
-        self.current = Some((Arc::clone(&s.schema), Arc::clone(&s.table), s.snapshot, 1));
+        self.current = Some(Run {
+            schema: Arc::clone(&s.schema),
+            table: Arc::clone(&s.table),
+            snapshot: s.snapshot,
+            op,
+            n: 1,
+        });
     }
 
     fn settle(&mut self) {
-        if let Some((schema, table, snapshot, n)) = self.current.take() {
+        if let Some(run) = self.current.take() {
             *self
                 .done
-                .entry((format!("{schema}.{table}"), snapshot))
-                .or_default() += n;
+                .entry((
+                    format!("{}.{}", run.schema, run.table),
+                    run.snapshot,
+                    run.op,
+                ))
+                .or_default() += run.n;
         }
     }
 
-    fn take(&mut self) -> BTreeMap<(String, bool), u64> {
+    fn take(&mut self) -> BTreeMap<(String, bool, &'static str), u64> {
         self.settle();
         std::mem::take(&mut self.done)
     }

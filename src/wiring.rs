@@ -18,6 +18,8 @@ pub fn postgres_config(config: &Config) -> PostgresConfig {
         publication: config.publication_name(),
         initial_snapshot: config.source.snapshot != SnapshotMode::Never,
         snapshot_only: config.source.snapshot == SnapshotMode::InitialOnly,
+        heartbeat_interval: (config.source.heartbeat_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(config.source.heartbeat_interval_ms)),
     }
 }
 

@@ -21,6 +21,9 @@ pub struct PostgresConfig {
     pub initial_snapshot: bool,
     /// Copy existing rows, then stop (no lasting slot, no streaming).
     pub snapshot_only: bool,
+    /// Write a `pg_logical_emit_message` this often, so the slot advances even when the whole
+    /// database is quiet (`None`: never).
+    pub heartbeat_interval: Option<std::time::Duration>,
 }
 
 /// A table the pipeline replicates.

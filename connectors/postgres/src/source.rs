@@ -388,11 +388,32 @@ impl Session {
         feedback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let user = source.params.user.clone();
         let mut shutdown = context.shutdown.clone();
+        let heartbeat_every = source.config.heartbeat_interval;
+        let mut heartbeat =
+            tokio::time::interval(heartbeat_every.unwrap_or(Duration::from_secs(3600)));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat_failed = false;
         loop {
             tokio::select! {
                 biased;
                 _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => {
                     return self.drain_and_close(context).await;
+                }
+                _ = heartbeat.tick(), if heartbeat_every.is_some() => {
+                    // WAL of our own in this database: its keepalive then lets the slot advance
+                    // even when nothing else is written here. Not fatal (a standby cannot write).
+                    let sent = source
+                        .catalog
+                        .query("SELECT pg_logical_emit_message(false, 'cdc-agent-heartbeat', '')")
+                        .await;
+                    match sent {
+                        Ok(_) => heartbeat_failed = false,
+                        Err(e) if !heartbeat_failed => {
+                            heartbeat_failed = true;
+                            tracing::warn!(error = %e, "heartbeat write failed; the slot advances only with other writes");
+                        }
+                        Err(_) => {}
+                    }
                 }
                 _ = feedback.tick() => {
                     // Asking for a reply gets a keepalive back at once: its WAL end lets an idle
