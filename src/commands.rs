@@ -58,7 +58,10 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         progress,
         metrics,
     };
-    match runtime.run(shutdown_rx).await {
+    // Every line the pipeline logs carries its name (a field of the JSON lines with
+    // `--log-format json`).
+    let span = tracing::info_span!("pipeline", pipeline = %name);
+    match tracing::Instrument::instrument(runtime.run(shutdown_rx), span).await {
         Ok(()) => {
             tracing::info!(pipeline = %name, "stopped cleanly; checkpoint saved");
             Ok(ExitCode::SUCCESS)

@@ -34,6 +34,7 @@ struct Inner {
     transactions_in_flight: u64,
     last_checkpoint: Option<Instant>,
     retained_warnings: u64,
+    buffer: Option<cdc_core::BufferGauge>,
 }
 
 pub struct Metrics {
@@ -109,6 +110,11 @@ impl Metrics {
                 m.retries += 1;
             }
         });
+    }
+
+    /// The channel of the current run, for `cdc_buffered_bytes`.
+    pub fn set_buffer_gauge(&self, gauge: cdc_core::BufferGauge) {
+        self.with(|m| m.buffer = Some(gauge));
     }
 
     pub fn retained_warning(&self) {
@@ -228,6 +234,12 @@ impl Metrics {
             "cdc_transactions_in_flight",
             "Source transactions received by the sink and not yet durable.",
             Some(m.transactions_in_flight as f64),
+        );
+        gauge(
+            &mut out,
+            "cdc_buffered_bytes",
+            "Bytes of row data buffered between the source and the sink (bounded by agent.buffer_bytes).",
+            Some(m.buffer.as_ref().map_or(0, |b| b.bytes()) as f64),
         );
         gauge(
             &mut out,

@@ -129,6 +129,7 @@ impl Runtime {
             self.config.agent.buffer_bytes,
             sink_resume,
         );
+        self.metrics.set_buffer_gauge(sender.buffer_gauge());
         let (confirmed_tx, confirmed_rx) = watch::channel(resume_from.clone());
         let driver = SinkDriver {
             sink,
@@ -145,7 +146,7 @@ impl Runtime {
             flush_interval: self.config.flush_interval(),
             saved,
         };
-        let sink_task = tokio::spawn(driver.run(rx));
+        let sink_task = tokio::spawn(tracing::Instrument::in_current_span(driver.run(rx)));
         let (source_stop_tx, source_stop_rx) = watch::channel(false);
         let mut context = StreamContext {
             confirmed: confirmed_rx,

@@ -4,22 +4,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::time::Duration;
-
-fn get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("admin endpoint");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    body.to_string()
-}
 
 /// Parses the Prometheus text format strictly enough to catch a malformed line: every sample is
 /// `name{label="value",...} number`, every family has HELP and TYPE first.
@@ -101,7 +86,7 @@ async fn metrics_parse_and_count_a_known_workload() {
     // Applied counts move at the flush after the records are written: poll briefly.
     let mut samples = BTreeMap::new();
     for _ in 0..50 {
-        samples = parse_metrics(&get(&p.admin, "/metrics"));
+        samples = parse_metrics(&common::http_get(&p.admin, "/metrics"));
         if samples.get(&key("cdc_changes_applied_total", "delete")) == Some(&10.0) {
             break;
         }
@@ -135,8 +120,8 @@ async fn metrics_parse_and_count_a_known_workload() {
     assert!(samples
         .keys()
         .any(|k| k.starts_with("cdc_build_info{") && k.contains("source=\"postgres\"")));
-    assert_eq!(get(&p.admin, "/healthz"), "ok\n");
-    assert_eq!(get(&p.admin, "/readyz"), "ready\n");
+    assert_eq!(common::http_get(&p.admin, "/healthz"), "ok\n");
+    assert_eq!(common::http_get(&p.admin, "/readyz"), "ready\n");
     assert_eq!(agent.stop(), 0);
     db.drop().await;
 }
@@ -262,7 +247,7 @@ async fn dashboards_and_alert_rules_load_and_use_real_metrics() {
     .await;
     db.exec("INSERT INTO t VALUES (1)").await;
     p.wait_records(1, Duration::from_secs(60));
-    let exposed: BTreeSet<String> = parse_metrics(&get(&p.admin, "/metrics"))
+    let exposed: BTreeSet<String> = parse_metrics(&common::http_get(&p.admin, "/metrics"))
         .keys()
         .map(|k| k.split('{').next().unwrap().to_string())
         .collect();

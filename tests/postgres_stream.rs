@@ -234,6 +234,27 @@ async fn reconnects_after_the_server_ends_the_connection() {
         status["errors_total"].as_u64().unwrap() >= 1,
         "the lost connection is counted: {status}"
     );
+    // And in the metrics: a connection error, a retry, streaming again.
+    p.wait_state("streaming", Duration::from_secs(30));
+    let metrics = common::http_get(&p.admin, "/metrics");
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{metrics}"))
+    };
+    let pipeline = format!("pipeline=\"{}\"", p.name);
+    assert!(value(&format!("cdc_retries_total{{{pipeline}}}")) >= 1.0);
+    assert!(
+        value(&format!(
+            "cdc_errors_total{{{pipeline},kind=\"connection\"}}"
+        )) >= 1.0
+    );
+    assert_eq!(
+        value(&format!("cdc_state{{{pipeline},state=\"streaming\"}}")),
+        1.0
+    );
     assert_eq!(agent.stop(), 0);
     let ids: Vec<i64> = r
         .iter()

@@ -25,8 +25,8 @@ pub use check::CheckOutcome;
 pub use error::{ErrorClass, PipelineError};
 pub use event::{ChangeEvent, Op, Row, SourceKind, SourceMeta};
 pub use pipeline::{
-    channel, Checkpoint, Envelope, EventSender, ResumePoint, Sink, Source, SourceMessage,
-    SourceProgress, StreamContext,
+    channel, BufferGauge, Checkpoint, Envelope, EventSender, ResumePoint, Sink, Source,
+    SourceMessage, SourceProgress, StreamContext,
 };
 pub mod time;
 pub use position::{Lsn, Position, PositionError};

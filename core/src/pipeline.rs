@@ -234,6 +234,27 @@ impl EventSender {
     pub fn buffered_bytes(&self) -> usize {
         self.budget_bytes - self.budget.available_permits()
     }
+
+    /// A handle that reads [`EventSender::buffered_bytes`] from elsewhere (metrics).
+    pub fn buffer_gauge(&self) -> BufferGauge {
+        BufferGauge {
+            budget: Arc::clone(&self.budget),
+            total: self.budget_bytes,
+        }
+    }
+}
+
+/// The bytes of row data buffered between a source and its sink right now.
+#[derive(Clone, Debug)]
+pub struct BufferGauge {
+    budget: Arc<Semaphore>,
+    total: usize,
+}
+
+impl BufferGauge {
+    pub fn bytes(&self) -> usize {
+        self.total.saturating_sub(self.budget.available_permits())
+    }
 }
 
 fn closed() -> PipelineError {
