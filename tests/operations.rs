@@ -268,3 +268,33 @@ async fn dashboards_and_alert_rules_load_and_use_real_metrics() {
     assert_eq!(agent.stop(), 0);
     db.drop().await;
 }
+
+/// With `heartbeat_interval_ms`, the agent writes its heartbeat message into the source database.
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_are_written_when_configured() {
+    let db = common::TestDb::new("heartbeat").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let p = common::Pipeline::new(
+        &db.url,
+        &db.name,
+        &["public.t"],
+        "snapshot = \"never\"\nheartbeat_interval_ms = 200",
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    let client = db.client().await;
+    common::wait_until("a heartbeat query", Duration::from_secs(20), || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND query LIKE '%pg_logical_emit_message%cdc-agent-heartbeat%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) >= 1)
+    })
+    .await;
+    assert!(!p.log().contains("heartbeat write failed"), "{}", p.log());
+    assert_eq!(agent.stop(), 0);
+    db.drop().await;
+}

@@ -330,6 +330,20 @@ async fn status_while_streaming_and_when_stopped() {
         "a lag past the threshold exits 1"
     );
 
+    // Started again, it catches up: the lag goes back to about nothing.
+    let agent = p.start();
+    p.wait_records(200, Duration::from_secs(60));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = p.status_json();
+        if s["state"] == "streaming" && s["lag_bytes"].as_u64().is_some_and(|b| b < 1 << 16) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never caught up: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(agent.stop(), 0);
+
     // reset drops the slot and forgets the checkpoint.
     assert_eq!(
         p.run_cmd(&["reset"]).status.code(),
