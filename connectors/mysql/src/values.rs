@@ -23,7 +23,10 @@ pub fn decode(kind: &ValueKind, value: BinlogValue<'_>) -> Result<Value, String>
         BinlogValue::Jsonb(doc) => {
             let json = serde_json::Value::try_from(doc)
                 .map_err(|e| format!("undecodable binary JSON: {e}"))?;
-            return json_value(&json.to_string());
+            // Straight into raw JSON text: no second parse.
+            return serde_json::value::to_raw_value(&json)
+                .map(Value::Json)
+                .map_err(|e| format!("binary JSON not representable as JSON: {e}"));
         }
         BinlogValue::JsonDiff(_) => return Err(
             "a partial JSON update (binlog_row_value_options=PARTIAL_JSON) carries no full value; \
@@ -139,9 +142,12 @@ fn timestamp(text: &str) -> Result<Value, String> {
     let secs: i64 = secs
         .parse()
         .map_err(|_| format!("TIMESTAMP value {text:?}"))?;
-    let micros: i64 = format!("{micros:0<6}")[..6]
-        .parse()
-        .map_err(|_| format!("TIMESTAMP value {text:?}"))?;
+    // The fraction's digits, scaled to microseconds ("5" is 500000).
+    let digits = micros.get(..micros.len().min(6)).unwrap_or("0");
+    let micros: i64 = digits
+        .parse::<i64>()
+        .map_err(|_| format!("TIMESTAMP value {text:?}"))?
+        * 10i64.pow(6 - digits.len() as u32);
     if secs == 0 && micros == 0 {
         return Ok(Value::Null);
     }
