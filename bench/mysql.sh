@@ -10,6 +10,7 @@
 # (id bigint pk, a int, b varchar(64), c timestamp(6), d decimal(12,2), e json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TX="${BENCH_TRANSACTIONS:-1000}"
 RUNS="${BENCH_RUNS:-3}"
 CHANGES=$((TX * 1000))
@@ -72,7 +73,6 @@ PY
 read -r END_FILE END < <("${MY[@]}" -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
 [ "$END_FILE" = "$FILE" ] || { echo "bench: the workload spans binlog files $FILE..$END_FILE; raise max_binlog_size" >&2; exit 1; }
 
-now() { date +%s.%N; }
 
 run_mariadb_binlog() {
     local t0 t1
@@ -84,31 +84,12 @@ run_mariadb_binlog() {
 }
 
 run_agent() { # run number -> "seconds cpu_seconds peak_kb lines"
-    local i=$1 dir="$WORK/agent_$1" t0 t1 pid peak_kb=0 hwm n body cpu
+    local i=$1 dir="$WORK/agent_$1" m
     mkdir -p "$dir"
     cp -r "$WORK/primed/state" "$dir/state"
     write_config "$dir" bench
-    t0=$(now)
-    RUST_LOG=warn ${BENCH_WRAPPER:-} "$AGENT" -c "$dir/cdc-agent.toml" run 2>"$dir/agent.log" &
-    pid=$!
-    while :; do
-        if ! kill -0 $pid 2>/dev/null; then echo "bench: the agent died; see $dir/agent.log" >&2; cat "$dir/agent.log" >&2; exit 1; fi
-        hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
-        [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-        # Bash's own /dev/tcp: polling must not steal the CPU it measures.
-        body=$( (exec 3<>/dev/tcp/127.0.0.1/$ADMIN_PORT && printf 'GET /status HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && cat <&3) 2>/dev/null || true)
-        n=0
-        [[ $body =~ \"events_total\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
-        [ "$n" -ge "$CHANGES" ] && break
-        sleep 0.1
-    done
-    t1=$(now)
-    hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
-    [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' /proc/$pid/stat)
-    kill -TERM $pid
-    wait $pid || true
-    echo "$(python3 -c "print($t1 - $t0)") $cpu $peak_kb $(wc -l < "$dir/changes.jsonl")"
+    m=$(measure_agent "$AGENT" "$dir" "$CHANGES")
+    echo "$m $(wc -l < "$dir/changes.jsonl")"
 }
 
 : > "$WORK/results.txt"

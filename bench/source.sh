@@ -10,6 +10,7 @@
 # its own slot, created before the workload, so all runs see the same changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TX="${BENCH_TRANSACTIONS:-1000}"
 RUNS="${BENCH_RUNS:-3}"
 CHANGES=$((TX * 1000))
@@ -49,7 +50,6 @@ PY
 END_LSN=$("${PSQL[@]}" -d cdc_bench -At -c "SELECT pg_logical_emit_message(false, 'cdc-bench', 'end')")
 "${PSQL[@]}" -d cdc_bench -c "CHECKPOINT" >/dev/null
 
-now() { date +%s.%N; }
 
 run_recvlogical() { # slot -> seconds
     local t0 t1
@@ -61,7 +61,7 @@ run_recvlogical() { # slot -> seconds
 }
 
 run_agent() { # slot name, scrape /metrics every second (0/1) -> "seconds cpu_seconds peak_kb lines"
-    local i=$1 scrape=$2 dir="$WORK/agent_$1" scraper="" t0 t1 pid peak_kb=0 hwm n body cpu
+    local i=$1 scrape=$2 dir="$WORK/agent_$1" m
     mkdir -p "$dir"
     cat > "$dir/cdc-agent.toml" <<TOML
 [agent]
@@ -81,37 +81,8 @@ snapshot = "never"
 type = "jsonl"
 path = "$dir/changes.jsonl"
 TOML
-    t0=$(now)
-    RUST_LOG=warn ${BENCH_WRAPPER:-} "$AGENT" -c "$dir/cdc-agent.toml" run 2>"$dir/agent.log" &
-    pid=$!
-    if [ "$scrape" = 1 ]; then
-        # What a Prometheus server does: /metrics once a second, for the metrics' cost.
-        (while kill -0 $pid 2>/dev/null; do
-            (exec 3<>/dev/tcp/127.0.0.1/$ADMIN_PORT && printf 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && cat <&3 >/dev/null) 2>/dev/null || true
-            sleep 1
-        done) &
-        scraper=$!
-    fi
-    while :; do
-        if ! kill -0 $pid 2>/dev/null; then echo "bench: the agent died; see $dir/agent.log" >&2; cat "$dir/agent.log" >&2; exit 1; fi
-        hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
-        [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-        # Bash's own /dev/tcp: polling must not steal the CPU it measures.
-        body=$( (exec 3<>/dev/tcp/127.0.0.1/$ADMIN_PORT && printf 'GET /status HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && cat <&3) 2>/dev/null || true)
-        n=0
-        [[ $body =~ \"events_total\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
-        [ "$n" -ge "$CHANGES" ] && break
-        sleep 0.1
-    done
-    t1=$(now)
-    hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
-    [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-    # utime + stime in clock ticks (fields 14 and 15 of /proc/PID/stat).
-    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' /proc/$pid/stat)
-    [ -n "$scraper" ] && kill "$scraper" 2>/dev/null
-    kill -TERM $pid
-    wait $pid || true
-    echo "$(python3 -c "print($t1 - $t0)") $cpu $peak_kb $(wc -l < "$dir/changes.jsonl")"
+    m=$(measure_agent "$AGENT" "$dir" "$CHANGES" "$scrape")
+    echo "$m $(wc -l < "$dir/changes.jsonl")"
 }
 
 : > "$WORK/results.txt"

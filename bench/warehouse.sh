@@ -12,6 +12,7 @@
 # (id bigint pk, a int, b text, c timestamptz, d numeric, e jsonb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 TX="${BENCH_TRANSACTIONS:-1000}"
 RUNS="${BENCH_RUNS:-3}"
 CHANGES=$((TX * 1000))
@@ -52,7 +53,6 @@ COMMIT;""")
 PY
 "${PSQL[@]}" -d cdc_wbench_src -f "$WORK/workload.sql"
 
-now() { date +%s.%N; }
 
 "${PSQL[@]}" -d cdc_wbench_src -c "\\copy (SELECT g AS id, g % 1000 AS a, md5(g::text) || md5((g + 1)::text) AS b, now() AS c, g * 1.25 AS d, jsonb_build_object('k', g, 'tag', 'bench') AS e FROM generate_series(1, $CHANGES) g) TO '$WORK/rows.copy'"
 
@@ -81,7 +81,7 @@ run_recvlogical() { # run number -> seconds
 DUCK_AGENT="$(bash scripts/duckdb-cargo.sh --bin-path)"
 
 run_agent() { # run number, "postgres" or "duckdb" -> "seconds peak_kb equal"
-    local i=$1 kind=$2 dir="$WORK/agent_$1_$2" t0 t1 pid peak_kb=0 hwm n body src_sum dst_sum equal agent="$AGENT" slot="cdc_wbench_$1" sink
+    local i=$1 kind=$2 dir="$WORK/agent_$1_$2" secs cpu peak_kb src_sum dst_sum equal agent="$AGENT" slot="cdc_wbench_$1" sink
     mkdir -p "$dir"
     sink="type = \"postgres\"
 url = \"postgres://postgres@127.0.0.1:$PORT/cdc_wbench_dst\"
@@ -108,30 +108,16 @@ snapshot = "never"
 [sink]
 $sink
 TOML
-    t0=$(now)
-    RUST_LOG=warn ${BENCH_WRAPPER:-} "$agent" -c "$dir/cdc-agent.toml" run 2>"$dir/agent.log" &
-    pid=$!
-    while :; do
-        if ! kill -0 $pid 2>/dev/null; then echo "bench: the agent died; see $dir/agent.log" >&2; cat "$dir/agent.log" >&2; exit 1; fi
-        hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
-        [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-        body=$( (exec 3<>/dev/tcp/127.0.0.1/$ADMIN_PORT && printf 'GET /status HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && cat <&3) 2>/dev/null || true)
-        n=0
-        [[ $body =~ \"events_total\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
-        [ "$n" -ge "$CHANGES" ] && break
-        sleep 0.1
-    done
-    t1=$(now)
-    kill -TERM $pid; wait $pid || true
+    read -r secs cpu peak_kb <<<"$(measure_agent "$agent" "$dir" "$CHANGES")"
     if [ "$kind" = duckdb ]; then
-        echo "$(python3 -c "print($t1 - $t0)") $peak_kb -"
+        echo "$secs $peak_kb -"
         return
     fi
     # The target must equal the source.
     src_sum=$("${PSQL[@]}" -d cdc_wbench_src -At -c "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY id)) FROM (SELECT id, a, b, c, d, e FROM bench) t")
     dst_sum=$("${PSQL[@]}" -d cdc_wbench_dst -At -c "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY id)) FROM (SELECT id, a, b, c, d, e FROM replica_$i.bench) t")
     [ "$src_sum" = "$dst_sum" ] && equal=yes || equal=NO
-    echo "$(python3 -c "print($t1 - $t0)") $peak_kb $equal"
+    echo "$secs $peak_kb $equal"
 }
 
 : > "$WORK/results.txt"

@@ -20,6 +20,14 @@ impl CheckOutcome {
         }
     }
 
+    /// The `tables` line when every configured table is fine: how many, and which.
+    pub fn tables_found(names: &[String]) -> Self {
+        CheckOutcome::ok(
+            "tables",
+            format!("{} table(s): {}", names.len(), names.join(", ")),
+        )
+    }
+
     pub fn fail(
         name: impl Into<String>,
         detail: impl Into<String>,

@@ -377,17 +377,11 @@ async fn table_checks(config: &MysqlConfig, conn: &mut Conn) -> Vec<CheckOutcome
                 .map(|p| CheckOutcome::fail("tables", p, "create the table or fix source.tables"))
                 .collect();
             if out.is_empty() {
-                out.push(CheckOutcome::ok(
-                    "tables",
-                    format!(
-                        "{} table(s): {}",
-                        tables.len(),
-                        tables
-                            .iter()
-                            .map(|(d, t)| format!("{d}.{t}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                out.push(CheckOutcome::tables_found(
+                    &tables
+                        .iter()
+                        .map(|(d, t)| format!("{d}.{t}"))
+                        .collect::<Vec<_>>(),
                 ));
             }
             out

@@ -376,17 +376,8 @@ pub async fn preflight(config: &PostgresConfig) -> Vec<CheckOutcome> {
         Err(e) => out.push(fail_from("replication slot", e)),
     }
     match resolve_tables(&mut catalog, config).await {
-        Ok((tables, problems)) if problems.is_empty() => out.push(CheckOutcome::ok(
-            "tables",
-            format!(
-                "{} table(s): {}",
-                tables.len(),
-                tables
-                    .iter()
-                    .map(TableRef::qualified)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        Ok((tables, problems)) if problems.is_empty() => out.push(CheckOutcome::tables_found(
+            &tables.iter().map(TableRef::qualified).collect::<Vec<_>>(),
         )),
         Ok((_, problems)) => {
             for p in problems {

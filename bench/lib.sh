@@ -1,0 +1,41 @@
+# Shared by the benchmarks: timing an agent run until it has applied a number of changes.
+# Source it; it needs $ADMIN_PORT (the admin_addr port of the configs it runs).
+
+now() { date +%s.%N; }
+
+# measure_agent BINARY CONFIG_DIR CHANGES [SCRAPE] -> "seconds cpu_seconds peak_kb"
+# Runs BINARY -c CONFIG_DIR/cdc-agent.toml until /status reports CHANGES events, then stops it
+# with SIGTERM. SCRAPE=1 also fetches /metrics once a second, as a Prometheus server would.
+measure_agent() {
+    local agent=$1 dir=$2 changes=$3 scrape=${4:-0} scraper="" t0 t1 pid peak_kb=0 hwm n body cpu
+    t0=$(now)
+    RUST_LOG=warn ${BENCH_WRAPPER:-} "$agent" -c "$dir/cdc-agent.toml" run 2>"$dir/agent.log" &
+    pid=$!
+    if [ "$scrape" = 1 ]; then
+        (while kill -0 $pid 2>/dev/null; do
+            (exec 3<>/dev/tcp/127.0.0.1/$ADMIN_PORT && printf 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && cat <&3 >/dev/null) 2>/dev/null || true
+            sleep 1
+        done) &
+        scraper=$!
+    fi
+    while :; do
+        if ! kill -0 $pid 2>/dev/null; then echo "bench: the agent died; see $dir/agent.log" >&2; cat "$dir/agent.log" >&2; exit 1; fi
+        hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+        [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
+        # Bash's own /dev/tcp: polling must not steal the CPU it measures.
+        body=$( (exec 3<>/dev/tcp/127.0.0.1/$ADMIN_PORT && printf 'GET /status HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && cat <&3) 2>/dev/null || true)
+        n=0
+        [[ $body =~ \"events_total\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
+        [ "$n" -ge "$changes" ] && break
+        sleep 0.1
+    done
+    t1=$(now)
+    hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+    [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
+    # utime + stime in clock ticks (fields 14 and 15 of /proc/PID/stat).
+    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' /proc/$pid/stat)
+    [ -n "$scraper" ] && kill "$scraper" 2>/dev/null
+    kill -TERM $pid
+    wait $pid || true
+    echo "$(python3 -c "print($t1 - $t0)") $cpu $peak_kb"
+}
