@@ -94,20 +94,4 @@ for i in $(seq 1 "$RUNS"); do
     echo "$r $a $m" >> "$WORK/results.txt"
 done
 
-python3 - "$CHANGES" "$WORK/results.txt" <<'PY'
-import statistics, sys
-changes = int(sys.argv[1])
-rows = [list(map(float, l.split())) for l in open(sys.argv[2]) if l.strip()]
-recv = statistics.median(r[0] for r in rows)
-agent = statistics.median(r[1] for r in rows)
-cpu = statistics.median(r[2] for r in rows)
-peak = max(r[3] for r in rows)
-lines = {int(r[4]) for r in rows}
-print(f"changes:            {changes:,} per run, {len(rows)} run(s), medians; jsonl lines per run: {sorted(lines)}")
-print(f"pg_recvlogical:     {recv:6.2f} s  {changes / recv:10,.0f} rows/s")
-print(f"cdc-agent -> jsonl: {agent:6.2f} s  {changes / agent:10,.0f} rows/s  (CPU {cpu:.2f} s, {cpu / changes * 1e6:.2f} us/row)")
-print(f"ratio:              {recv / agent:.2f} of pg_recvlogical's rate (target >= 0.8)")
-print(f"peak RSS:           {peak / 1024:.1f} MiB, largest of the runs (target < 64 MiB)")
-scraped = statistics.median(r[5] for r in rows)
-print(f"/metrics scraped every second: {scraped:6.2f} s  {changes / scraped:10,.0f} rows/s: {100 * (scraped - agent) / agent:+.1f}% time (budget: 5%)")
-PY
+summarize_jsonl pg_recvlogical "$CHANGES" "$WORK/results.txt"

@@ -484,10 +484,7 @@ async fn a_target_that_goes_away_is_retried_and_caught_up() {
     src.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
         .await;
     let port = common::env().var("CDC_TEST_MYSQL_PORT");
-    let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{port}")).await;
-    let proxied = dst
-        .url
-        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+    let (proxy, proxied) = common::proxy::Proxy::in_front_of(&dst.url, port).await;
     let p = Pipeline::with_sink(
         &src.url,
         &src.name,

@@ -280,10 +280,7 @@ async fn a_target_that_goes_away_is_retried_and_caught_up() {
         .next()
         .unwrap()
         .to_string();
-    let proxy = Proxy::start(format!("127.0.0.1:{port}")).await;
-    let proxied = dst
-        .url
-        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+    let (proxy, proxied) = Proxy::in_front_of(&dst.url, &port).await;
     let p = Pipeline::with_sink(
         &src.url,
         &src.name,

@@ -14,6 +14,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy in front of the server `url` points at (`port` is that server's port), and `url`
+    /// with the proxy's port instead.
+    pub async fn in_front_of(url: &str, port: &str) -> (Proxy, String) {
+        let proxy = Proxy::start(format!("127.0.0.1:{port}")).await;
+        let proxied = url.replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+        (proxy, proxied)
+    }
+
     pub async fn start(upstream: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
