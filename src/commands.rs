@@ -138,6 +138,7 @@ async fn refresh_lag(
             }
             PipelineState::Retrying | PipelineState::Failed | PipelineState::Stopped => {}
         }
+        live.set_snapshot_progress(&progress.snapshot_estimates(), progress.is_snapshotting());
         let report = live.report();
         let sent = progress.last_commit_sent();
         let applied = live.last_commit();

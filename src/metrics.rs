@@ -302,6 +302,21 @@ impl Metrics {
         }
         write_family(
             &mut out,
+            "cdc_snapshot_rows_estimated",
+            "gauge",
+            "Rows the snapshot of a table expects to copy (the source's estimate).",
+        );
+        for t in &r.tables {
+            if let Some(estimate) = t.rows_estimated {
+                let _ = writeln!(
+                    out,
+                    "cdc_snapshot_rows_estimated{{pipeline=\"{p}\",table=\"{}\"}} {estimate}",
+                    escape(&t.table)
+                );
+            }
+        }
+        write_family(
+            &mut out,
             "cdc_errors_total",
             "counter",
             "Errors that stopped or restarted the pipeline, by kind (this run; the status field counts all).",

@@ -24,6 +24,15 @@ pub struct TableStatus {
     pub state: String,
     pub rows_snapshotted: u64,
     pub events_total: u64,
+    /// Rows the running snapshot of this table expects (the source's estimate).
+    #[serde(default)]
+    pub rows_estimated: Option<u64>,
+    /// Snapshot rows copied per second, recent window (while the snapshot runs).
+    #[serde(default)]
+    pub snapshot_rows_per_sec: Option<f64>,
+    /// Seconds until the table's snapshot is done at that rate.
+    #[serde(default)]
+    pub snapshot_eta_seconds: Option<f64>,
 }
 
 impl PipelineState {
@@ -73,6 +82,8 @@ struct LiveInner {
     caught_up: bool,
     /// Throughput over a sliding window: (when, events_total then).
     rate_sample: (Instant, u64),
+    /// Per table: (when, rows_snapshotted then), for the snapshot's rate.
+    snapshot_samples: BTreeMap<String, (Instant, u64)>,
 }
 
 impl LiveStatus {
@@ -101,6 +112,7 @@ impl LiveStatus {
                 last_commit: None,
                 caught_up: false,
                 rate_sample: (Instant::now(), 0),
+                snapshot_samples: BTreeMap::new(),
             }),
         }
     }
@@ -128,6 +140,7 @@ impl LiveStatus {
                         state: String::new(),
                         rows_snapshotted: t.rows_snapshotted,
                         events_total: t.events_total,
+                        ..Default::default()
                     },
                 );
             }
@@ -250,6 +263,43 @@ impl LiveStatus {
     }
 }
 
+impl LiveStatus {
+    /// The snapshot's estimates per table, and from the rows copied since the last call the rate
+    /// and the time left. Called once a second while the agent runs.
+    pub fn set_snapshot_progress(&self, estimates: &BTreeMap<String, u64>, snapshotting: bool) {
+        self.with(|s| {
+            let now = Instant::now();
+            for (table, estimate) in estimates {
+                let entry = s
+                    .tables
+                    .entry(table.clone())
+                    .or_insert_with(|| TableStatus {
+                        table: table.clone(),
+                        ..Default::default()
+                    });
+                entry.rows_estimated = Some(*estimate);
+                let copied = entry.rows_snapshotted;
+                let (at, before) = s
+                    .snapshot_samples
+                    .get(table)
+                    .copied()
+                    .unwrap_or((now, copied));
+                let seconds = now.duration_since(at).as_secs_f64();
+                if snapshotting && seconds > 0.0 {
+                    let rate = copied.saturating_sub(before) as f64 / seconds;
+                    entry.snapshot_rows_per_sec = Some(rate);
+                    entry.snapshot_eta_seconds =
+                        (rate > 0.0).then(|| estimate.saturating_sub(copied) as f64 / rate);
+                } else if !snapshotting {
+                    entry.snapshot_rows_per_sec = None;
+                    entry.snapshot_eta_seconds = None;
+                }
+                s.snapshot_samples.insert(table.clone(), (now, copied));
+            }
+        })
+    }
+}
+
 /// The human form of `status`: a short table, tables beneath.
 pub fn render_human(r: &StatusReport) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
@@ -294,13 +344,20 @@ pub fn render_human(r: &StatusReport) -> String {
     }
     if !r.tables.is_empty() {
         out.push_str(&format!(
-            "\n{:<40} {:<14} {:>12} {:>14}\n",
-            "TABLE", "STATE", "SNAPSHOTTED", "EVENTS"
+            "\n{:<40} {:<14} {:>12} {:>12} {:>10} {:>14}\n",
+            "TABLE", "STATE", "SNAPSHOTTED", "ESTIMATED", "ETA", "EVENTS"
         ));
         for t in &r.tables {
             out.push_str(&format!(
-                "{:<40} {:<14} {:>12} {:>14}\n",
-                t.table, t.state, t.rows_snapshotted, t.events_total
+                "{:<40} {:<14} {:>12} {:>12} {:>10} {:>14}\n",
+                t.table,
+                t.state,
+                t.rows_snapshotted,
+                num(t.rows_estimated),
+                t.snapshot_eta_seconds
+                    .map(|s| format!("{s:.0} s"))
+                    .unwrap_or_else(|| "-".into()),
+                t.events_total
             ));
         }
     }

@@ -436,6 +436,20 @@ async fn sigterm_during_the_snapshot_stops_cleanly_and_the_next_run_copies_again
 
     let agent = p.start();
     p.wait_state("streaming", Duration::from_secs(120));
+    // The snapshot said how many rows it expected (status refreshes once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let estimate = loop {
+        let status = p.status_json();
+        if let Some(n) = status["tables"][0]["rows_estimated"].as_u64() {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "no estimate: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        (ROWS as u64 * 8 / 10..=ROWS as u64 * 12 / 10).contains(&estimate),
+        "estimated {estimate} of {ROWS} rows"
+    );
     db.exec("INSERT INTO t VALUES (0, 'streamed')").await;
     let total = partial + ROWS as usize + 1;
     let r = p.wait_records(total, Duration::from_secs(60));

@@ -279,10 +279,26 @@ pub struct SourceProgress {
     last_commit_sent: Mutex<Option<Position>>,
     streaming: AtomicBool,
     snapshotting: AtomicBool,
+    /// Rows a snapshot expects to copy, by `schema.table`.
+    snapshot_estimates: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl SourceProgress {
     /// The server's current end of log, as last reported by it.
+    /// How many rows the snapshot of `table` (`schema.table`) expects to copy.
+    pub fn set_snapshot_estimate(&self, table: String, rows: u64) {
+        if let Ok(mut map) = self.snapshot_estimates.lock() {
+            map.insert(table, rows);
+        }
+    }
+
+    pub fn snapshot_estimates(&self) -> std::collections::BTreeMap<String, u64> {
+        self.snapshot_estimates
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
     pub fn set_head(&self, head: Position) {
         if let Ok(mut slot) = self.head.lock() {
             *slot = Some(head);

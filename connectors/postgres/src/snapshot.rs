@@ -40,6 +40,8 @@ pub struct SnapshotRun<'a> {
     pub position: Lsn,
     /// Turns true on shutdown: the copy stops between fetches.
     pub shutdown: watch::Receiver<bool>,
+    /// Where the rows each table expects are reported (status: estimate, rate, ETA).
+    pub progress: Arc<cdc_core::SourceProgress>,
 }
 
 impl SnapshotRun<'_> {
@@ -65,6 +67,25 @@ impl SnapshotRun<'_> {
         let mut seq = 0u64;
         for table in tables {
             let relation = self.describe(table).await?;
+            // The planner's estimate, or an exact count (inside the snapshot) for a table
+            // never analyzed.
+            let estimate = conn
+                .simple_query(&format!(
+                    "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint \
+                     ELSE (SELECT count(*) FROM ONLY {sql}) END FROM pg_class c WHERE c.oid = {lit}::regclass",
+                    sql = table.sql_name(),
+                    lit = quote_literal(&table.sql_name()),
+                ))
+                .await
+                .map_err(|e| classify(e, "estimating a table's rows", &user))?;
+            if let Some(rows) = estimate
+                .rows
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|v| v.parse().ok())
+            {
+                self.progress.set_snapshot_estimate(table.qualified(), rows);
+            }
             let Some(rows) = copy_table(
                 &mut conn,
                 &relation,

@@ -178,6 +178,7 @@ impl PostgresSource {
                 snapshot_name: &name,
                 position: Lsn(consistent.0.saturating_sub(1)),
                 shutdown: self.shutdown.clone(),
+                progress: Arc::clone(&self.progress),
             };
             self.progress.set_snapshotting(true);
             let copied = run.copy(&tables, out, consistent).await;
