@@ -443,7 +443,10 @@ async fn sigterm_during_the_snapshot_stops_cleanly_and_the_next_run_copies_again
         if let Some(n) = status["tables"][0]["rows_estimated"].as_u64() {
             break n;
         }
-        assert!(std::time::Instant::now() < deadline, "no estimate: {status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no estimate: {status}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(
