@@ -154,3 +154,45 @@ fn needs_metadata(column_type: ColumnType) -> bool {
             | MYSQL_TYPE_TYPED_ARRAY
     )
 }
+
+/// A row image decoded by mysql_common's `BinlogRow` (MySQL's partial JSON updates only): the
+/// values present, and the names of the columns it left out.
+pub fn build_row(
+    decoded: &DecodedTable,
+    mut image: mysql_async::binlog::row::BinlogRow,
+) -> Result<(Row, Vec<Arc<str>>), PipelineError> {
+    let mut values = Vec::with_capacity(decoded.kinds.len());
+    let mut missing = Vec::new();
+    // Images list present columns in order; with FULL images that is every column.
+    let full = image.len() == decoded.kinds.len();
+    let names: Vec<Vec<u8>> = if full {
+        Vec::new()
+    } else {
+        image
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_ref().to_vec())
+            .collect()
+    };
+    for (i, column) in decoded.schema.columns.iter().enumerate() {
+        let index = if full {
+            Some(i)
+        } else {
+            names.iter().position(|n| {
+                n.as_slice() == format!("@{i}").as_bytes() || n.as_slice() == column.name.as_bytes()
+            })
+        };
+        let Some(value) = index.and_then(|at| image.take(at)) else {
+            missing.push(Arc::clone(&column.name));
+            continue;
+        };
+        let value = decode(&decoded.kinds[i], value).map_err(|why| {
+            PipelineError::definite(
+                "decode",
+                format!("{}.{}: {why}", decoded.info.qualified(), column.name),
+            )
+        })?;
+        values.push((Arc::clone(&column.name), value));
+    }
+    Ok((Row(values), missing))
+}

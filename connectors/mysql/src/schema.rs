@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cdc_core::{ColumnSchema, ColumnType, PipelineError, Position, StateTree, TableSchema};
+use mysql_async::binlog::events::TableMapEvent;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use serde::{Deserialize, Serialize};
@@ -440,6 +441,82 @@ impl SchemaHistory {
             .unwrap_or(list.len());
         list.insert(index, (at.clone(), Arc::clone(&decoded)));
         Ok(decoded)
+    }
+}
+
+/// The column names a table map carries (`binlog_row_metadata=FULL`), if it has them all.
+pub fn map_column_names(map: &TableMapEvent<'_>) -> Option<Vec<String>> {
+    let meta =
+        mysql_async::binlog::events::OptionalMetaExtractor::new(map.iter_optional_meta()).ok()?;
+    let names: Vec<String> = meta
+        .iter_column_name()
+        .map(|n| n.map(|n| n.name().into_owned()))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (names.len() as u64 == map.columns_count()).then_some(names)
+}
+
+/// The columns as the table map has them: names from it, details from the server's table where
+/// a column of that name still exists, else what the binlog type says.
+pub fn from_table_map(
+    map: &TableMapEvent<'_>,
+    names: &[String],
+    now: Option<&TableInfo>,
+    db: &str,
+    table: &str,
+) -> TableInfo {
+    use mysql_async::consts::ColumnType as T;
+    let columns = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if let Some(known) =
+                now.and_then(|t| t.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+            {
+                return known.clone();
+            }
+            let data_type = match map.get_column_type(i).ok().flatten() {
+                Some(T::MYSQL_TYPE_TINY) => "tinyint",
+                Some(T::MYSQL_TYPE_SHORT) => "smallint",
+                Some(T::MYSQL_TYPE_INT24) => "mediumint",
+                Some(T::MYSQL_TYPE_LONG) => "int",
+                Some(T::MYSQL_TYPE_LONGLONG) => "bigint",
+                Some(T::MYSQL_TYPE_FLOAT) => "float",
+                Some(T::MYSQL_TYPE_DOUBLE) => "double",
+                Some(T::MYSQL_TYPE_NEWDECIMAL) => "decimal",
+                Some(T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE) => "date",
+                Some(T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2) => "time",
+                Some(T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_DATETIME2) => "datetime",
+                Some(T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2) => "timestamp",
+                Some(T::MYSQL_TYPE_YEAR) => "year",
+                Some(T::MYSQL_TYPE_BIT) => "bit",
+                Some(T::MYSQL_TYPE_JSON) => "json",
+                Some(T::MYSQL_TYPE_GEOMETRY) => "geometry",
+                _ => "longtext",
+            };
+            ColumnInfo {
+                name: name.clone(),
+                data_type: data_type.into(),
+                column_type: data_type.into(),
+                charset: None,
+                json: data_type == "json",
+            }
+        })
+        .collect::<Vec<_>>();
+    let key = now
+        .map(|t| {
+            t.key
+                .iter()
+                .filter_map(|&k| t.columns.get(k))
+                .filter_map(|c| columns.iter().position(|x| x.name == c.name))
+                .collect()
+        })
+        .unwrap_or_default();
+    TableInfo {
+        db: db.to_string(),
+        table: table.to_string(),
+        columns,
+        key,
     }
 }
 

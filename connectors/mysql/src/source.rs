@@ -34,14 +34,13 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 
 use crate::errors::classify;
-use crate::rows::{decode_rows, ColumnTypes};
-use crate::schema::{read_table, ColumnInfo, DecodedTable, SchemaHistory, TableInfo};
+use crate::rows::{build_row, decode_rows, ColumnTypes};
+use crate::schema::{from_table_map, map_column_names, read_table, DecodedTable, SchemaHistory};
 use crate::setup::{
     binlog_files, binlog_settings, connect, current_position, purged_error, settings_errors,
     MysqlConfig,
 };
 use crate::snapshot;
-use crate::values::decode;
 
 /// How often the server sends a heartbeat when it has nothing else to send.
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -56,8 +55,6 @@ const MARIA_BINLOG_CHECKPOINT: u8 = 0xa1;
 const MARIA_GTID: u8 = 0xa2;
 const MARIA_GTID_LIST: u8 = 0xa3;
 const MARIA_START_ENCRYPTION: u8 = 0xa4;
-/// A MariaDB GTID event's flag: the event group is one statement (DDL) with no BEGIN/COMMIT.
-const MARIA_FL_STANDALONE: u8 = 0x01;
 /// An event the server says a replica may skip if it does not know it.
 const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
 
@@ -402,10 +399,9 @@ impl Session {
                 }
                 let seq = u64::from_le_bytes(data[0..8].try_into().unwrap_or_default());
                 let domain = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
-                let flags = data[12];
                 let gtid = format!("{domain}-{}-{seq}", event.header().server_id());
-                // A standalone group (DDL) has no BEGIN: the next QUERY is the whole transaction.
-                let _standalone = flags & MARIA_FL_STANDALONE != 0;
+                // A standalone group (flag 0x01: DDL) has no BEGIN either way: the transaction
+                // opens here and the DDL's QUERY commits it.
                 self.begin(start, Some(gtid), timestamp, true);
                 Ok(true)
             }
@@ -716,123 +712,6 @@ impl Session {
         open.seq += 1;
         out.send(SourceMessage::Change(event)).await
     }
-}
-
-/// The column names a table map carries (`binlog_row_metadata=FULL`), if it has them all.
-fn map_column_names(map: &TableMapEvent<'_>) -> Option<Vec<String>> {
-    let meta =
-        mysql_async::binlog::events::OptionalMetaExtractor::new(map.iter_optional_meta()).ok()?;
-    let names: Vec<String> = meta
-        .iter_column_name()
-        .map(|n| n.map(|n| n.name().into_owned()))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    (names.len() as u64 == map.columns_count()).then_some(names)
-}
-
-/// The columns as the table map has them: names from it, details from the server's table where
-/// a column of that name still exists, else what the binlog type says.
-fn from_table_map(
-    map: &TableMapEvent<'_>,
-    names: &[String],
-    now: Option<&TableInfo>,
-    db: &str,
-    table: &str,
-) -> TableInfo {
-    use mysql_async::consts::ColumnType as T;
-    let columns = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            if let Some(known) =
-                now.and_then(|t| t.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
-            {
-                return known.clone();
-            }
-            let data_type = match map.get_column_type(i).ok().flatten() {
-                Some(T::MYSQL_TYPE_TINY) => "tinyint",
-                Some(T::MYSQL_TYPE_SHORT) => "smallint",
-                Some(T::MYSQL_TYPE_INT24) => "mediumint",
-                Some(T::MYSQL_TYPE_LONG) => "int",
-                Some(T::MYSQL_TYPE_LONGLONG) => "bigint",
-                Some(T::MYSQL_TYPE_FLOAT) => "float",
-                Some(T::MYSQL_TYPE_DOUBLE) => "double",
-                Some(T::MYSQL_TYPE_NEWDECIMAL) => "decimal",
-                Some(T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE) => "date",
-                Some(T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2) => "time",
-                Some(T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_DATETIME2) => "datetime",
-                Some(T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2) => "timestamp",
-                Some(T::MYSQL_TYPE_YEAR) => "year",
-                Some(T::MYSQL_TYPE_BIT) => "bit",
-                Some(T::MYSQL_TYPE_JSON) => "json",
-                Some(T::MYSQL_TYPE_GEOMETRY) => "geometry",
-                _ => "longtext",
-            };
-            ColumnInfo {
-                name: name.clone(),
-                data_type: data_type.into(),
-                column_type: data_type.into(),
-                charset: None,
-                json: data_type == "json",
-            }
-        })
-        .collect::<Vec<_>>();
-    let key = now
-        .map(|t| {
-            t.key
-                .iter()
-                .filter_map(|&k| t.columns.get(k))
-                .filter_map(|c| columns.iter().position(|x| x.name == c.name))
-                .collect()
-        })
-        .unwrap_or_default();
-    TableInfo {
-        db: db.to_string(),
-        table: table.to_string(),
-        columns,
-        key,
-    }
-}
-
-/// A row image: the values present, and the names of the columns it left out.
-fn build_row(
-    decoded: &DecodedTable,
-    mut image: mysql_async::binlog::row::BinlogRow,
-) -> Result<(Row, Vec<Arc<str>>), PipelineError> {
-    let mut values = Vec::with_capacity(decoded.kinds.len());
-    let mut missing = Vec::new();
-    // Images list present columns in order; with FULL images that is every column.
-    let full = image.len() == decoded.kinds.len();
-    let names: Vec<Vec<u8>> = if full {
-        Vec::new()
-    } else {
-        image
-            .columns_ref()
-            .iter()
-            .map(|c| c.name_ref().to_vec())
-            .collect()
-    };
-    for (i, column) in decoded.schema.columns.iter().enumerate() {
-        let index = if full {
-            Some(i)
-        } else {
-            names.iter().position(|n| {
-                n.as_slice() == format!("@{i}").as_bytes() || n.as_slice() == column.name.as_bytes()
-            })
-        };
-        let Some(value) = index.and_then(|at| image.take(at)) else {
-            missing.push(Arc::clone(&column.name));
-            continue;
-        };
-        let value = decode(&decoded.kinds[i], value).map_err(|why| {
-            PipelineError::definite(
-                "decode",
-                format!("{}.{}: {why}", decoded.info.qualified(), column.name),
-            )
-        })?;
-        values.push((Arc::clone(&column.name), value));
-    }
-    Ok((Row(values), missing))
 }
 
 fn key_of(decoded: &DecodedTable, row: &Row) -> Row {
