@@ -247,9 +247,20 @@ async fn dashboards_and_alert_rules_load_and_use_real_metrics() {
     .await;
     db.exec("INSERT INTO t VALUES (1)").await;
     p.wait_records(1, Duration::from_secs(60));
-    let exposed: BTreeSet<String> = parse_metrics(&common::http_get(&p.admin, "/metrics"))
-        .keys()
-        .map(|k| k.split('{').next().unwrap().to_string())
+    // Every family the agent declares (a per-table family has no sample before the table's first
+    // flush), and every series name it has samples for (histogram _bucket/_sum/_count).
+    let text = common::http_get(&p.admin, "/metrics");
+    parse_metrics(&text);
+    let exposed: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ").and_then(|r| r.split(' ').next()))
+        .map(str::to_string)
+        .chain(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split(['{', ' ']).next())
+                .map(str::to_string),
+        )
         .collect();
     for text in &exprs {
         let mut rest = text.as_str();
