@@ -17,15 +17,24 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-pub async fn serve(listener: TcpListener, live: Arc<LiveStatus>, metrics: Arc<Metrics>) {
+/// The source's state tree, once the state store is open: where `POST /snapshot` files requests.
+pub type SnapshotRequests = Arc<std::sync::OnceLock<Arc<dyn cdc_core::StateTree>>>;
+
+pub async fn serve(
+    listener: TcpListener,
+    live: Arc<LiveStatus>,
+    metrics: Arc<Metrics>,
+    requests: SnapshotRequests,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let live = Arc::clone(&live);
         let metrics = Arc::clone(&metrics);
+        let requests = Arc::clone(&requests);
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &live, &metrics).await {
+            if let Err(e) = answer(stream, &live, &metrics, &requests).await {
                 tracing::debug!(error = %e, "admin request failed");
             }
         });
@@ -36,14 +45,125 @@ async fn answer(
     mut stream: TcpStream,
     live: &LiveStatus,
     metrics: &Metrics,
+    requests: &SnapshotRequests,
 ) -> std::io::Result<()> {
-    let mut request = [0u8; 2048];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request))
+    let request = read_request(&mut stream).await?;
+    let head = String::from_utf8_lossy(&request);
+    let mut words = head.split_whitespace();
+    let method = words.next().unwrap_or("GET");
+    let path = words.next().unwrap_or("/");
+    let (code, content_type, body) = match (method, path) {
+        ("POST", "/snapshot") => {
+            let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            let tables: Vec<String> = body
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            snapshot_request(requests, &tables)
+        }
+        ("GET", "/snapshot") => snapshot_progress(requests),
+        (_, path) => answer_get(path, live, metrics),
+    };
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Not Found",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Reads one request: the head, and a body up to its Content-Length (small: table names).
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut request = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let read = async {
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            request.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&request);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break;
+                }
+            }
+            if n == 0 || request.len() > 64 << 10 {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow client"))??;
-    let head = String::from_utf8_lossy(&request[..n]);
-    let path = head.split_whitespace().nth(1).unwrap_or("/");
-    let (code, content_type, body) = match path {
+    Ok(request)
+}
+
+type Answer = (u16, &'static str, String);
+
+fn snapshot_request(requests: &SnapshotRequests, tables: &[String]) -> Answer {
+    let Some(tree) = requests.get() else {
+        return (
+            503,
+            "text/plain",
+            "the state store is not open yet\n".into(),
+        );
+    };
+    if tables.is_empty() {
+        return (400, "text/plain", "name at least one table\n".into());
+    }
+    match cdc_postgres::chunked::request(tree.as_ref(), tables) {
+        Ok(generations) => {
+            tracing::info!(?tables, "snapshot requested");
+            let list: Vec<_> = tables
+                .iter()
+                .zip(generations)
+                .map(|(t, g)| serde_json::json!({ "table": t, "generation": g }))
+                .collect();
+            (200, "application/json", serde_json::json!(list).to_string())
+        }
+        Err(e) => (500, "text/plain", format!("{e}\n")),
+    }
+}
+
+fn snapshot_progress(requests: &SnapshotRequests) -> Answer {
+    let Some(tree) = requests.get() else {
+        return (
+            503,
+            "text/plain",
+            "the state store is not open yet\n".into(),
+        );
+    };
+    match cdc_postgres::chunked::request_status(tree.as_ref()) {
+        Ok(list) => {
+            let list: Vec<_> = list
+                .into_iter()
+                .map(|(table, generation, rows, done)| {
+                    serde_json::json!({ "table": table, "generation": generation, "rows": rows, "done": done })
+                })
+                .collect();
+            (200, "application/json", serde_json::json!(list).to_string())
+        }
+        Err(e) => (500, "text/plain", format!("{e}\n")),
+    }
+}
+
+fn answer_get(path: &str, live: &LiveStatus, metrics: &Metrics) -> Answer {
+    match path {
         "/status" => (
             200,
             "application/json",
@@ -62,38 +182,37 @@ async fn answer(
             metrics.render(&live.report()),
         ),
         _ => (404, "text/plain", "not found\n".to_string()),
-    };
-    let reason = match code {
-        200 => "OK",
-        503 => "Service Unavailable",
-        _ => "Not Found",
-    };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    }
 }
 
 /// Asks the running agent of pipeline `name` for its status. `None` when nothing answers at
 /// `addr`, or another pipeline's agent does.
 pub async fn fetch_status(addr: &str, name: &str) -> Option<StatusReport> {
+    let (code, body) = call(addr, "GET", "/status", "").await?;
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+        .filter(|report: &StatusReport| report.name == name)
+}
+
+/// One request to an admin endpoint: the status code and body, `None` when nothing answers.
+pub async fn call(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let fetch = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream
-            .write_all(b"GET /status HTTP/1.1\r\nHost: cdc-agent\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: cdc-agent\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;
         let text = String::from_utf8(response).ok()?;
-        let (_, body) = text.split_once("\r\n\r\n")?;
-        serde_json::from_str(body).ok()
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
     };
     tokio::time::timeout(Duration::from_secs(3), fetch)
         .await
         .ok()
         .flatten()
-        .filter(|report: &StatusReport| report.name == name)
 }

@@ -1,4 +1,4 @@
-//! The command line of the spec: `run`, `check`, `status`, `reset`.
+//! The command line of the spec: `run`, `check`, `status`, `snapshot`, `reset`.
 
 use std::path::PathBuf;
 
@@ -56,6 +56,15 @@ pub enum Command {
         /// Exit 1 when lag_bytes is above this.
         #[arg(long)]
         max_lag_bytes: Option<u64>,
+    },
+    /// (Re)copy tables consistently while streaming continues; follows the copy with a
+    /// progress bar.
+    Snapshot {
+        /// Tables as schema.table (default: every table of the pipeline).
+        tables: Vec<String>,
+        /// Return once the request is taken, without following the copy.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Drop the replication slot and clear the state store.
     Reset {

@@ -35,12 +35,18 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let live = Arc::new(LiveStatus::new(&name, source_type_name(config.source.kind)));
     let progress = Arc::new(SourceProgress::default());
     let metrics = Arc::new(Metrics::new());
+    let requests = admin::SnapshotRequests::default();
     tokio::spawn(admin::serve(
         listener,
         Arc::clone(&live),
         Arc::clone(&metrics),
+        Arc::clone(&requests),
     ));
     let store = Arc::new(open_store_waiting(&config.state_dir()).await?);
+    let _ = requests.set(Arc::new(crate::store::SourceState::new(
+        Arc::clone(&store),
+        &name,
+    )));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(forward_signals(shutdown_tx));
@@ -138,7 +144,14 @@ async fn refresh_lag(
             }
             PipelineState::Retrying | PipelineState::Failed | PipelineState::Stopped => {}
         }
-        live.set_snapshot_progress(&progress.snapshot_estimates(), progress.is_snapshotting());
+        live.set_snapshot_progress(
+            &progress.snapshot_estimates(),
+            progress.is_snapshotting(),
+            progress.snapshotting_tables(),
+        );
+        if progress.is_streaming() || progress.is_snapshotting() {
+            live.set_snapshot_method(progress.snapshot_resumable());
+        }
         let report = live.report();
         let sent = progress.last_commit_sent();
         let applied = live.last_commit();

@@ -84,6 +84,34 @@ pub struct SourceConfig {
     /// advances even when the published tables and the whole database are quiet (0: off).
     #[serde(default)]
     pub heartbeat_interval_ms: u64,
+    /// How a snapshot reads: `auto` (watermarks where the source takes them), `watermark`
+    /// (chunks while streaming, resumable) or `transaction` (one consistent transaction; for a
+    /// source the agent must not write to).
+    #[serde(default)]
+    pub snapshot_method: SnapshotMethodConfig,
+    /// Tables a chunked snapshot copies at once.
+    #[serde(default = "default_snapshot_workers")]
+    pub snapshot_workers: usize,
+    /// Rows per snapshot chunk.
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub snapshot_chunk_rows: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMethodConfig {
+    #[default]
+    Auto,
+    Watermark,
+    Transaction,
+}
+
+fn default_snapshot_workers() -> usize {
+    2
+}
+
+fn default_snapshot_chunk_rows() -> usize {
+    10_000
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -291,7 +319,19 @@ impl Config {
                         "must not be 0 (a server refuses replicas with id 0)",
                     );
                 }
+                if self.source.snapshot_method == SnapshotMethodConfig::Watermark {
+                    return fail(
+                        "source.snapshot_method",
+                        "= \"watermark\" is not available for mysql sources yet: use \"auto\" or \"transaction\" (a consistent-snapshot transaction)",
+                    );
+                }
             }
+        }
+        if self.source.snapshot_workers == 0 || self.source.snapshot_chunk_rows == 0 {
+            return fail(
+                "source.snapshot_workers / source.snapshot_chunk_rows",
+                "must be at least 1",
+            );
         }
         for table in &self.source.tables {
             if table.split('.').count() != 2 {

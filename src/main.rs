@@ -9,6 +9,7 @@ mod config;
 mod metrics;
 mod runtime;
 mod sink_driver;
+mod snapshot_cmd;
 mod status;
 mod store;
 mod wiring;
@@ -53,6 +54,9 @@ fn main() -> ExitCode {
                     max_lag_seconds,
                     max_lag_bytes,
                 } => commands::status(&config, json, max_lag_seconds, max_lag_bytes).await,
+                Command::Snapshot { tables, no_wait } => {
+                    snapshot_cmd::snapshot(&config, tables, no_wait).await
+                }
                 Command::Reset { yes } => commands::reset(&config, yes).await,
             }
         });

@@ -65,6 +65,14 @@ pub struct StatusReport {
     pub errors_total: u64,
     pub dlq_size: u64,
     pub last_error: Option<String>,
+    /// How snapshots read: `watermark` (in chunks while streaming; an interrupted one resumes at
+    /// its next chunk) or `transaction` (one consistent transaction; an interrupted one starts
+    /// its tables over). Absent until the source has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_method: Option<String>,
+    /// Whether a snapshot interrupted mid-table resumes where it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_resumable: Option<bool>,
     pub tables: Vec<TableStatus>,
 }
 
@@ -84,6 +92,8 @@ struct LiveInner {
     rate_sample: (Instant, u64),
     /// Per table: (when, rows_snapshotted then), for the snapshot's rate.
     snapshot_samples: BTreeMap<String, (Instant, u64)>,
+    /// Tables whose chunked snapshot runs (empty while a whole-snapshot transaction copies).
+    snapshotting_tables: std::collections::BTreeSet<String>,
 }
 
 impl LiveStatus {
@@ -105,6 +115,8 @@ impl LiveStatus {
                     errors_total: 0,
                     dlq_size: 0,
                     last_error: None,
+                    snapshot_method: None,
+                    snapshot_resumable: None,
                     tables: vec![],
                 },
                 tables: BTreeMap::new(),
@@ -113,6 +125,7 @@ impl LiveStatus {
                 caught_up: false,
                 rate_sample: (Instant::now(), 0),
                 snapshot_samples: BTreeMap::new(),
+                snapshotting_tables: Default::default(),
             }),
         }
     }
@@ -249,13 +262,24 @@ impl LiveStatus {
                 (false, None) => None,
             };
             let mut report = s.report.clone();
-            let state = report.state.as_str();
+            let state = report.state;
+            let chunked = !s.snapshotting_tables.is_empty();
             report.tables = s
                 .tables
                 .values()
-                .map(|t| TableStatus {
-                    state: state.to_string(),
-                    ..t.clone()
+                .map(|t| {
+                    // With chunked snapshots the other tables stream meanwhile.
+                    let table_state = if s.snapshotting_tables.contains(&t.table) {
+                        PipelineState::Snapshotting
+                    } else if chunked && state == PipelineState::Snapshotting {
+                        PipelineState::Streaming
+                    } else {
+                        state
+                    };
+                    TableStatus {
+                        state: table_state.as_str().to_string(),
+                        ..t.clone()
+                    }
                 })
                 .collect();
             report
@@ -264,11 +288,40 @@ impl LiveStatus {
 }
 
 impl LiveStatus {
+    /// How the source's snapshots read (see [`StatusReport::snapshot_method`]).
+    pub fn set_snapshot_method(&self, resumable: bool) {
+        self.with(|s| {
+            s.report.snapshot_resumable = Some(resumable);
+            s.report.snapshot_method = Some(
+                if resumable {
+                    "watermark"
+                } else {
+                    "transaction"
+                }
+                .to_string(),
+            );
+        })
+    }
+
     /// The snapshot's estimates per table, and from the rows copied since the last call the rate
     /// and the time left. Called once a second while the agent runs.
-    pub fn set_snapshot_progress(&self, estimates: &BTreeMap<String, u64>, snapshotting: bool) {
+    pub fn set_snapshot_progress(
+        &self,
+        estimates: &BTreeMap<String, u64>,
+        snapshotting: bool,
+        tables: std::collections::BTreeSet<String>,
+    ) {
         self.with(|s| {
             let now = Instant::now();
+            for table in &tables {
+                s.tables
+                    .entry(table.clone())
+                    .or_insert_with(|| TableStatus {
+                        table: table.clone(),
+                        ..Default::default()
+                    });
+            }
+            s.snapshotting_tables = tables;
             for (table, estimate) in estimates {
                 let entry = s
                     .tables
@@ -285,12 +338,14 @@ impl LiveStatus {
                     .copied()
                     .unwrap_or((now, copied));
                 let seconds = now.duration_since(at).as_secs_f64();
-                if snapshotting && seconds > 0.0 {
+                let running = snapshotting
+                    && (s.snapshotting_tables.is_empty() || s.snapshotting_tables.contains(table));
+                if running && seconds > 0.0 {
                     let rate = copied.saturating_sub(before) as f64 / seconds;
                     entry.snapshot_rows_per_sec = Some(rate);
                     entry.snapshot_eta_seconds =
                         (rate > 0.0).then(|| estimate.saturating_sub(copied) as f64 / rate);
-                } else if !snapshotting {
+                } else if !running {
                     entry.snapshot_rows_per_sec = None;
                     entry.snapshot_eta_seconds = None;
                 }
@@ -341,6 +396,17 @@ pub fn render_human(r: &StatusReport) -> String {
     }
     if let Some(e) = &r.last_error {
         out.push_str(&format!("{:<20} {e}\n", "last error"));
+    }
+    match r.snapshot_resumable {
+        Some(true) => out.push_str(&format!(
+            "{:<20} watermark chunks while streaming; an interrupted copy resumes at its next chunk\n",
+            "snapshot"
+        )),
+        Some(false) => out.push_str(&format!(
+            "{:<20} one consistent transaction; an interrupted copy cannot resume mid-table and starts its tables over\n",
+            "snapshot"
+        )),
+        None => {}
     }
     if !r.tables.is_empty() {
         out.push_str(&format!(

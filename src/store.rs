@@ -209,6 +209,14 @@ impl cdc_core::StateTree for SourceState {
         Ok(())
     }
 
+    fn remove(&self, key: &str) -> Result<(), cdc_core::PipelineError> {
+        let tree = &self.store.schema_history;
+        tree.remove(format!("{}{key}", self.prefix))
+            .map_err(|e| self.error(e))?;
+        tree.flush().map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, cdc_core::PipelineError> {
         let mut out = Vec::new();
         for entry in self

@@ -7,7 +7,7 @@ use cdc_core::{CheckOutcome, PipelineError, Position, Sink, Source};
 use cdc_mysql::{MysqlConfig, MysqlSource};
 use cdc_postgres::{PostgresConfig, PostgresSource};
 
-use crate::config::{Config, SinkType, SnapshotMode, SourceType};
+use crate::config::{Config, SinkType, SnapshotMethodConfig, SnapshotMode, SourceType};
 use crate::store::{PipelineMeta, SourceState, StateStore};
 
 pub fn postgres_config(config: &Config) -> PostgresConfig {
@@ -20,6 +20,13 @@ pub fn postgres_config(config: &Config) -> PostgresConfig {
         snapshot_only: config.source.snapshot == SnapshotMode::InitialOnly,
         heartbeat_interval: (config.source.heartbeat_interval_ms > 0)
             .then(|| std::time::Duration::from_millis(config.source.heartbeat_interval_ms)),
+        snapshot_method: match config.source.snapshot_method {
+            SnapshotMethodConfig::Auto => cdc_postgres::SnapshotMethod::Auto,
+            SnapshotMethodConfig::Watermark => cdc_postgres::SnapshotMethod::Watermark,
+            SnapshotMethodConfig::Transaction => cdc_postgres::SnapshotMethod::Transaction,
+        },
+        snapshot_workers: config.source.snapshot_workers,
+        snapshot_chunk_rows: config.source.snapshot_chunk_rows,
     }
 }
 
@@ -43,7 +50,10 @@ pub async fn build_source(
             let pg = postgres_config(config);
             meta.slot = Some(pg.slot.clone());
             meta.publication = Some(pg.publication.clone());
-            Ok(Box::new(PostgresSource::prepare(pg).await?))
+            let state = SourceState::new(Arc::clone(store), &config.agent.name);
+            Ok(Box::new(
+                PostgresSource::prepare(pg, Arc::new(state)).await?,
+            ))
         }
         SourceType::Mysql => {
             let state = SourceState::new(Arc::clone(store), &config.agent.name);

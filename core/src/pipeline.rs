@@ -281,6 +281,10 @@ pub struct SourceProgress {
     snapshotting: AtomicBool,
     /// Rows a snapshot expects to copy, by `schema.table`.
     snapshot_estimates: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Tables whose (chunked) snapshot is running now.
+    snapshot_tables: Mutex<std::collections::BTreeSet<String>>,
+    /// False when an interrupted snapshot starts its table over (one consistent transaction).
+    snapshot_resumable: AtomicBool,
 }
 
 impl SourceProgress {
@@ -335,8 +339,40 @@ impl SourceProgress {
             .store(snapshotting, AtomicOrdering::Relaxed);
     }
 
+    /// True while the source copies existing rows (a whole-snapshot copy, or any table's chunks).
     pub fn is_snapshotting(&self) -> bool {
         self.snapshotting.load(AtomicOrdering::Relaxed)
+            || self.snapshot_tables.lock().is_ok_and(|t| !t.is_empty())
+    }
+
+    /// Marks one table's chunked snapshot as running or finished.
+    pub fn set_table_snapshotting(&self, table: &str, running: bool) {
+        if let Ok(mut tables) = self.snapshot_tables.lock() {
+            if running {
+                tables.insert(table.to_string());
+            } else {
+                tables.remove(table);
+            }
+        }
+    }
+
+    /// The tables whose snapshot runs now (empty during a whole-snapshot copy: see
+    /// [`SourceProgress::is_snapshotting`]).
+    pub fn snapshotting_tables(&self) -> std::collections::BTreeSet<String> {
+        self.snapshot_tables
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether a snapshot interrupted mid-table resumes at its next chunk.
+    pub fn set_snapshot_resumable(&self, resumable: bool) {
+        self.snapshot_resumable
+            .store(resumable, AtomicOrdering::Relaxed);
+    }
+
+    pub fn snapshot_resumable(&self) -> bool {
+        self.snapshot_resumable.load(AtomicOrdering::Relaxed)
     }
 }
 

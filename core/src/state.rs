@@ -9,6 +9,7 @@ use crate::PipelineError;
 /// A small ordered key-value tree. Writes are durable when the call returns.
 pub trait StateTree: Send + Sync {
     fn put(&self, key: &str, value: &[u8]) -> Result<(), PipelineError>;
+    fn remove(&self, key: &str) -> Result<(), PipelineError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, PipelineError>;
 }
@@ -21,6 +22,13 @@ impl StateTree for MemoryTree {
     fn put(&self, key: &str, value: &[u8]) -> Result<(), PipelineError> {
         if let Ok(mut map) = self.0.lock() {
             map.insert(key.to_string(), value.to_vec());
+        }
+        Ok(())
+    }
+
+    fn remove(&self, key: &str) -> Result<(), PipelineError> {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(key);
         }
         Ok(())
     }

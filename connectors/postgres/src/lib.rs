@@ -5,9 +5,11 @@
 //! * [`values`]: text values to lossless [`cdc_core::Value`]s.
 //! * [`schema`]: relations, value kinds and keys.
 //! * [`setup`]: tables, publication, slot, preflight.
-//! * [`snapshot`]: the initial copy in the slot's exported snapshot.
+//! * [`snapshot`]: a copy in the slot's exported snapshot (one transaction).
+//! * [`chunked`]: the resumable copy in key chunks between watermarks, while streaming.
 //! * [`source`]: the streaming loop.
 
+pub mod chunked;
 mod errors;
 pub mod pgoutput;
 pub mod schema;
@@ -17,5 +19,6 @@ pub mod source;
 pub mod values;
 pub mod wire;
 
+pub use chunked::SnapshotMethod;
 pub use setup::{drop_slot, preflight, server_state, PostgresConfig, ServerState};
 pub use source::PostgresSource;

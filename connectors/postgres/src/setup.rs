@@ -24,6 +24,12 @@ pub struct PostgresConfig {
     /// Write a `pg_logical_emit_message` this often, so the slot advances even when the whole
     /// database is quiet (`None`: never).
     pub heartbeat_interval: Option<std::time::Duration>,
+    /// How snapshots are taken (see [`crate::chunked`]).
+    pub snapshot_method: crate::chunked::SnapshotMethod,
+    /// Tables copied at once by a chunked snapshot.
+    pub snapshot_workers: usize,
+    /// Rows per chunk.
+    pub snapshot_chunk_rows: usize,
 }
 
 /// A table the pipeline replicates.
@@ -106,6 +112,15 @@ pub async fn resolve_tables(
         }
     }
     Ok((tables, problems))
+}
+
+/// The tables the configuration selects, as `schema.table` (for `cdc-agent snapshot` with no
+/// table named).
+pub async fn configured_tables(config: &PostgresConfig) -> Result<Vec<String>, PipelineError> {
+    let mut catalog = Catalog::new(connect_params(config)?);
+    let (tables, _problems) = resolve_tables(&mut catalog, config).await?;
+    catalog.close().await;
+    Ok(tables.iter().map(TableRef::qualified).collect())
 }
 
 pub async fn wal_level(catalog: &mut Catalog) -> Result<String, PipelineError> {

@@ -66,24 +66,12 @@ impl SnapshotRun<'_> {
             .map_err(|e| classify(e, "opening the snapshot transaction", &user))?;
         let mut seq = 0u64;
         for table in tables {
-            let relation = self.describe(table).await?;
-            // The planner's estimate, or an exact count (inside the snapshot) for a table
-            // never analyzed.
+            let relation = describe_table(self.catalog, self.types, table).await?;
             let estimate = conn
-                .simple_query(&format!(
-                    "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint \
-                     ELSE (SELECT count(*) FROM ONLY {sql}) END FROM pg_class c WHERE c.oid = {lit}::regclass",
-                    sql = table.sql_name(),
-                    lit = quote_literal(&table.sql_name()),
-                ))
+                .simple_query(&estimate_sql(table))
                 .await
                 .map_err(|e| classify(e, "estimating a table's rows", &user))?;
-            if let Some(rows) = estimate
-                .rows
-                .first()
-                .and_then(|r| r.first().cloned().flatten())
-                .and_then(|v| v.parse().ok())
-            {
+            if let Some(rows) = parse_estimate(&estimate) {
                 self.progress.set_snapshot_estimate(table.qualified(), rows);
             }
             let Some(rows) = copy_table(
@@ -116,50 +104,115 @@ impl SnapshotRun<'_> {
         .await?;
         Ok(Some(seq))
     }
+}
 
-    async fn describe(&mut self, table: &TableRef) -> Result<Relation, PipelineError> {
-        let r = self
-            .catalog
-            .query(&format!(
-                "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                table.oid
-            ))
-            .await?;
-        let mut columns = Vec::with_capacity(r.rows.len());
-        for i in 0..r.rows.len() {
-            let type_oid = r
-                .get(i, "atttypid")
+/// The table's columns, key and portable schema, as the catalog describes them now.
+pub(crate) async fn describe_table(
+    catalog: &mut Catalog,
+    types: &mut TypeCache,
+    table: &TableRef,
+) -> Result<Relation, PipelineError> {
+    let r = catalog
+        .query(&format!(
+            "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            table.oid
+        ))
+        .await?;
+    let mut columns = Vec::with_capacity(r.rows.len());
+    for i in 0..r.rows.len() {
+        let type_oid = r
+            .get(i, "atttypid")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(25);
+        columns.push(Column {
+            name: Arc::from(r.get(i, "attname").unwrap_or_default()),
+            type_oid,
+            type_modifier: r
+                .get(i, "atttypmod")
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(25);
-            columns.push(Column {
-                name: Arc::from(r.get(i, "attname").unwrap_or_default()),
-                type_oid,
-                type_modifier: r
-                    .get(i, "atttypmod")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(-1),
-                kind: self.types.resolve(type_oid, self.catalog).await?,
-                identity: false,
-            });
-        }
-        let key_names = crate::schema::identity_columns(self.catalog, table.oid).await?;
-        let key = if key_names.is_empty() {
-            // REPLICA IDENTITY FULL without a primary key: the whole row identifies it.
-            (0..columns.len()).collect()
-        } else {
-            crate::schema::key_indexes(&columns, &key_names)
+                .unwrap_or(-1),
+            kind: types.resolve(type_oid, catalog).await?,
+            identity: false,
+        });
+    }
+    let key_names = crate::schema::identity_columns(catalog, table.oid).await?;
+    let key = if key_names.is_empty() {
+        // REPLICA IDENTITY FULL without a primary key: the whole row identifies it.
+        (0..columns.len()).collect()
+    } else {
+        crate::schema::key_indexes(&columns, &key_names)
+    };
+    Relation::build(
+        catalog,
+        table.oid,
+        &table.schema,
+        &table.name,
+        columns,
+        key,
+        !key_names.is_empty(),
+        true,
+    )
+    .await
+}
+
+/// The planner's estimate of a table's rows, or an exact count for a table never analyzed.
+pub(crate) fn estimate_sql(table: &TableRef) -> String {
+    format!(
+        "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint \
+         ELSE (SELECT count(*) FROM ONLY {sql}) END FROM pg_class c WHERE c.oid = {lit}::regclass",
+        sql = table.sql_name(),
+        lit = quote_literal(&table.sql_name()),
+    )
+}
+
+pub(crate) fn parse_estimate(result: &crate::wire::QueryResult) -> Option<u64> {
+    result
+        .rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A snapshot read of one row, as an insert marked `snapshot`.
+pub(crate) fn snapshot_event(
+    relation: &Relation,
+    db: &Arc<str>,
+    row: Vec<Option<String>>,
+    position: Lsn,
+    seq: u64,
+) -> ChangeEvent {
+    let mut values = Vec::with_capacity(relation.columns.len());
+    for (column, text) in relation.columns.iter().zip(row) {
+        let value = match text {
+            None => cdc_core::Value::Null,
+            Some(text) => decode_text(&column.kind, &text),
         };
-        Relation::build(
-            self.catalog,
-            table.oid,
-            &table.schema,
-            &table.name,
-            columns,
-            key,
-            !key_names.is_empty(),
-            true,
-        )
-        .await
+        values.push((Arc::clone(&column.name), value));
+    }
+    let after = Row(values);
+    let key = Row(relation
+        .key
+        .iter()
+        .filter_map(|&i| after.0.get(i).cloned())
+        .collect());
+    ChangeEvent {
+        op: Op::Insert,
+        source: SourceMeta {
+            kind: SourceKind::Postgres,
+            db: Arc::clone(db),
+            schema: Arc::clone(&relation.schema),
+            table: Arc::clone(&relation.name),
+            position: Position::Postgres { lsn: position },
+            tx_id: None,
+            commit_ts: None,
+            seq,
+            snapshot: true,
+        },
+        key: Some(key),
+        before: None,
+        after: Some(after),
+        unchanged: vec![],
+        table_schema: Some(Arc::clone(&relation.table_schema)),
     }
 }
 
@@ -209,43 +262,9 @@ async fn copy_table(
         }
         let mut bytes = 0usize;
         for row in batch.rows {
-            let mut values = Vec::with_capacity(relation.columns.len());
-            for (column, text) in relation.columns.iter().zip(row) {
-                let value = match text {
-                    None => cdc_core::Value::Null,
-                    Some(text) => {
-                        bytes += text.len();
-                        decode_text(&column.kind, &text)
-                    }
-                };
-                values.push((Arc::clone(&column.name), value));
-            }
-            let after = Row(values);
-            let key = Row(relation
-                .key
-                .iter()
-                .filter_map(|&i| after.0.get(i).cloned())
-                .collect());
-            out.send(cdc_core::SourceMessage::Change(ChangeEvent {
-                op: Op::Insert,
-                source: SourceMeta {
-                    kind: SourceKind::Postgres,
-                    db: Arc::clone(db),
-                    schema: Arc::clone(&relation.schema),
-                    table: Arc::clone(&relation.name),
-                    position: Position::Postgres { lsn: position },
-                    tx_id: None,
-                    commit_ts: None,
-                    seq: *seq,
-                    snapshot: true,
-                },
-                key: Some(key),
-                before: None,
-                after: Some(after),
-                unchanged: vec![],
-                table_schema: Some(Arc::clone(&relation.table_schema)),
-            }))
-            .await?;
+            bytes += row.iter().flatten().map(String::len).sum::<usize>();
+            let event = snapshot_event(relation, db, row, position, *seq);
+            out.send(cdc_core::SourceMessage::Change(event)).await?;
             *seq += 1;
             copied += 1;
         }

@@ -22,10 +22,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cdc_core::{
     ChangeEvent, EventSender, Lsn, Op, PipelineError, Position, Row, Source, SourceKind,
-    SourceMessage, SourceMeta, SourceProgress, StreamContext, Value,
+    SourceMessage, SourceMeta, SourceProgress, StateTree, StreamContext, Value,
 };
 use tokio::sync::watch;
 
+use crate::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
 use crate::errors::classify;
 use crate::pgoutput::{self, Message, OldKind, Tuple, TupleValue};
 use crate::schema::{
@@ -59,6 +60,10 @@ pub struct PostgresSource {
     /// Shared with the agent while streaming (set at the start of each `stream`).
     progress: Arc<SourceProgress>,
     shutdown: watch::Receiver<bool>,
+    /// Where chunked snapshots keep their requests and progress.
+    state: Arc<dyn StateTree>,
+    /// The snapshot method in force (never `Auto`).
+    method: SnapshotMethod,
 }
 
 /// The transaction being decoded.
@@ -72,7 +77,10 @@ struct OpenTransaction {
 impl PostgresSource {
     /// Checks the server and the tables and makes sure the publication exists. Errors here are
     /// the operator's to fix (or transient, if the server is not reachable).
-    pub async fn prepare(config: PostgresConfig) -> Result<Self, PipelineError> {
+    pub async fn prepare(
+        config: PostgresConfig,
+        state: Arc<dyn StateTree>,
+    ) -> Result<Self, PipelineError> {
         let params = connect_params(&config)?;
         let mut catalog = Catalog::new(params.clone());
         let level = wal_level(&mut catalog).await?;
@@ -91,7 +99,26 @@ impl PostgresSource {
             return Err(error);
         }
         ensure_publication(&mut catalog, &config, &tables).await?;
+        let method = match config.snapshot_method {
+            SnapshotMethod::Auto => {
+                // A watermark is a logical message: a source that refuses one gets the
+                // one-transaction copy.
+                match catalog
+                    .query("SELECT pg_logical_emit_message(true, 'cdc-agent-probe', '')")
+                    .await
+                {
+                    Ok(_) => SnapshotMethod::Watermark,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the source takes no watermarks: snapshots run in one transaction and cannot resume mid-table");
+                        SnapshotMethod::Transaction
+                    }
+                }
+            }
+            other => other,
+        };
         Ok(PostgresSource {
+            state,
+            method,
             db: Arc::from(params.dbname.as_str()),
             params,
             config,
@@ -117,6 +144,18 @@ impl PostgresSource {
         snapshot: bool,
         out: &mut EventSender,
     ) -> Result<Option<Lsn>, PipelineError> {
+        if self.method == SnapshotMethod::Watermark {
+            // The copy runs in chunks once streaming has started.
+            let sql = format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+                quote_ident(&self.config.slot)
+            );
+            let start = self.create_slot_with(repl, &sql, false, out).await?;
+            if snapshot {
+                self.request_initial_snapshot()?;
+            }
+            return Ok(start);
+        }
         let sql = format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
             quote_ident(&self.config.slot),
@@ -195,6 +234,19 @@ impl PostgresSource {
         Ok(Some(consistent))
     }
 
+    /// Asks for the initial copy of every table (once: a restart before the first checkpoint
+    /// keeps the request).
+    fn request_initial_snapshot(&self) -> Result<(), PipelineError> {
+        let asked = chunked::requests(self.state.as_ref())?;
+        let tables: Vec<String> = self
+            .tables
+            .iter()
+            .map(TableRef::qualified)
+            .filter(|t| !asked.contains_key(t))
+            .collect();
+        chunked::request(self.state.as_ref(), &tables).map(|_| ())
+    }
+
     async fn drop_slot(&mut self) -> Result<(), PipelineError> {
         self.catalog
             .query(&format!(
@@ -246,6 +298,12 @@ impl PostgresSource {
                 format!("replication slot {} is gone, but the checkpoint ({lsn}) needs it: the changes since then are lost to this pipeline", self.config.slot),
             )
             .with_hint("run `cdc-agent reset --yes` and start again with a new snapshot")),
+            (None, Some(_)) if self.config.initial_snapshot && self.method == SnapshotMethod::Watermark => {
+                // The slot keeps every change since it was made; the copy resumes from the
+                // state store (from the start: no chunk is durable without a checkpoint).
+                self.request_initial_snapshot()?;
+                Ok(Some(Lsn(0)))
+            }
             (None, Some(_)) if self.config.initial_snapshot => {
                 // A slot without a checkpoint: the snapshot never completed (or the state store
                 // was lost). The exported snapshot is gone, so start over consistently.
@@ -282,6 +340,45 @@ impl PostgresSource {
                 Err(e) => return Err(classify(e, "starting replication", &self.params.user)),
             }
         }
+    }
+
+    /// The copies still to do: requested tables of this pipeline not durably finished.
+    fn snapshot_plans(
+        &self,
+        durable: Option<Lsn>,
+    ) -> Result<Vec<chunked::TablePlan>, PipelineError> {
+        let mut plans = chunked::load_plans(self.state.as_ref(), durable)?;
+        plans.retain(|p| {
+            let known = self.tables.iter().any(|t| t.qualified() == p.table);
+            if !known {
+                tracing::warn!(table = %p.table, "snapshot requested for a table the pipeline does not replicate; ignored");
+            }
+            known
+        });
+        Ok(plans)
+    }
+
+    /// New `cdc-agent snapshot` requests (generations not yet taken on).
+    fn new_snapshot_requests(
+        &self,
+        snapshot: &ChunkedSnapshot,
+    ) -> Result<Vec<chunked::TablePlan>, PipelineError> {
+        let requests = chunked::requests(self.state.as_ref())?;
+        let fresh = requests
+            .iter()
+            .any(|(t, g)| snapshot.known.get(t).is_none_or(|known| known < g));
+        if !fresh {
+            return Ok(vec![]);
+        }
+        // A new generation has no progress yet: its plan starts at the beginning.
+        let mut plans = self.snapshot_plans(None)?;
+        plans.retain(|p| {
+            snapshot
+                .known
+                .get(&p.table)
+                .is_none_or(|&g| g < p.generation)
+        });
+        Ok(plans)
     }
 
     async fn relation(
@@ -332,6 +429,8 @@ impl Source for PostgresSource {
     ) -> Result<(), PipelineError> {
         self.progress = Arc::clone(&context.progress);
         self.shutdown = context.shutdown.clone();
+        self.progress
+            .set_snapshot_resumable(self.method == SnapshotMethod::Watermark);
         if self.config.snapshot_only {
             if resume_from.is_some() {
                 tracing::info!(
@@ -342,6 +441,11 @@ impl Source for PostgresSource {
             }
             return Ok(());
         }
+        // Snapshot progress counts only up to what the checkpoint made durable.
+        let durable = match &resume_from {
+            Some(Position::Postgres { lsn }) => Some(*lsn),
+            _ => None,
+        };
         let mut repl = self.connect_replication().await?;
         let Some(start) = self.start_position(&mut repl, resume_from, out).await? else {
             // A shutdown interrupted the initial snapshot: nothing was committed.
@@ -351,7 +455,24 @@ impl Source for PostgresSource {
         let repl = self.start_replication(repl, start).await?;
         tracing::info!(slot = %self.config.slot, from = %start, "streaming changes");
         context.progress.set_streaming(true);
+        let snapshot = if self.method == SnapshotMethod::Watermark {
+            let mut snapshot = ChunkedSnapshot::new(
+                WorkerSetup {
+                    params: self.params.clone(),
+                    db: Arc::clone(&self.db),
+                    tables: self.tables.clone(),
+                    chunk_rows: self.config.snapshot_chunk_rows.max(1),
+                    progress: Arc::clone(&self.progress),
+                },
+                self.config.snapshot_workers,
+            );
+            snapshot.add(self.snapshot_plans(durable)?);
+            Some(snapshot)
+        } else {
+            None
+        };
         let mut session = Session {
+            snapshot,
             repl,
             relations: HashMap::new(),
             open: None,
@@ -368,6 +489,8 @@ impl Source for PostgresSource {
 /// One replication connection's worth of state.
 struct Session {
     repl: Connection,
+    /// The chunked snapshot's workers and windows (watermark method only).
+    snapshot: Option<ChunkedSnapshot>,
     relations: HashMap<u32, Arc<Relation>>,
     open: Option<OpenTransaction>,
     /// The newest WAL position received from the server.
@@ -416,7 +539,18 @@ impl Session {
                         Err(_) => {}
                     }
                 }
+                report = next_report(&mut self.snapshot) => {
+                    if let Some(snapshot) = self.snapshot.as_mut() {
+                        snapshot.on_report(report)?;
+                    }
+                }
                 _ = feedback.tick() => {
+                    if let Some(snapshot) = self.snapshot.as_mut() {
+                        let plans = source.new_snapshot_requests(snapshot)?;
+                        if !plans.is_empty() {
+                            snapshot.add(plans);
+                        }
+                    }
                     // Asking for a reply gets a keepalive back at once: its WAL end lets an idle
                     // pipeline confirm (and the slot release WAL) every second.
                     self.send_feedback(true).await?;
@@ -564,6 +698,9 @@ impl Session {
             Message::Truncate { relations, .. } => {
                 for oid in relations {
                     let rel = self.relation_for(oid)?;
+                    if let Some(snapshot) = self.snapshot.as_mut() {
+                        snapshot.observe_truncate(&rel.qualified());
+                    }
                     if rel.included {
                         let event =
                             self.event(&rel, Op::Truncate, None, None, None, vec![], &source.db)?;
@@ -571,9 +708,52 @@ impl Session {
                     }
                 }
             }
-            // Origins matter for bidirectional setups, logical messages for watermarks and
-            // heartbeats: neither is a row change.
+            Message::Message {
+                prefix, content, ..
+            } if prefix == chunked::WATERMARK_PREFIX => {
+                self.watermark(content, source, out).await?;
+            }
+            // Origins matter for bidirectional setups, other logical messages (heartbeats) are
+            // not row changes.
             Message::Origin { .. } | Message::Message { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A watermark of the chunked snapshot: at a high one, the chunk's rows go out as snapshot
+    /// inserts in the watermark's own transaction, and the table's progress is recorded at its
+    /// position.
+    async fn watermark(
+        &mut self,
+        content: &[u8],
+        source: &mut PostgresSource,
+        out: &mut EventSender,
+    ) -> Result<(), PipelineError> {
+        let Some(snapshot) = self.snapshot.as_mut() else {
+            return Ok(());
+        };
+        let Some((plan, events)) = snapshot.on_watermark(content)? else {
+            return Ok(());
+        };
+        let current = snapshot.known.get(&plan.table) == Some(&plan.generation);
+        let open = self.open.as_mut().ok_or_else(|| {
+            PipelineError::transient("decode", "a snapshot watermark outside a transaction")
+        })?;
+        let position = open.position.clone();
+        let Position::Postgres { lsn } = position else {
+            return Ok(());
+        };
+        let first_seq = open.seq;
+        open.seq += events.len() as u64;
+        for (seq, mut event) in (first_seq..).zip(events) {
+            event.source.position = position.clone();
+            event.source.seq = seq;
+            self.forward(out, SourceMessage::Change(event)).await?;
+        }
+        chunked::save_progress(source.state.as_ref(), &plan, lsn)?;
+        if plan.cursor == chunked::Cursor::Done && current {
+            source.progress.set_table_snapshotting(&plan.table, false);
+            tracing::info!(table = %plan.table, rows = plan.rows, "snapshot of table done");
         }
         Ok(())
     }
@@ -619,6 +799,12 @@ impl Session {
             (None, Some(b)) => Some(key_of(&rel, b)),
             (None, None) => None,
         };
+        if let Some(snapshot) = self.snapshot.as_mut().filter(|s| s.watching()) {
+            // A chunk being read must not overwrite this change, under its new key or its old.
+            let old_key = before.as_ref().map(|b| key_of(&rel, b));
+            let keys: Vec<&Row> = key.iter().chain(old_key.iter()).collect();
+            snapshot.observe(&rel.qualified(), &keys);
+        }
         let event = self.event(&rel, op, key, before, after, unchanged, db)?;
         self.forward(out, SourceMessage::Change(event)).await
     }
@@ -729,12 +915,33 @@ impl Session {
     }
 }
 
+/// The key of a row: of a whole row by position, of an old-key tuple (identity columns only)
+/// by name.
 fn key_of(rel: &Relation, row: &Row) -> Row {
+    if row.0.len() == rel.columns.len() {
+        return Row(rel
+            .key
+            .iter()
+            .filter_map(|&i| row.0.get(i).cloned())
+            .collect());
+    }
     Row(rel
         .key
         .iter()
-        .filter_map(|&i| row.0.get(i).cloned())
+        .filter_map(|&i| rel.columns.get(i))
+        .filter_map(|c| row.0.iter().find(|(name, _)| *name == c.name).cloned())
         .collect())
+}
+
+/// The next report of the snapshot's workers; pending forever without a chunked snapshot.
+async fn next_report(snapshot: &mut Option<ChunkedSnapshot>) -> chunked::WorkerReport {
+    match snapshot {
+        Some(s) => match s.rx.recv().await {
+            Some(report) => report,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Builds a row from a tuple. `identity_only`: an old-key tuple, whose other columns are null.

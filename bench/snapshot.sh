@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Benchmark: the chunked (watermark) snapshot of one 5,000,000-row table, into JSON lines and into
+# DuckDB, with 1 and 2 workers, against `COPY (SELECT * FROM t) TO STDOUT` to /dev/null in the same
+# run (the ceiling: the server's own fastest read of the table).
+#
+#   bench/snapshot.sh                          5,000,000 rows, 1 run of each, medians
+#   BENCH_ROWS=200000 BENCH_RUNS=3 bench/snapshot.sh
+#
+# Table as the other benchmarks: (id bigint pk, a int, b text(64), c timestamptz, d numeric,
+# e jsonb). Each agent run is a new pipeline (own slot) timed from start until its status counts
+# every row applied; `reset --yes` then drops its slot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+ROWS="${BENCH_ROWS:-5000000}"
+RUNS="${BENCH_RUNS:-1}"
+WORK="${BENCH_DIR:-/var/tmp/cdc-agent-bench-snapshot}"
+ADMIN_PORT=9197
+
+bash scripts/testenv.sh start
+eval "$(bash scripts/testenv.sh env)"
+PORT="${CDC_TEST_PG_PORT:-55432}"
+PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
+cargo build --release --quiet
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+AGENT="$TARGET_DIR/release/cdc-agent"
+DUCK_AGENT="$(bash scripts/duckdb-cargo.sh --bin-path)"
+
+rm -rf "$WORK" && mkdir -p "$WORK"
+"${PSQL[@]}" -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'cdc_snapbench'" >/dev/null
+"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS cdc_snapbench WITH (FORCE)" -c "CREATE DATABASE cdc_snapbench"
+echo "bench: loading $ROWS rows"
+"${PSQL[@]}" -d cdc_snapbench -c "CREATE TABLE snap (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric, e jsonb)" \
+    -c "INSERT INTO snap SELECT g, g % 1000, md5(g::text) || md5((g + 1)::text), now(), g * 1.25, jsonb_build_object('k', g, 'tag', 'bench') FROM generate_series(1, $ROWS) g" \
+    -c "VACUUM ANALYZE snap"
+
+run_copy() { # -> seconds
+    local t0 t1
+    t0=$(now)
+    "${PSQL[@]}" -d cdc_snapbench -c "COPY (SELECT * FROM snap) TO STDOUT" > /dev/null
+    t1=$(now)
+    python3 -c "print($t1 - $t0)"
+}
+
+run_agent() { # run number, "jsonl" or "duckdb", workers -> "seconds peak_kb"
+    local i=$1 kind=$2 workers=$3 dir="$WORK/agent_$1_$2_$3" agent="$AGENT" sink secs cpu peak_kb
+    mkdir -p "$dir"
+    sink="type = \"jsonl\"
+path = \"$dir/out.jsonl\""
+    if [ "$kind" = duckdb ]; then
+        agent="$DUCK_AGENT"
+        sink="type = \"duckdb\"
+path = \"$dir/replica.duckdb\""
+    fi
+    cat > "$dir/cdc-agent.toml" <<TOML
+[agent]
+name = "snapbench_${i}_${kind}_${workers}"
+state_dir = "$dir/state"
+admin_addr = "127.0.0.1:$ADMIN_PORT"
+
+[source]
+type = "postgres"
+url = "postgres://postgres@127.0.0.1:$PORT/cdc_snapbench"
+tables = ["public.snap"]
+snapshot_workers = $workers
+
+[sink]
+$sink
+TOML
+    read -r secs cpu peak_kb <<<"$(measure_agent "$agent" "$dir" "$ROWS")"
+    "$agent" -c "$dir/cdc-agent.toml" reset --yes >/dev/null
+    if [ "$kind" = jsonl ]; then
+        lines=$(wc -l < "$dir/out.jsonl")
+        [ "$lines" -ge "$ROWS" ] || { echo "bench: only $lines lines of $ROWS" >&2; exit 1; }
+        rm -f "$dir/out.jsonl"
+    fi
+    rm -rf "$dir/replica.duckdb"
+    echo "$secs $peak_kb"
+}
+
+: > "$WORK/results.txt"
+for i in $(seq 1 "$RUNS"); do
+    c=$(run_copy)
+    j1=$(run_agent "$i" jsonl 1)
+    j2=$(run_agent "$i" jsonl 2)
+    d1="- -" d2="- -"
+    if [ -x "$DUCK_AGENT" ]; then
+        d1=$(run_agent "$i" duckdb 1)
+        d2=$(run_agent "$i" duckdb 2)
+    fi
+    echo "run $i: COPY ${c}s; jsonl 1 worker (s, peak KiB) $j1; 2 workers $j2; duckdb 1 worker $d1; 2 workers $d2"
+    echo "$c $j1 $j2 $d1 $d2" >> "$WORK/results.txt"
+done
+
+python3 - "$ROWS" "$WORK/results.txt" <<'PY'
+import statistics, sys
+rows_n = int(sys.argv[1])
+rows = [l.split() for l in open(sys.argv[2]) if l.strip()]
+med = lambda i: statistics.median(float(r[i]) for r in rows)
+copy_s = med(0)
+print(f"rows:                       {rows_n:,} per run, {len(rows)} run(s), medians")
+print(f"COPY TO STDOUT > /dev/null: {copy_s:7.2f} s  {rows_n / copy_s:10,.0f} rows/s")
+for name, i in [("jsonl, 1 worker", 1), ("jsonl, 2 workers", 3), ("duckdb, 1 worker", 5), ("duckdb, 2 workers", 7)]:
+    if rows[0][i] == "-":
+        print(f"{name + ':':<27} (no DuckDB build: scripts/duckdb-cargo.sh --no-run)")
+        continue
+    s = med(i)
+    peak = max(int(r[i + 1]) for r in rows)
+    print(f"{name + ':':<27} {s:7.2f} s  {rows_n / s:10,.0f} rows/s  {copy_s / s:.2f} of COPY  peak RSS {peak / 1024:.1f} MiB")
+print("target: jsonl >= 0.6 of COPY")
+PY
