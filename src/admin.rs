@@ -126,7 +126,7 @@ fn snapshot_request(requests: &SnapshotRequests, tables: &[String]) -> Answer {
     if tables.is_empty() {
         return (400, "text/plain", "name at least one table\n".into());
     }
-    match cdc_postgres::chunked::request(tree.as_ref(), tables) {
+    match cdc_core::chunked::request(tree.as_ref(), tables) {
         Ok(generations) => {
             tracing::info!(?tables, "snapshot requested");
             let list: Vec<_> = tables
@@ -148,7 +148,7 @@ fn snapshot_progress(requests: &SnapshotRequests) -> Answer {
             "the state store is not open yet\n".into(),
         );
     };
-    match cdc_postgres::chunked::request_status(tree.as_ref()) {
+    match cdc_core::chunked::request_status(tree.as_ref()) {
         Ok(list) => {
             let list: Vec<_> = list
                 .into_iter()

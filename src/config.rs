@@ -95,6 +95,10 @@ pub struct SourceConfig {
     /// Rows per snapshot chunk.
     #[serde(default = "default_snapshot_chunk_rows")]
     pub snapshot_chunk_rows: usize,
+    /// MySQL/MariaDB: `database.table` the watermarks of a chunked snapshot are written to
+    /// (created if missing; default `cdc_agent.snapshot_watermarks`).
+    #[serde(default)]
+    pub signal_table: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -299,6 +303,12 @@ impl Config {
                 if self.source.server_id.is_some() {
                     return fail("source.server_id", "is only for mysql sources");
                 }
+                if self.source.signal_table.is_some() {
+                    return fail(
+                        "source.signal_table",
+                        "is only for mysql sources (postgres watermarks are logical messages)",
+                    );
+                }
             }
             SourceType::Mysql => {
                 if self.source.slot.is_some() || self.source.publication.is_some() {
@@ -319,11 +329,13 @@ impl Config {
                         "must not be 0 (a server refuses replicas with id 0)",
                     );
                 }
-                if self.source.snapshot_method == SnapshotMethodConfig::Watermark {
-                    return fail(
-                        "source.snapshot_method",
-                        "= \"watermark\" is not available for mysql sources yet: use \"auto\" or \"transaction\" (a consistent-snapshot transaction)",
-                    );
+                if let Some(name) = &self.source.signal_table {
+                    if cdc_mysql::chunked::signal_table_parts(name).is_none() {
+                        return fail(
+                            "source.signal_table",
+                            "must be `database.table`, e.g. \"cdc_agent.snapshot_watermarks\"",
+                        );
+                    }
                 }
             }
         }

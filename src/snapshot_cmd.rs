@@ -23,28 +23,45 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 const BAR_WIDTH: usize = 30;
 
 pub async fn snapshot(config: &Config, tables: Vec<String>, no_wait: bool) -> Result<ExitCode> {
-    if config.source.kind != SourceType::Postgres {
-        eprintln!("error: `cdc-agent snapshot` re-copies tables of postgres sources only; a mysql source copies once, when the pipeline starts (`cdc-agent reset --yes` then `run` copies again)");
-        return Ok(ExitCode::from(2));
-    }
     if config.source.snapshot_method == SnapshotMethodConfig::Transaction {
-        eprintln!("error: source.snapshot_method = \"transaction\" copies only when the slot is made; a copy while streaming needs watermarks: set it to \"auto\" or \"watermark\"");
+        eprintln!("error: source.snapshot_method = \"transaction\" copies only when the pipeline first starts; a copy while streaming needs watermarks: set it to \"auto\" or \"watermark\"");
         return Ok(ExitCode::from(2));
     }
     let tables = if tables.is_empty() {
-        cdc_postgres::setup::configured_tables(&crate::wiring::postgres_config(config))
-            .await
-            .context("listing the pipeline's tables")?
+        match config.source.kind {
+            SourceType::Postgres => {
+                cdc_postgres::setup::configured_tables(&crate::wiring::postgres_config(config))
+                    .await
+            }
+            SourceType::Mysql => {
+                cdc_mysql::setup::configured_tables(&crate::wiring::mysql_config(config)).await
+            }
+        }
+        .context("listing the pipeline's tables")?
     } else {
+        let mysql = crate::wiring::mysql_config(config);
+        let mysql_patterns = mysql.patterns();
         let patterns: Vec<String> = config.source.tables.iter().map(|t| t.0.clone()).collect();
         for table in &tables {
             let Some((schema, name)) = table.split_once('.') else {
                 eprintln!(
-                    "error: table `{table}` must be written schema.table, e.g. public.orders"
+                    "error: table `{table}` must be written {}, e.g. {}",
+                    match config.source.kind {
+                        SourceType::Postgres => "schema.table",
+                        SourceType::Mysql => "database.table",
+                    },
+                    match config.source.kind {
+                        SourceType::Postgres => "public.orders",
+                        SourceType::Mysql => "shop.orders",
+                    }
                 );
                 return Ok(ExitCode::from(2));
             };
-            if !cdc_core::schema::table_included(&patterns, schema, name) {
+            let included = match config.source.kind {
+                SourceType::Postgres => cdc_core::schema::table_included(&patterns, schema, name),
+                SourceType::Mysql => mysql.includes(&mysql_patterns, schema, name),
+            };
+            if !included {
                 eprintln!("error: table `{table}` is not one of the pipeline's tables (see source.tables in the config)");
                 return Ok(ExitCode::from(2));
             }
@@ -95,7 +112,7 @@ fn request_offline(config: &Config, tables: &[String]) -> Result<ExitCode> {
         other => other.into(),
     })?;
     let state = SourceState::new(Arc::new(store), &config.agent.name);
-    cdc_postgres::chunked::request(&state, tables)?;
+    cdc_core::chunked::request(&state, tables)?;
     println!(
         "snapshot of {} requested; no agent is running: the copy starts with the next `cdc-agent run`",
         tables.join(", ")

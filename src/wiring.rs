@@ -20,11 +20,7 @@ pub fn postgres_config(config: &Config) -> PostgresConfig {
         snapshot_only: config.source.snapshot == SnapshotMode::InitialOnly,
         heartbeat_interval: (config.source.heartbeat_interval_ms > 0)
             .then(|| std::time::Duration::from_millis(config.source.heartbeat_interval_ms)),
-        snapshot_method: match config.source.snapshot_method {
-            SnapshotMethodConfig::Auto => cdc_postgres::SnapshotMethod::Auto,
-            SnapshotMethodConfig::Watermark => cdc_postgres::SnapshotMethod::Watermark,
-            SnapshotMethodConfig::Transaction => cdc_postgres::SnapshotMethod::Transaction,
-        },
+        snapshot_method: snapshot_method(config),
         snapshot_workers: config.source.snapshot_workers,
         snapshot_chunk_rows: config.source.snapshot_chunk_rows,
     }
@@ -37,6 +33,23 @@ pub fn mysql_config(config: &Config) -> MysqlConfig {
         server_id: config.server_id(),
         initial_snapshot: config.source.snapshot != SnapshotMode::Never,
         snapshot_only: config.source.snapshot == SnapshotMode::InitialOnly,
+        snapshot_method: snapshot_method(config),
+        snapshot_workers: config.source.snapshot_workers,
+        snapshot_chunk_rows: config.source.snapshot_chunk_rows,
+        signal_table: config
+            .source
+            .signal_table
+            .clone()
+            .unwrap_or_else(|| cdc_mysql::chunked::DEFAULT_SIGNAL_TABLE.to_string()),
+    }
+}
+
+fn snapshot_method(config: &Config) -> cdc_core::chunked::SnapshotMethod {
+    use cdc_core::chunked::SnapshotMethod;
+    match config.source.snapshot_method {
+        SnapshotMethodConfig::Auto => SnapshotMethod::Auto,
+        SnapshotMethodConfig::Watermark => SnapshotMethod::Watermark,
+        SnapshotMethodConfig::Transaction => SnapshotMethod::Transaction,
     }
 }
 

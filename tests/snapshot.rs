@@ -1,6 +1,6 @@
-//! The chunked (watermark) snapshot against a real Postgres: consistency under concurrent writes,
-//! resume after SIGKILL, streaming during the copy, and `cdc-agent snapshot` of one table while
-//! the pipeline streams.
+//! The chunked (watermark) snapshot against a real Postgres and a real MariaDB: consistency
+//! under concurrent writes, resume after SIGKILL, streaming during the copy, and `cdc-agent
+//! snapshot` of one table while the pipeline streams. Each scenario runs once per server.
 //!
 //! The JSON lines output is replayed (insert/update = upsert by key, delete = remove, truncate =
 //! clear) and compared row by row with the source.
@@ -13,8 +13,139 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::mysql::TargetDb;
 use common::{wait_until, Pipeline, TestDb};
+use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Postgres,
+    Mariadb,
+}
+
+/// The source database of a test, on the private Postgres or MariaDB of `scripts/testenv.sh`.
+enum SourceDb {
+    Postgres(TestDb),
+    Mariadb(TargetDb),
+}
+
+impl SourceDb {
+    async fn new(kind: Kind, prefix: &str) -> SourceDb {
+        match kind {
+            Kind::Postgres => SourceDb::Postgres(TestDb::new(prefix).await),
+            Kind::Mariadb => {
+                let db = TargetDb::new(prefix);
+                drop(db.conn().await); // creates it
+                SourceDb::Mariadb(db)
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            SourceDb::Postgres(db) => &db.name,
+            SourceDb::Mariadb(db) => &db.name,
+        }
+    }
+
+    /// What the agent connects with.
+    fn url(&self) -> String {
+        match self {
+            SourceDb::Postgres(db) => db.url.clone(),
+            SourceDb::Mariadb(db) => db.url.clone(),
+        }
+    }
+
+    /// The qualified name the pipeline knows `table` by.
+    fn table(&self, table: &str) -> String {
+        match self {
+            SourceDb::Postgres(_) => format!("public.{table}"),
+            SourceDb::Mariadb(db) => format!("{}.{table}", db.name),
+        }
+    }
+
+    fn pipeline(&self, source_extra: &str) -> Pipeline {
+        let tables = [self.table("big"), self.table("other")];
+        let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+        Pipeline::new(&self.url(), self.name(), &tables, source_extra)
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self {
+            SourceDb::Postgres(db) => db.exec(sql).await,
+            SourceDb::Mariadb(db) => db.exec(sql).await,
+        }
+    }
+
+    /// Fills `table` with ids `offset + 1..=offset + rows`, `v` from `value` (an SQL expression
+    /// of `g`, written for both servers).
+    async fn fill(&self, table: &str, offset: i64, rows: i64, value: &str) {
+        self.exec(&match self {
+            SourceDb::Postgres(_) => format!(
+                "INSERT INTO {table} SELECT {offset} + g, {value}, 0 FROM generate_series(1, {rows}) g; ANALYZE {table};"
+            ),
+            SourceDb::Mariadb(_) => format!(
+                "INSERT INTO {table} SELECT {offset} + g, {value}, 0 FROM (SELECT seq AS g FROM seq_1_to_{rows}) s; ANALYZE TABLE {table};"
+            ),
+        })
+        .await
+    }
+
+    async fn rows(&self, table: &str) -> Rows {
+        let sql = format!("SELECT id, v, n FROM {table}");
+        match self {
+            SourceDb::Postgres(db) => db
+                .client()
+                .await
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, i64>(0),
+                        (r.get::<_, String>(1), r.get::<_, i32>(2) as i64),
+                    )
+                })
+                .collect(),
+            SourceDb::Mariadb(db) => {
+                let mut conn = db.conn().await;
+                let rows: Vec<(i64, String, i64)> = conn.query(sql).await.unwrap();
+                let _ = conn.disconnect().await;
+                rows.into_iter().map(|(id, v, n)| (id, (v, n))).collect()
+            }
+        }
+    }
+
+    async fn drop(self) {
+        match self {
+            SourceDb::Postgres(db) => db.drop().await,
+            SourceDb::Mariadb(db) => db.drop().await,
+        }
+    }
+}
+
+/// One connection that runs a transaction's statements.
+enum Writer {
+    Postgres(tokio_postgres::Client),
+    Mariadb(mysql_async::Conn),
+}
+
+impl Writer {
+    async fn transaction(&mut self, statements: &str) {
+        match self {
+            Writer::Postgres(c) => c
+                .batch_execute(&format!("BEGIN; {statements} COMMIT;"))
+                .await
+                .unwrap(),
+            Writer::Mariadb(c) => c
+                .query_drop(format!("START TRANSACTION; {statements} COMMIT;"))
+                .await
+                .unwrap(),
+        }
+    }
+}
 
 /// A table's rows as the output says they are: id → (v, n).
 type Rows = BTreeMap<i64, (String, i64)>;
@@ -84,22 +215,6 @@ fn replay(path: &std::path::Path, count_from: usize) -> Replay {
     out
 }
 
-async fn source_rows(db: &TestDb, table: &str) -> Rows {
-    db.client()
-        .await
-        .query(&format!("SELECT id, v, n FROM {table}"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r.get::<_, i64>(0),
-                (r.get::<_, String>(1), r.get::<_, i32>(2) as i64),
-            )
-        })
-        .collect()
-}
-
 fn assert_equal(table: &str, source: &Rows, replayed: Option<&Rows>) {
     let empty = Rows::new();
     let replayed = replayed.unwrap_or(&empty);
@@ -122,9 +237,12 @@ fn assert_equal(table: &str, source: &Rows, replayed: Option<&Rows>) {
 
 /// Writes into `big` (updates, key updates, deletes, inserts spread over the key range) and
 /// `other` until told to stop. Returns the number of transactions.
-fn writer(url: String, stop: Arc<AtomicBool>, rows: i64) -> tokio::task::JoinHandle<u64> {
+async fn writer(db: &SourceDb, stop: Arc<AtomicBool>, rows: i64) -> tokio::task::JoinHandle<u64> {
+    let (mut c, insert_new) = match db {
+        SourceDb::Postgres(db) => (Writer::Postgres(db.client().await), "INSERT INTO big VALUES ({fresh}, 'new', 1), (-{fresh}, 'new', 1) ON CONFLICT DO NOTHING;"),
+        SourceDb::Mariadb(db) => (Writer::Mariadb(db.conn().await), "INSERT IGNORE INTO big VALUES ({fresh}, 'new', 1), (-{fresh}, 'new', 1);"),
+    };
     tokio::spawn(async move {
-        let c = common::connect(&url).await;
         let mut seed: i64 = 7;
         let mut next = || {
             seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
@@ -134,17 +252,15 @@ fn writer(url: String, stop: Arc<AtomicBool>, rows: i64) -> tokio::task::JoinHan
         while !stop.load(Ordering::Relaxed) {
             let (a, b, d, k) = (next(), next(), next(), next());
             let fresh = rows * 10 + tx as i64;
-            c.batch_execute(&format!(
-                "BEGIN;
-                 UPDATE big SET n = n + 1, v = 'upd' WHERE id IN ({a}, {b});
+            c.transaction(&format!(
+                "UPDATE big SET n = n + 1, v = 'upd' WHERE id IN ({a}, {b});
                  DELETE FROM big WHERE id = {d};
                  UPDATE big SET id = -id WHERE id = {k};
-                 INSERT INTO big VALUES ({fresh}, 'new', 1), (-{fresh}, 'new', 1) ON CONFLICT DO NOTHING;
-                 INSERT INTO other VALUES ({tx}, 'streamed', 0);
-                 COMMIT;"
+                 {}
+                 INSERT INTO other VALUES ({tx}, 'streamed', 0);",
+                insert_new.replace("{fresh}", &fresh.to_string())
             ))
-            .await
-            .unwrap();
+            .await;
             tx += 1;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -156,7 +272,7 @@ const BIG_SCHEMA: &str = "CREATE TABLE big (id bigint PRIMARY KEY, v text, n int
      CREATE TABLE other (id bigint PRIMARY KEY, v text, n int);";
 
 /// Waits until a marker row written now has reached the output: everything before it has too.
-async fn drain(db: &TestDb, p: &Pipeline, marker: i64) {
+async fn drain(db: &SourceDb, p: &Pipeline, marker: i64) {
     db.exec(&format!("INSERT INTO other VALUES ({marker}, 'marker', 0)"))
         .await;
     let output = p.output.clone();
@@ -178,24 +294,25 @@ async fn drain(db: &TestDb, p: &Pipeline, marker: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_million_rows_under_concurrent_writes_end_equal_and_streaming_goes_on() {
+async fn postgres_a_million_rows_under_concurrent_writes_end_equal_and_streaming_goes_on() {
+    a_million_rows_under_concurrent_writes(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_million_rows_under_concurrent_writes_end_equal_and_streaming_goes_on() {
+    a_million_rows_under_concurrent_writes(Kind::Mariadb).await;
+}
+
+async fn a_million_rows_under_concurrent_writes(kind: Kind) {
     const ROWS: i64 = 1_000_000;
-    let db = TestDb::new("snapmillion").await;
+    let db = SourceDb::new(kind, "snapmillion").await;
     db.exec(BIG_SCHEMA).await;
-    db.exec(&format!(
-        "INSERT INTO big SELECT g, md5(g::text), 0 FROM generate_series(1, {ROWS}) g; ANALYZE big;"
-    ))
-    .await;
-    let p = Pipeline::new(
-        &db.url,
-        &db.name,
-        &["public.big", "public.other"],
-        "snapshot_chunk_rows = 20000",
-    );
+    db.fill("big", 0, ROWS, "concat('row-', g)").await;
+    let p = db.pipeline("snapshot_chunk_rows = 20000");
     let agent = p.start();
     p.wait_state("snapshotting", Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = writer(db.url.clone(), Arc::clone(&stop), ROWS);
+    let writes = writer(&db, Arc::clone(&stop), ROWS).await;
     p.wait_state("streaming", Duration::from_secs(600));
     stop.store(true, Ordering::Relaxed);
     let transactions = writes.await.unwrap();
@@ -208,14 +325,10 @@ async fn a_million_rows_under_concurrent_writes_end_equal_and_streaming_goes_on(
         "the writer ran throughout ({transactions} transactions)"
     );
     assert_eq!(replayed.tables["other"].len() as u64, transactions + 1);
-    assert_equal(
-        "big",
-        &source_rows(&db, "big").await,
-        replayed.tables.get("big"),
-    );
+    assert_equal("big", &db.rows("big").await, replayed.tables.get("big"));
     assert_equal(
         "other",
-        &source_rows(&db, "other").await,
+        &db.rows("other").await,
         replayed.tables.get("other"),
     );
     // Streaming went on during the copy: changes to `other` reached the sink before the copy
@@ -233,40 +346,39 @@ async fn a_million_rows_under_concurrent_writes_end_equal_and_streaming_goes_on(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigkill_during_the_snapshot_resumes_at_the_next_chunk() {
+async fn postgres_sigkill_during_the_snapshot_resumes_at_the_next_chunk() {
+    sigkill_during_the_snapshot_resumes(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_sigkill_during_the_snapshot_resumes_at_the_next_chunk() {
+    sigkill_during_the_snapshot_resumes(Kind::Mariadb).await;
+}
+
+async fn sigkill_during_the_snapshot_resumes(kind: Kind) {
     const ROWS: i64 = 300_000;
-    let db = TestDb::new("snapresume").await;
+    let db = SourceDb::new(kind, "snapresume").await;
     db.exec(BIG_SCHEMA).await;
-    db.exec(&format!(
-        "INSERT INTO big SELECT g, repeat('v', 100), 0 FROM generate_series(1, {ROWS}) g; ANALYZE big;"
-    ))
-    .await;
-    let p = Pipeline::new(
-        &db.url,
-        &db.name,
-        &["public.big", "public.other"],
-        "snapshot_chunk_rows = 5000",
-    );
+    db.fill("big", 0, ROWS, "repeat('v', 100)").await;
+    let p = db.pipeline("snapshot_chunk_rows = 5000");
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = writer(db.url.clone(), Arc::clone(&stop), ROWS);
+    let writes = writer(&db, Arc::clone(&stop), ROWS).await;
     let agent = p.start();
     // Kill once a good part of the table is out, but not all of it.
-    let output = p.output.clone();
-    wait_until(
-        "a third of the table is copied",
-        Duration::from_secs(300),
-        || {
-            let output = output.clone();
-            async move {
-                std::fs::read_to_string(&output)
-                    .unwrap_or_default()
-                    .lines()
-                    .count()
-                    > ROWS as usize / 3
-            }
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(&p.output)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        <= ROWS as usize / 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for a third of the table; log:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     agent.kill9();
     let before_restart = replay(&p.output, 0).lines;
     assert!(before_restart < ROWS as usize, "killed mid-copy");
@@ -288,41 +400,39 @@ async fn sigkill_during_the_snapshot_resumes_at_the_next_chunk() {
         p.log().contains("resumed_after_rows"),
         "the restart says where it resumed"
     );
-    assert_equal(
-        "big",
-        &source_rows(&db, "big").await,
-        replayed.tables.get("big"),
-    );
+    assert_equal("big", &db.rows("big").await, replayed.tables.get("big"));
     assert_equal(
         "other",
-        &source_rows(&db, "other").await,
+        &db.rows("other").await,
         replayed.tables.get("other"),
     );
     db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_re_snapshot_of_one_table_while_streaming_leaves_the_others_alone() {
+async fn postgres_a_re_snapshot_of_one_table_while_streaming_leaves_the_others_alone() {
+    a_re_snapshot_of_one_table_while_streaming(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_re_snapshot_of_one_table_while_streaming_leaves_the_others_alone() {
+    a_re_snapshot_of_one_table_while_streaming(Kind::Mariadb).await;
+}
+
+async fn a_re_snapshot_of_one_table_while_streaming(kind: Kind) {
     const ROWS: i64 = 50_000;
-    let db = TestDb::new("snapagain").await;
+    let db = SourceDb::new(kind, "snapagain").await;
     db.exec(BIG_SCHEMA).await;
-    db.exec(&format!(
-        "INSERT INTO big SELECT g, 'v', 0 FROM generate_series(1, {ROWS}) g;
-         INSERT INTO other SELECT 1000000 + g, 'o', 0 FROM generate_series(1, 1000) g;"
-    ))
-    .await;
-    let p = Pipeline::new(
-        &db.url,
-        &db.name,
-        &["public.big", "public.other"],
-        "snapshot = \"never\"\nsnapshot_chunk_rows = 3000",
-    );
+    db.fill("big", 0, ROWS, "'v'").await;
+    db.fill("other", 1_000_000, 1000, "'o'").await;
+    let p = db.pipeline("snapshot = \"never\"\nsnapshot_chunk_rows = 3000");
     let agent = p.start();
     p.wait_state("streaming", Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = writer(db.url.clone(), Arc::clone(&stop), ROWS);
+    let writes = writer(&db, Arc::clone(&stop), ROWS).await;
     // Asked while streaming (and written to), followed to the end.
-    let asked = p.run_cmd(&["snapshot", "public.big"]);
+    let big = db.table("big");
+    let asked = p.run_cmd(&["snapshot", &big]);
     let said = String::from_utf8_lossy(&asked.stdout);
     assert!(
         asked.status.success(),
@@ -330,10 +440,7 @@ async fn a_re_snapshot_of_one_table_while_streaming_leaves_the_others_alone() {
         String::from_utf8_lossy(&asked.stderr)
     );
     assert!(said.contains("snapshot done"), "{said}");
-    assert!(
-        said.contains("public.big") && said.contains("100%"),
-        "{said}"
-    );
+    assert!(said.contains(&big) && said.contains("100%"), "{said}");
     stop.store(true, Ordering::Relaxed);
     writes.await.unwrap();
     drain(&db, &p, -1).await;
@@ -355,12 +462,8 @@ async fn a_re_snapshot_of_one_table_while_streaming_leaves_the_others_alone() {
         "the table was copied again: {copied} rows"
     );
     // `other` was only streamed: its output holds the streamed rows; `big` equals the source.
-    assert_equal(
-        "big",
-        &source_rows(&db, "big").await,
-        replayed.tables.get("big"),
-    );
-    let other_source = source_rows(&db, "other").await;
+    assert_equal("big", &db.rows("big").await, replayed.tables.get("big"));
+    let other_source = db.rows("other").await;
     let streamed = replayed.tables.get("other").cloned().unwrap_or_default();
     assert!(streamed.iter().all(|(k, v)| other_source.get(k) == Some(v)));
     assert_eq!(
@@ -370,8 +473,46 @@ async fn a_re_snapshot_of_one_table_while_streaming_leaves_the_others_alone() {
     );
 
     // Bad requests are refused with the reason.
-    let unknown = p.run_cmd(&["snapshot", "public.nope"]);
+    let nope = db.table("nope");
+    let unknown = p.run_cmd(&["snapshot", &nope]);
     assert_eq!(unknown.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("public.nope"));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains(&nope));
+    db.drop().await;
+}
+
+/// A source the agent may not write to (here: no rights on the signal table's database) still
+/// gets a consistent copy, in one transaction, and `status` says it cannot resume mid-table;
+/// asking for watermarks there is refused with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_without_write_rights_falls_back_to_one_transaction() {
+    const ROWS: i64 = 20_000;
+    let db = SourceDb::new(Kind::Mariadb, "snapreadonly").await;
+    db.exec(BIG_SCHEMA).await;
+    db.fill("big", 0, ROWS, "'v'").await;
+    // The test user has rights on `cdc_%` databases only.
+    let p = db.pipeline("signal_table = \"forbidden.watermarks\"");
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(120));
+    let status = p.status_json();
+    assert_eq!(status["snapshot_method"], "transaction", "{status}");
+    assert_eq!(status["snapshot_resumable"], false, "{status}");
+    drain(&db, &p, -1).await;
+    assert_eq!(agent.stop(), 0);
+    let replayed = replay(&p.output, 0);
+    assert_equal("big", &db.rows("big").await, replayed.tables.get("big"));
+    assert!(
+        p.log().contains("cannot write snapshot watermarks"),
+        "the fallback is logged"
+    );
+
+    let forced =
+        db.pipeline("signal_table = \"forbidden.watermarks\"\nsnapshot_method = \"watermark\"");
+    let run = forced.run_cmd(&["run"]);
+    assert_ne!(run.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        said.contains("forbidden.watermarks") && said.contains("snapshot_method"),
+        "{said}"
+    );
     db.drop().await;
 }

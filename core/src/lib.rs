@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod check;
+pub mod chunked;
 pub mod error;
 pub mod event;
 pub mod pipeline;

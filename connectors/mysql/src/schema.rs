@@ -381,6 +381,11 @@ impl SchemaHistory {
     pub fn load(store: Arc<dyn StateTree>) -> Result<Self, PipelineError> {
         let mut versions: HashMap<String, Vec<(Position, Arc<DecodedTable>)>> = HashMap::new();
         for (key, bytes) in store.scan("")? {
+            // The chunked snapshot keeps its requests and progress in the same tree; a history
+            // key starts with `db.table`, which holds a dot before the first slash.
+            if key.starts_with(cdc_core::chunked::STATE_PREFIX) {
+                continue;
+            }
             let stored: StoredVersion = serde_json::from_slice(&bytes).map_err(|e| {
                 PipelineError::definite(
                     "state",

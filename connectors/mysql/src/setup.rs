@@ -18,6 +18,14 @@ pub struct MysqlConfig {
     pub initial_snapshot: bool,
     /// Copy existing rows, then stop.
     pub snapshot_only: bool,
+    /// Chunks between watermarks while streaming, or one consistent transaction.
+    pub snapshot_method: cdc_core::chunked::SnapshotMethod,
+    /// Tables copied at once (watermark method).
+    pub snapshot_workers: usize,
+    /// Rows per chunk (watermark method).
+    pub snapshot_chunk_rows: usize,
+    /// `database.table` of the watermark signal table (created if missing).
+    pub signal_table: String,
 }
 
 impl MysqlConfig {
@@ -35,8 +43,12 @@ impl MysqlConfig {
         }
     }
 
+    /// A table is replicated if a pattern names it, unless it is a system table or the
+    /// snapshot's own signal table.
     pub fn includes(&self, patterns: &[String], db: &str, table: &str) -> bool {
-        !SYSTEM_DATABASES.contains(&db) && cdc_core::schema::table_included(patterns, db, table)
+        !SYSTEM_DATABASES.contains(&db)
+            && self.signal_table != format!("{db}.{table}")
+            && cdc_core::schema::table_included(patterns, db, table)
     }
 }
 
@@ -392,6 +404,18 @@ async fn table_checks(config: &MysqlConfig, conn: &mut Conn) -> Vec<CheckOutcome
 
 /// The tables the patterns name, and a problem per pattern that names no table or table
 /// without a primary key.
+/// The pipeline's tables now (`database.table`), for `cdc-agent snapshot` without names.
+pub async fn configured_tables(config: &MysqlConfig) -> Result<Vec<String>, PipelineError> {
+    let mut conn = connect(config).await?;
+    let resolved = resolve_tables(config, &mut conn).await;
+    let _ = conn.disconnect().await;
+    Ok(resolved?
+        .0
+        .into_iter()
+        .map(|(db, table)| format!("{db}.{table}"))
+        .collect())
+}
+
 pub async fn resolve_tables(
     config: &MysqlConfig,
     conn: &mut Conn,

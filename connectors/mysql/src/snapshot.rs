@@ -19,7 +19,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as My};
 
 use crate::errors::query_error;
-use crate::schema::{read_table, ValueKind};
+use crate::schema::{read_table, DecodedTable, ValueKind};
 use crate::setup::{binlog_settings, connect, resolve_tables};
 use crate::source::MysqlSource;
 use crate::values::decode;
@@ -69,13 +69,13 @@ pub async fn copy(
             .info
             .columns
             .iter()
-            .map(|c| format!("`{}`", c.name.replace('`', "``")))
+            .map(|c| quote_name(&c.name))
             .collect();
         let sql = format!(
-            "SELECT {} FROM `{}`.`{}`",
+            "SELECT {} FROM {}.{}",
             columns.join(", "),
-            db.replace('`', "``"),
-            table.replace('`', "``")
+            quote_name(&db),
+            quote_name(&table)
         );
         let db_name: Arc<str> = Arc::from(db.as_str());
         let mut result = conn
@@ -92,50 +92,10 @@ pub async fn copy(
                 context.progress.set_snapshotting(false);
                 return Ok(None);
             }
-            let values = row.unwrap();
-            let mut cells = Vec::with_capacity(values.len());
-            for ((column, kind), value) in decoded
-                .schema
-                .columns
-                .iter()
-                .zip(&decoded.kinds)
-                .zip(values)
-            {
-                let value = snapshot_value(kind, value).map_err(|why| {
-                    PipelineError::definite(
-                        "decode",
-                        format!("{db}.{table}.{}: {why}", column.name),
-                    )
-                })?;
-                cells.push((Arc::clone(&column.name), value));
-            }
-            let after = Row(cells);
-            let key = Row(decoded
-                .info
-                .key
-                .iter()
-                .filter_map(|&i| after.0.get(i).cloned())
-                .collect());
-            out.send(SourceMessage::Change(ChangeEvent {
-                op: Op::Insert,
-                source: SourceMeta {
-                    kind: SourceKind::Mysql,
-                    db: Arc::clone(&db_name),
-                    schema: Arc::clone(&db_name),
-                    table: Arc::clone(&decoded.schema.table),
-                    position: snapshot_position.clone(),
-                    tx_id: None,
-                    commit_ts: None,
-                    seq,
-                    snapshot: true,
-                },
-                key: Some(key),
-                before: None,
-                after: Some(after),
-                unchanged: Vec::new(),
-                table_schema: Some(Arc::clone(&decoded.schema)),
-            }))
-            .await?;
+            let mut event = snapshot_event(&decoded, &db_name, row.unwrap())?;
+            event.source.position = snapshot_position.clone();
+            event.source.seq = seq;
+            out.send(SourceMessage::Change(event)).await?;
             seq += 1;
             rows += 1;
         }
@@ -155,6 +115,65 @@ pub async fn copy(
     .await?;
     out.flush().await?;
     Ok(Some(start))
+}
+
+/// A name as a quoted identifier.
+pub fn quote_name(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// A row read by a query as a snapshot insert (its position and seq are the caller's to set).
+pub fn snapshot_event(
+    decoded: &DecodedTable,
+    db_name: &Arc<str>,
+    values: Vec<My>,
+) -> Result<ChangeEvent, PipelineError> {
+    let mut cells = Vec::with_capacity(values.len());
+    for ((column, kind), value) in decoded
+        .schema
+        .columns
+        .iter()
+        .zip(&decoded.kinds)
+        .zip(values)
+    {
+        let value = snapshot_value(kind, value).map_err(|why| {
+            PipelineError::definite(
+                "decode",
+                format!("{}.{}: {why}", decoded.info.qualified(), column.name),
+            )
+        })?;
+        cells.push((Arc::clone(&column.name), value));
+    }
+    let after = Row(cells);
+    let key = Row(decoded
+        .info
+        .key
+        .iter()
+        .filter_map(|&i| after.0.get(i).cloned())
+        .collect());
+    Ok(ChangeEvent {
+        op: Op::Insert,
+        source: SourceMeta {
+            kind: SourceKind::Mysql,
+            db: Arc::clone(db_name),
+            schema: Arc::clone(db_name),
+            table: Arc::clone(&decoded.schema.table),
+            position: Position::Mysql {
+                file: String::new(),
+                pos: 0,
+                gtid: None,
+            },
+            tx_id: None,
+            commit_ts: None,
+            seq: 0,
+            snapshot: true,
+        },
+        key: Some(key),
+        before: None,
+        after: Some(after),
+        unchanged: Vec::new(),
+        table_schema: Some(Arc::clone(&decoded.schema)),
+    })
 }
 
 /// Starts a consistent-snapshot transaction and returns the binlog position it corresponds to.

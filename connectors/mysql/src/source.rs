@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use cdc_core::chunked::{self, ChunkReaders, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
 use cdc_core::time::format_utc_micros;
 use cdc_core::{
     ChangeEvent, EventSender, Op, PipelineError, Position, Row, Source, SourceKind, SourceMessage,
@@ -33,6 +34,7 @@ use mysql_async::binlog::BinlogChecksumAlg;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 
+use crate::chunked::{stream_order, MyChunkReaders};
 use crate::errors::classify;
 use crate::rows::{build_row, decode_rows, ColumnTypes};
 use crate::schema::{from_table_map, map_column_names, read_table, DecodedTable, SchemaHistory};
@@ -62,6 +64,10 @@ pub struct MysqlSource {
     pub(crate) config: MysqlConfig,
     pub(crate) patterns: Vec<String>,
     pub(crate) history: SchemaHistory,
+    /// Where chunked snapshots keep their requests and progress.
+    state: Arc<dyn StateTree>,
+    /// `Auto` resolved: watermarks if the agent may write the signal table.
+    method: SnapshotMethod,
 }
 
 impl MysqlSource {
@@ -73,14 +79,18 @@ impl MysqlSource {
     ) -> Result<Self, PipelineError> {
         let mut conn = connect(&config).await?;
         let settings = binlog_settings(&mut conn).await?;
-        let _ = conn.disconnect().await;
         if let Some(e) = settings_errors(&settings).into_iter().next() {
+            let _ = conn.disconnect().await;
             return Err(e);
         }
+        let method = resolve_method(&config, &mut conn).await;
+        let _ = conn.disconnect().await;
         Ok(MysqlSource {
             patterns: config.patterns(),
             config,
-            history: SchemaHistory::load(state)?,
+            history: SchemaHistory::load(Arc::clone(&state))?,
+            state,
+            method: method?,
         })
     }
 
@@ -116,6 +126,13 @@ impl MysqlSource {
                 ),
             )
             .with_hint("run `cdc-agent reset --yes` to start this pipeline over")),
+            None if self.config.initial_snapshot && self.method == SnapshotMethod::Watermark => {
+                // Streaming starts now; the copy runs in chunks alongside it.
+                let (tables, _) = crate::setup::resolve_tables(&self.config, conn).await?;
+                let names: Vec<String> = tables.iter().map(|(d, t)| format!("{d}.{t}")).collect();
+                chunked::request_initial(self.state.as_ref(), &names)?;
+                current_position(conn).await.map(Some)
+            }
             None if self.config.initial_snapshot => snapshot::copy(self, out, context).await,
             None => current_position(conn).await.map(Some),
         }
@@ -152,6 +169,9 @@ impl Source for MysqlSource {
         out: &mut EventSender,
         context: &mut StreamContext,
     ) -> Result<(), PipelineError> {
+        context
+            .progress
+            .set_snapshot_resumable(self.method == SnapshotMethod::Watermark);
         if self.config.snapshot_only && resume_from.is_some() {
             tracing::info!(
                 "snapshot = \"initial_only\" and the copy is already done: nothing to do"
@@ -163,6 +183,8 @@ impl Source for MysqlSource {
         if let Some(e) = settings_errors(&settings).into_iter().next() {
             return Err(e);
         }
+        // Snapshot progress counts only up to what the checkpoint made durable.
+        let durable = resume_from.as_ref().and_then(stream_order);
         let Some(start) = self
             .start_position(&mut conn, resume_from, out, context)
             .await?
@@ -173,6 +195,7 @@ impl Source for MysqlSource {
             return Ok(());
         }
         let tables = self.load_tables(&mut conn, &start).await?;
+        let (names, _) = crate::setup::resolve_tables(&self.config, &mut conn).await?;
         let Position::Mysql { file, pos, .. } = start.clone() else {
             unreachable!("start_position returns MySQL positions")
         };
@@ -199,6 +222,25 @@ impl Source for MysqlSource {
             .map_err(|e| classify(e, "requesting the binlog"))?;
         tracing::info!(from = %start, server_id = self.config.server_id, "streaming binlog changes");
         context.progress.set_streaming(true);
+        let snapshot = if self.method == SnapshotMethod::Watermark {
+            let mut snapshot = ChunkedSnapshot::new(
+                WorkerSetup {
+                    readers: Box::new(MyChunkReaders {
+                        config: self.config.clone(),
+                        signal_table: self.config.signal_table.clone(),
+                    }),
+                    tables: names.iter().map(|(d, t)| format!("{d}.{t}")).collect(),
+                    chunk_rows: self.config.snapshot_chunk_rows,
+                    progress: Arc::clone(&context.progress),
+                    state: Arc::clone(&self.state),
+                },
+                self.config.snapshot_workers,
+            );
+            snapshot.resume(durable)?;
+            Some(snapshot)
+        } else {
+            None
+        };
         let mut session = Session {
             file,
             tables,
@@ -210,12 +252,30 @@ impl Source for MysqlSource {
             format_seen: false,
             checksums,
             stale: HashMap::new(),
+            snapshot,
+            signal_table: self.config.signal_table.clone(),
         };
         let mut shutdown = context.shutdown.clone();
+        let mut poll_requests = tokio::time::interval(Duration::from_secs(1));
+        poll_requests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             tokio::select! {
                 biased;
                 _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break Ok(()),
+                report = ChunkedSnapshot::next_report(&mut session.snapshot) => {
+                    if let Some(snapshot) = session.snapshot.as_mut() {
+                        if let Err(e) = snapshot.on_report(report) {
+                            break Err(e);
+                        }
+                    }
+                }
+                _ = poll_requests.tick() => {
+                    if let Some(snapshot) = session.snapshot.as_mut() {
+                        if let Err(e) = snapshot.poll_requests() {
+                            break Err(e);
+                        }
+                    }
+                }
                 next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => {
                     let event = match next {
                         Err(_) => break Err(PipelineError::transient(
@@ -255,6 +315,8 @@ struct OpenTransaction {
 struct MappedTable {
     map: TableMapEvent<'static>,
     decoded: Option<(Arc<DecodedTable>, Arc<ColumnTypes>)>,
+    /// The snapshot's signal table: its inserted rows are watermarks.
+    signal: bool,
 }
 
 /// One binlog connection's worth of state.
@@ -276,6 +338,44 @@ struct Session {
     format_seen: bool,
     /// The server ends every event with a CRC32.
     checksums: bool,
+    /// The chunked snapshot's workers and windows (watermark method only).
+    snapshot: Option<ChunkedSnapshot>,
+    /// `database.table` whose rows are watermarks.
+    signal_table: String,
+}
+
+/// `Auto` becomes `Watermark` if the agent may write the signal table (it is created if
+/// missing), else `Transaction`; `Watermark` without that right is the operator's to fix.
+async fn resolve_method(
+    config: &MysqlConfig,
+    conn: &mut Conn,
+) -> Result<SnapshotMethod, PipelineError> {
+    if config.snapshot_method == SnapshotMethod::Transaction || config.snapshot_only {
+        return Ok(SnapshotMethod::Transaction);
+    }
+    let probe = async {
+        crate::chunked::ensure_signal_table(conn, &config.signal_table).await?;
+        let mut reader = MyChunkReaders {
+            config: config.clone(),
+            signal_table: config.signal_table.clone(),
+        }
+        .reader();
+        let written = reader.watermark("probe").await;
+        reader.close().await;
+        written
+    };
+    match (probe.await, config.snapshot_method) {
+        (Ok(()), _) => Ok(SnapshotMethod::Watermark),
+        (Err(e), SnapshotMethod::Auto) => {
+            tracing::warn!(error = %e, signal_table = %config.signal_table, "cannot write snapshot watermarks: snapshots use one consistent transaction (not resumable mid-table)");
+            Ok(SnapshotMethod::Transaction)
+        }
+        (Err(e), _) => Err(PipelineError::definite(
+            "config",
+            format!("snapshot_method = \"watermark\" needs the agent to write the signal table {}: {e}", config.signal_table),
+        )
+        .with_hint("grant CREATE, INSERT, DELETE on the signal table's database to the agent's user, set source.signal_table, or use snapshot_method = \"transaction\"")),
+    }
 }
 
 fn position(file: &str, pos: u64, gtid: Option<String>) -> Position {
@@ -544,6 +644,9 @@ impl Session {
             }
         }
         if let Some(table) = truncated_table(statement, default_db) {
+            if let Some(snapshot) = self.snapshot.as_mut() {
+                snapshot.observe_truncate(&table);
+            }
             if let Some(decoded) = self.tables.get(&table).cloned() {
                 self.emit(&decoded, Op::Truncate, None, None, None, Vec::new(), out)
                     .await?;
@@ -551,6 +654,35 @@ impl Session {
         }
         // DDL commits implicitly: whatever it belongs to ends here.
         self.commit(end, timestamp, out, context).await
+    }
+
+    /// A watermark of the chunked snapshot: at a high one, the chunk's rows go out as snapshot
+    /// inserts in the watermark's own transaction, and the table's progress is recorded at its
+    /// position.
+    async fn watermark(&mut self, text: &str, out: &mut EventSender) -> Result<(), PipelineError> {
+        let Some(snapshot) = self.snapshot.as_mut() else {
+            return Ok(());
+        };
+        let Some((plan, events)) = snapshot.on_watermark(text)? else {
+            return Ok(());
+        };
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| decode_error("a snapshot watermark outside a transaction"))?;
+        let at = stream_order(&open.position).ok_or_else(|| {
+            decode_error(format!(
+                "binlog file of {} has no sequence number",
+                open.position
+            ))
+        })?;
+        for mut event in events {
+            event.source.position = open.position.clone();
+            event.source.seq = open.seq;
+            open.seq += 1;
+            out.send(SourceMessage::Change(event)).await?;
+        }
+        snapshot.chunk_sent(&plan, at)
     }
 
     async fn table_map(
@@ -562,8 +694,15 @@ impl Session {
         let table = map.table_name().into_owned();
         let name = format!("{db}.{table}");
         if !source.includes(&db, &table) {
-            self.table_maps
-                .insert(map.table_id(), MappedTable { map, decoded: None });
+            let signal = name == self.signal_table;
+            self.table_maps.insert(
+                map.table_id(),
+                MappedTable {
+                    map,
+                    decoded: None,
+                    signal,
+                },
+            );
             return Ok(());
         }
         let names = map_column_names(&map);
@@ -621,6 +760,7 @@ impl Session {
             MappedTable {
                 map,
                 decoded: Some((decoded, types)),
+                signal: false,
             },
         );
         Ok(())
@@ -637,6 +777,13 @@ impl Session {
                 rows.table_id()
             )));
         };
+        if mapped.signal {
+            let marks = signal_marks(rows, &mapped.map)?;
+            for mark in marks {
+                self.watermark(&mark, out).await?;
+            }
+            return Ok(());
+        }
         let Some((decoded, types)) = mapped.decoded.clone() else {
             return Ok(());
         };
@@ -667,6 +814,15 @@ impl Session {
             let before = before.map(|(row, _)| row);
             let key_from = after_row.as_ref().or(before.as_ref());
             let key = key_from.map(|row| key_of(&decoded, row));
+            if let Some(snapshot) = self.snapshot.as_mut().filter(|s| s.watching()) {
+                // Both keys of a key change: the chunk must not bring back the old one either.
+                let keys: Vec<Row> = [before.as_ref(), after_row.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .map(|row| key_of(&decoded, row))
+                    .collect();
+                snapshot.observe(&decoded.info.qualified(), &keys.iter().collect::<Vec<_>>());
+            }
             self.emit(&decoded, op, key, before, after_row, unchanged, out)
                 .await?;
         }
@@ -712,6 +868,31 @@ impl Session {
         open.seq += 1;
         out.send(SourceMessage::Change(event)).await
     }
+}
+
+/// The text of each watermark a rows event of the signal table inserts.
+fn signal_marks(
+    rows: &RowsEventData<'_>,
+    map: &TableMapEvent<'_>,
+) -> Result<Vec<String>, PipelineError> {
+    use mysql_async::binlog::value::BinlogValue;
+    if !matches!(
+        rows,
+        RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_)
+    ) {
+        return Ok(Vec::new());
+    }
+    let mut marks = Vec::new();
+    for row in rows.rows(map) {
+        let (_, after) = row.map_err(decode_error)?;
+        let Some(after) = after else { continue };
+        for i in 0..after.len() {
+            if let Some(BinlogValue::Value(mysql_async::Value::Bytes(bytes))) = after.as_ref(i) {
+                marks.push(String::from_utf8_lossy(bytes).into_owned());
+            }
+        }
+    }
+    Ok(marks)
 }
 
 fn key_of(decoded: &DecodedTable, row: &Row) -> Row {

@@ -1,40 +1,13 @@
-//! The chunked snapshot with watermarks (the DBLog method; Debezium calls it incremental
-//! snapshots): existing rows are copied in primary-key chunks *while the slot streams*, so no
-//! long transaction pins WAL, streaming of other changes goes on, and a crash resumes at the
-//! next chunk.
-//!
-//! ```text
-//!  worker (own connection)                     session (replication stream, commit order)
-//!  ─ emit  low  watermark (logical message) ─▶ low:  open a window for the table
-//!  ─ SELECT … WHERE key > last ORDER BY key      changes to the table: remember their keys
-//!    LIMIT n  ─▶ chunk rows ══ channel ══▶
-//!  ─ emit  high watermark ───────────────────▶ high: send the chunk's rows, minus every key
-//!                                                    changed inside the window, as snapshot
-//!                                                    inserts in the watermark's transaction
-//! ```
-//!
-//! Why it is consistent: a change committed before the low watermark is in the chunk's read; a
-//! change committed after the high watermark follows the chunk in the stream and supersedes it;
-//! a change committed between the two may or may not be in the read, so the chunk's copy of that
-//! key is dropped and the streamed change (which reached the sink first) stands.
-//!
-//! Progress is kept in the state store per table and generation, keyed by the LSN of the
-//! watermark transaction that carried the chunk: an entry counts only once the checkpoint has
-//! passed that LSN, i.e. once the sink made the chunk durable (the ack rule). After a crash the
-//! copy restarts after the newest such chunk. Watermarks of an earlier run, replayed from the
-//! slot, are recognised by their run id and ignored.
-//!
-//! A table without a primary key (or replica-identity index) cannot be read in key order: it is
-//! copied as one chunk.
+//! The Postgres half of the chunked snapshot ([`cdc_core::chunked`]): a worker's own
+//! connection reads chunks with `SELECT … WHERE (key) > (last) ORDER BY key LIMIT n` and writes
+//! watermarks as transactional logical messages (`pg_logical_emit_message`), which reach the
+//! replication stream in commit order like any transaction.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use cdc_core::{ChangeEvent, Lsn, PipelineError, Row, SourceProgress, StateTree};
-use serde_json::json;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use async_trait::async_trait;
+use cdc_core::chunked::{ChunkReader, ChunkReaders, ChunkRows, Cursor, OpenedTable};
+use cdc_core::{Lsn, PipelineError};
 
 use crate::schema::{quote_ident, quote_literal, Catalog, Relation, TypeCache};
 use crate::setup::TableRef;
@@ -44,536 +17,97 @@ use crate::wire::ConnectParams;
 /// The logical-message prefix of watermarks.
 pub const WATERMARK_PREFIX: &str = "cdc-agent-snapshot";
 
-/// How a table's snapshot is taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnapshotMethod {
-    /// Watermarks if the source accepts them (`pg_logical_emit_message`), else `Transaction`.
-    Auto,
-    /// Chunks between watermarks while streaming: resumable, no long transaction.
-    Watermark,
-    /// One transaction in the snapshot the slot exported: for sources the agent must not
-    /// write to. An interrupted copy starts over.
-    Transaction,
-}
-
-/// Where a table's copy stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cursor {
-    Start,
-    /// The key (text form) of the last row copied.
-    After(Vec<Option<String>>),
-    Done,
-}
-
-/// One table to copy, from where a durable chunk left it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TablePlan {
-    pub table: String,
-    pub generation: u64,
-    pub cursor: Cursor,
-    /// Rows copied before `cursor`.
-    pub rows: u64,
-}
-
-fn request_key(table: &str) -> String {
-    format!("snapshot/request/{table}")
-}
-
-fn progress_prefix(table: &str, generation: u64) -> String {
-    format!("snapshot/progress/{table}/{generation:010}/")
-}
-
-fn state_error(what: &str, key: &str) -> PipelineError {
-    PipelineError::definite(
-        "state",
-        format!("unreadable {what} at {key} in the state store"),
-    )
-    .with_hint("run `cdc-agent reset --yes` to start this pipeline over")
-}
-
-/// Asks for a (new) copy of `tables`: each gets the next generation, so the progress of an
-/// earlier copy no longer counts. Returns the generations.
-pub fn request(tree: &dyn StateTree, tables: &[String]) -> Result<Vec<u64>, PipelineError> {
-    let current = requests(tree)?;
-    let mut out = Vec::with_capacity(tables.len());
-    for table in tables {
-        let generation = current.get(table).copied().unwrap_or(0) + 1;
-        tree.put(
-            &request_key(table),
-            json!({ "generation": generation }).to_string().as_bytes(),
-        )?;
-        out.push(generation);
-    }
-    Ok(out)
-}
-
-/// Every table ever asked for, with its newest generation.
-pub fn requests(tree: &dyn StateTree) -> Result<BTreeMap<String, u64>, PipelineError> {
-    let mut out = BTreeMap::new();
-    for (key, value) in tree.scan("snapshot/request/")? {
-        let generation = serde_json::from_slice::<serde_json::Value>(&value)
-            .ok()
-            .and_then(|v| v["generation"].as_u64())
-            .ok_or_else(|| state_error("snapshot request", &key))?;
-        let table = key.trim_start_matches("snapshot/request/").to_string();
-        out.insert(table, generation);
-    }
-    Ok(out)
-}
-
-/// The copy each requested table needs, from the newest chunk the checkpoint (`durable`, where
-/// the source resumes) has passed. Entries of older generations, and durable ones superseded by
-/// a newer durable one, are pruned.
-pub fn load_plans(
-    tree: &dyn StateTree,
-    durable: Option<Lsn>,
-) -> Result<Vec<TablePlan>, PipelineError> {
-    let mut plans = Vec::new();
-    for (table, generation) in requests(tree)? {
-        let mut plan = Scanning {
-            plan: TablePlan {
-                table: table.clone(),
-                generation,
-                cursor: Cursor::Start,
-                rows: 0,
-            },
-            previous_key: None,
-        };
-        let mut superseded = Vec::new();
-        for (key, value) in tree.scan(&format!("snapshot/progress/{table}/"))? {
-            if !key.starts_with(&progress_prefix(&table, generation)) {
-                superseded.push(key);
-                continue;
-            }
-            let lsn = key
-                .rsplit('/')
-                .next()
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| state_error("snapshot progress", &key))?;
-            if durable.is_none_or(|d| Lsn(lsn) >= d) {
-                continue; // not durable (yet): the chunk is copied again
-            }
-            let (cursor, rows) =
-                parse_progress(&value).ok_or_else(|| state_error("snapshot progress", &key))?;
-            if let Some(previous) = plan.previous_key.replace(key) {
-                superseded.push(previous);
-            }
-            plan.plan.cursor = cursor;
-            plan.plan.rows = rows;
-        }
-        for key in superseded {
-            tree.remove(&key)?;
-        }
-        plans.push(plan.plan);
-    }
-    Ok(plans)
-}
-
-/// Where each requested copy stands as far as the source has sent it (durable or not):
-/// (table, generation, rows sent, finished).
-pub fn request_status(
-    tree: &dyn StateTree,
-) -> Result<Vec<(String, u64, u64, bool)>, PipelineError> {
-    let mut out = Vec::new();
-    for (table, generation) in requests(tree)? {
-        let newest = tree
-            .scan(&progress_prefix(&table, generation))?
-            .last()
-            .and_then(|(_, value)| parse_progress(value));
-        let (rows, done) =
-            newest.map_or((0, false), |(cursor, rows)| (rows, cursor == Cursor::Done));
-        out.push((table, generation, rows, done));
-    }
-    Ok(out)
-}
-
-/// Records that the chunk carried by the watermark transaction at `lsn` brings `table` to
-/// `cursor`. Counts once the checkpoint passes `lsn`.
-pub fn save_progress(
-    tree: &dyn StateTree,
-    plan: &TablePlan,
-    lsn: Lsn,
-) -> Result<(), PipelineError> {
-    let cursor = match &plan.cursor {
-        Cursor::Start => json!("start"),
-        Cursor::After(key) => json!({ "after": key }),
-        Cursor::Done => json!("done"),
-    };
-    tree.put(
-        &format!(
-            "{}{:016x}",
-            progress_prefix(&plan.table, plan.generation),
-            lsn.0
-        ),
-        json!({ "cursor": cursor, "rows": plan.rows })
-            .to_string()
-            .as_bytes(),
-    )
-}
-
-fn parse_progress(value: &[u8]) -> Option<(Cursor, u64)> {
-    let v: serde_json::Value = serde_json::from_slice(value).ok()?;
-    let rows = v["rows"].as_u64()?;
-    let cursor = match &v["cursor"] {
-        serde_json::Value::String(s) if s == "start" => Cursor::Start,
-        serde_json::Value::String(s) if s == "done" => Cursor::Done,
-        serde_json::Value::Object(o) => Cursor::After(
-            o.get("after")?
-                .as_array()?
-                .iter()
-                .map(|k| k.as_str().map(str::to_string))
-                .collect(),
-        ),
-        _ => return None,
-    };
-    Some((cursor, rows))
-}
-
-/// A plan while its progress entries are read: the key of the newest durable entry so far.
-struct Scanning {
-    plan: TablePlan,
-    previous_key: Option<String>,
-}
-
-/// A chunk read between a low and a high watermark, waiting for its high watermark.
-pub struct ChunkRead {
-    pub id: String,
-    /// The table's plan after this chunk.
-    pub plan: TablePlan,
-    pub events: Vec<ChangeEvent>,
-    /// Rows the chunk read.
-    pub read: u64,
-    /// Bounds the chunks in memory: given back when the chunk has been sent on.
-    _permit: OwnedSemaphorePermit,
-}
-
-pub enum WorkerReport {
-    Chunk(ChunkRead),
-    Failed(PipelineError),
-}
-
-/// What the copy workers share.
-pub struct WorkerSetup {
+/// Makes a [`PgChunkReader`] per worker.
+pub struct PgChunkReaders {
     pub params: ConnectParams,
     pub db: Arc<str>,
     pub tables: Vec<TableRef>,
-    pub chunk_rows: usize,
-    pub progress: Arc<SourceProgress>,
 }
 
-/// The copy workers of one streaming session, and the session's side of the method: windows
-/// opened by low watermarks and chunks waiting for their high one.
-pub struct ChunkedSnapshot {
-    setup: Arc<WorkerSetup>,
-    /// Identifies this session's watermarks (those of an earlier run are replayed too).
-    run_id: String,
-    counter: Arc<AtomicU64>,
-    queue: Arc<Mutex<VecDeque<TablePlan>>>,
-    workers: Vec<JoinHandle<()>>,
-    worker_count: usize,
-    chunks_in_memory: Arc<Semaphore>,
-    tx: mpsc::Sender<WorkerReport>,
-    pub rx: mpsc::Receiver<WorkerReport>,
-    /// Newest generation taken on per table.
-    pub known: HashMap<String, u64>,
-    windows: HashMap<String, Window>,
-    pending: HashMap<String, ChunkRead>,
-}
-
-#[derive(Default)]
-struct Window {
-    table: String,
-    /// Keys (see [`key_id`]) changed inside the window.
-    keys: HashSet<String>,
-    truncated: bool,
-}
-
-impl ChunkedSnapshot {
-    pub fn new(setup: WorkerSetup, workers: usize) -> Self {
-        let workers = workers.max(1);
-        let (tx, rx) = mpsc::channel(workers * 2);
-        ChunkedSnapshot {
-            setup: Arc::new(setup),
-            run_id: format!("{:016x}", rand::random::<u64>()),
-            counter: Arc::default(),
-            queue: Arc::default(),
-            workers: Vec::new(),
-            worker_count: workers,
-            // One chunk being sent, one read ahead, per worker.
-            chunks_in_memory: Arc::new(Semaphore::new(workers * 2)),
-            tx,
-            rx,
-            known: HashMap::new(),
-            windows: HashMap::new(),
-            pending: HashMap::new(),
-        }
-    }
-
-    /// Queues tables to copy and starts workers for them.
-    pub fn add(&mut self, plans: Vec<TablePlan>) {
-        let mut queued = 0;
-        for plan in plans {
-            self.known.insert(plan.table.clone(), plan.generation);
-            if plan.cursor == Cursor::Done {
-                continue;
-            }
-            self.setup
-                .progress
-                .set_table_snapshotting(&plan.table, true);
-            tracing::info!(table = %plan.table, generation = plan.generation, resumed_after_rows = plan.rows, "snapshot of table queued");
-            if let Ok(mut queue) = self.queue.lock() {
-                // A newer request replaces a queued older one.
-                queue.retain(|p| p.table != plan.table);
-                queue.push_back(plan);
-                queued += 1;
-            }
-        }
-        self.workers.retain(|w| !w.is_finished());
-        while queued > 0 && self.workers.len() < self.worker_count {
-            queued -= 1;
-            let worker = Worker {
-                setup: Arc::clone(&self.setup),
-                run_id: self.run_id.clone(),
-                counter: Arc::clone(&self.counter),
-                queue: Arc::clone(&self.queue),
-                chunks_in_memory: Arc::clone(&self.chunks_in_memory),
-                tx: self.tx.clone(),
-            };
-            self.workers.push(tokio::spawn(worker.run()));
-        }
-    }
-
-    /// A worker's report arrived: keep its chunk until the high watermark, or fail.
-    pub fn on_report(&mut self, report: WorkerReport) -> Result<(), PipelineError> {
-        match report {
-            WorkerReport::Chunk(chunk) => {
-                self.pending.insert(chunk.id.clone(), chunk);
-                Ok(())
-            }
-            WorkerReport::Failed(e) => Err(e),
-        }
-    }
-
-    /// True while some table is being copied by this session.
-    pub fn watching(&self) -> bool {
-        !self.windows.is_empty()
-    }
-
-    /// A change to `table` with `keys` (new and old) was streamed: chunks whose window is open
-    /// must not overwrite it.
-    pub fn observe(&mut self, table: &str, keys: &[&Row]) {
-        for window in self.windows.values_mut().filter(|w| w.table == table) {
-            for key in keys {
-                window.keys.insert(key_id(key));
-            }
-        }
-    }
-
-    pub fn observe_truncate(&mut self, table: &str) {
-        for window in self.windows.values_mut().filter(|w| w.table == table) {
-            window.truncated = true;
-        }
-    }
-
-    /// A watermark message. Returns the chunk to send (rows already filtered) at a high one.
-    pub fn on_watermark(
-        &mut self,
-        content: &[u8],
-    ) -> Result<Option<(TablePlan, Vec<ChangeEvent>)>, PipelineError> {
-        let text = String::from_utf8_lossy(content);
-        let mut parts = text.splitn(3, ' ');
-        let (Some(kind), Some(id), Some(table)) = (parts.next(), parts.next(), parts.next()) else {
-            return Ok(None);
-        };
-        if !id.starts_with(&self.run_id) {
-            return Ok(None); // an earlier run's, replayed from the slot
-        }
-        match kind {
-            "low" => {
-                self.windows.insert(
-                    id.to_string(),
-                    Window {
-                        table: table.to_string(),
-                        ..Default::default()
-                    },
-                );
-                Ok(None)
-            }
-            "high" => {
-                let window = self.windows.remove(id).unwrap_or_default();
-                let chunk = self.take_chunk(id)?;
-                let read = chunk.read;
-                let events: Vec<ChangeEvent> = if window.truncated {
-                    vec![]
-                } else {
-                    chunk
-                        .events
-                        .into_iter()
-                        .filter(|e| {
-                            e.key
-                                .as_ref()
-                                .is_none_or(|k| !window.keys.contains(&key_id(k)))
-                        })
-                        .collect()
-                };
-                tracing::debug!(table, read, sent = events.len(), "snapshot chunk");
-                Ok(Some((chunk.plan, events)))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    fn take_chunk(&mut self, id: &str) -> Result<ChunkRead, PipelineError> {
-        loop {
-            if let Some(chunk) = self.pending.remove(id) {
-                return Ok(chunk);
-            }
-            // The worker hands the chunk over before it writes the high watermark.
-            match self.rx.try_recv() {
-                Ok(report) => self.on_report(report)?,
-                Err(_) => {
-                    return Err(PipelineError::transient(
-                        "snapshot",
-                        format!("the rows of snapshot chunk {id} are missing"),
-                    ))
-                }
-            }
-        }
+impl ChunkReaders for PgChunkReaders {
+    fn reader(&self) -> Box<dyn ChunkReader> {
+        Box::new(PgChunkReader {
+            catalog: Catalog::new(self.params.clone()),
+            types: TypeCache::default(),
+            db: Arc::clone(&self.db),
+            tables: self.tables.clone(),
+            relation: None,
+        })
     }
 }
 
-impl Drop for ChunkedSnapshot {
-    fn drop(&mut self) {
-        for worker in &self.workers {
-            worker.abort();
-        }
-    }
+/// One worker's connection, and the table it copies.
+struct PgChunkReader {
+    catalog: Catalog,
+    types: TypeCache,
+    db: Arc<str>,
+    tables: Vec<TableRef>,
+    relation: Option<Relation>,
 }
 
-/// A key's identity for the windows: its values, as both the stream and the chunk decode them
-/// (from the same text forms).
-fn key_id(key: &Row) -> String {
-    let mut out = String::new();
-    for (_, value) in &key.0 {
-        out.push_str(&format!("{value:?}\u{1f}"));
-    }
-    out
-}
-
-struct Worker {
-    setup: Arc<WorkerSetup>,
-    run_id: String,
-    counter: Arc<AtomicU64>,
-    queue: Arc<Mutex<VecDeque<TablePlan>>>,
-    chunks_in_memory: Arc<Semaphore>,
-    tx: mpsc::Sender<WorkerReport>,
-}
-
-impl Worker {
-    async fn run(self) {
-        let mut catalog = Catalog::new(self.setup.params.clone());
-        let mut types = TypeCache::default();
-        loop {
-            let next = self.queue.lock().ok().and_then(|mut q| q.pop_front());
-            let Some(plan) = next else { break };
-            if let Err(e) = self.copy(&mut catalog, &mut types, plan).await {
-                let _ = self.tx.send(WorkerReport::Failed(e)).await;
-                break;
-            }
-        }
-        catalog.close().await;
-    }
-
-    async fn copy(
-        &self,
-        catalog: &mut Catalog,
-        types: &mut TypeCache,
-        mut plan: TablePlan,
-    ) -> Result<(), PipelineError> {
-        let Some(table) = self
-            .setup
-            .tables
-            .iter()
-            .find(|t| t.qualified() == plan.table)
-        else {
+#[async_trait]
+impl ChunkReader for PgChunkReader {
+    async fn open_table(&mut self, name: &str) -> Result<OpenedTable, PipelineError> {
+        let Some(table) = self.tables.iter().find(|t| t.qualified() == name) else {
             return Err(PipelineError::definite(
                 "config",
-                format!(
-                    "cannot snapshot {}: it is not one of the pipeline's tables",
-                    plan.table
-                ),
+                format!("cannot snapshot {name}: it is not one of the pipeline's tables"),
             ));
         };
-        let relation = describe_table(catalog, types, table).await?;
-        let estimate = catalog.query(&estimate_sql(table)).await?;
-        if let Some(rows) = parse_estimate(&estimate) {
-            self.setup
-                .progress
-                .set_snapshot_estimate(plan.table.clone(), rows);
-        }
-        // Without a unique key there is no order to resume in: one chunk.
+        let relation = describe_table(&mut self.catalog, &mut self.types, table).await?;
+        let estimate = self.catalog.query(&estimate_sql(table)).await?;
         let keyed = !relation.table_schema.key.is_empty();
-        let limit = if keyed { self.setup.chunk_rows } else { 0 };
-        while plan.cursor != Cursor::Done {
-            let permit = Arc::clone(&self.chunks_in_memory)
-                .acquire_owned()
-                .await
-                .map_err(|_| PipelineError::transient("shutdown", "snapshot stopped"))?;
-            let id = format!(
-                "{}-{}",
-                self.run_id,
-                self.counter.fetch_add(1, Ordering::Relaxed)
-            );
-            emit(catalog, "low", &id, &plan.table).await?;
-            let rows = catalog
-                .query(&chunk_sql(&relation, &plan.cursor, limit))
-                .await?
-                .rows;
-            let read = rows.len() as u64;
-            plan.cursor = match rows.last() {
-                Some(last) if keyed && rows.len() >= limit => Cursor::After(
-                    relation
-                        .key
-                        .iter()
-                        .map(|&i| last.get(i).cloned().flatten())
-                        .collect(),
-                ),
-                _ => Cursor::Done,
-            };
-            plan.rows += read;
-            let events = rows
-                .into_iter()
-                .map(|row| snapshot_event(&relation, &self.setup.db, row, Lsn(0), 0))
-                .collect();
-            let chunk = ChunkRead {
-                id: id.clone(),
-                plan: plan.clone(),
-                events,
-                read,
-                _permit: permit,
-            };
-            if self.tx.send(WorkerReport::Chunk(chunk)).await.is_err() {
-                return Ok(()); // the session ended
-            }
-            emit(catalog, "high", &id, &plan.table).await?;
-        }
-        Ok(())
+        self.relation = Some(relation);
+        Ok(OpenedTable {
+            keyed,
+            estimate: parse_estimate(&estimate),
+        })
+    }
+
+    async fn watermark(&mut self, text: &str) -> Result<(), PipelineError> {
+        emit(&mut self.catalog, text).await
+    }
+
+    async fn read_chunk(
+        &mut self,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<ChunkRows, PipelineError> {
+        let Some(relation) = self.relation.as_ref() else {
+            return Err(PipelineError::transient("snapshot", "no table open"));
+        };
+        let rows = self
+            .catalog
+            .query(&chunk_sql(relation, cursor, limit))
+            .await?
+            .rows;
+        let last_key = rows.last().map(|last| {
+            relation
+                .key
+                .iter()
+                .map(|&i| last.get(i).cloned().flatten())
+                .collect()
+        });
+        let events = rows
+            .into_iter()
+            .map(|row| snapshot_event(relation, &self.db, row, Lsn(0), 0))
+            .collect();
+        Ok(ChunkRows { events, last_key })
+    }
+
+    async fn close(&mut self) {
+        self.catalog.close().await;
     }
 }
 
 /// Writes a watermark into the WAL: a transactional logical message, so it reaches the stream
 /// in commit order like any transaction.
-async fn emit(
-    catalog: &mut Catalog,
-    kind: &str,
-    id: &str,
-    table: &str,
-) -> Result<(), PipelineError> {
+async fn emit(catalog: &mut Catalog, text: &str) -> Result<(), PipelineError> {
     catalog
         .query(&format!(
             "SELECT pg_logical_emit_message(true, {}, {})",
             quote_literal(WATERMARK_PREFIX),
-            quote_literal(&format!("{kind} {id} {table}"))
+            quote_literal(text)
         ))
         .await
         .map(|_| ())
@@ -618,62 +152,4 @@ fn chunk_sql(relation: &Relation, cursor: &Cursor, limit: usize) -> String {
     }
     sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(", ")));
     sql
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cdc_core::MemoryTree;
-
-    #[test]
-    fn only_durable_chunks_of_the_newest_generation_count() {
-        let tree = MemoryTree::default();
-        assert_eq!(request(&tree, &["public.t".into()]).unwrap(), vec![1]);
-        let mut plan = TablePlan {
-            table: "public.t".into(),
-            generation: 1,
-            cursor: Cursor::After(vec![Some("10".into())]),
-            rows: 10,
-        };
-        save_progress(&tree, &plan, Lsn(0x100)).unwrap();
-        plan.cursor = Cursor::After(vec![Some("20".into())]);
-        plan.rows = 20;
-        save_progress(&tree, &plan, Lsn(0x200)).unwrap();
-
-        let load = |durable| load_plans(&tree, durable).unwrap().remove(0);
-        assert_eq!(
-            load(None).cursor,
-            Cursor::Start,
-            "no checkpoint: nothing is durable"
-        );
-        assert_eq!(load(Some(Lsn(0x100))).cursor, Cursor::Start);
-        let resumed = load(Some(Lsn(0x150)));
-        assert_eq!(resumed.cursor, Cursor::After(vec![Some("10".into())]));
-        assert_eq!(resumed.rows, 10);
-        assert_eq!(
-            load(Some(Lsn(0x300))).cursor,
-            Cursor::After(vec![Some("20".into())])
-        );
-        assert_eq!(
-            tree.scan("snapshot/progress/").unwrap().len(),
-            1,
-            "the superseded entry is pruned"
-        );
-
-        // A new request starts the table over.
-        assert_eq!(request(&tree, &["public.t".into()]).unwrap(), vec![2]);
-        let again = load(Some(Lsn(0x300)));
-        assert_eq!((again.generation, again.cursor), (2, Cursor::Start));
-        assert!(tree.scan("snapshot/progress/").unwrap().is_empty());
-    }
-
-    #[test]
-    fn key_identity_ignores_names_but_not_values() {
-        use cdc_core::Value;
-        let a = Row(vec![(Arc::from("id"), Value::Int(1))]);
-        let b = Row(vec![(Arc::from("other"), Value::Int(1))]);
-        let c = Row(vec![(Arc::from("id"), Value::Int(2))]);
-        assert_eq!(key_id(&a), key_id(&b));
-        assert_ne!(key_id(&a), key_id(&c));
-    }
 }

@@ -19,6 +19,6 @@ pub mod source;
 pub mod values;
 pub mod wire;
 
-pub use chunked::SnapshotMethod;
+pub use cdc_core::chunked::SnapshotMethod;
 pub use setup::{drop_slot, preflight, server_state, PostgresConfig, ServerState};
 pub use source::PostgresSource;

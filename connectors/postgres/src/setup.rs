@@ -25,7 +25,7 @@ pub struct PostgresConfig {
     /// database is quiet (`None`: never).
     pub heartbeat_interval: Option<std::time::Duration>,
     /// How snapshots are taken (see [`crate::chunked`]).
-    pub snapshot_method: crate::chunked::SnapshotMethod,
+    pub snapshot_method: cdc_core::chunked::SnapshotMethod,
     /// Tables copied at once by a chunked snapshot.
     pub snapshot_workers: usize,
     /// Rows per chunk.

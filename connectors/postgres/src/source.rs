@@ -26,7 +26,7 @@ use cdc_core::{
 };
 use tokio::sync::watch;
 
-use crate::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
+use crate::chunked::{PgChunkReaders, WATERMARK_PREFIX};
 use crate::errors::classify;
 use crate::pgoutput::{self, Message, OldKind, Tuple, TupleValue};
 use crate::schema::{
@@ -40,6 +40,7 @@ use crate::setup::{
 use crate::snapshot::SnapshotRun;
 use crate::values::decode_text;
 use crate::wire::{ConnectParams, Connection};
+use cdc_core::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
 
 /// How often the standby status update goes out; well under any sane wal_sender_timeout.
 const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
@@ -237,14 +238,8 @@ impl PostgresSource {
     /// Asks for the initial copy of every table (once: a restart before the first checkpoint
     /// keeps the request).
     fn request_initial_snapshot(&self) -> Result<(), PipelineError> {
-        let asked = chunked::requests(self.state.as_ref())?;
-        let tables: Vec<String> = self
-            .tables
-            .iter()
-            .map(TableRef::qualified)
-            .filter(|t| !asked.contains_key(t))
-            .collect();
-        chunked::request(self.state.as_ref(), &tables).map(|_| ())
+        let tables: Vec<String> = self.tables.iter().map(TableRef::qualified).collect();
+        chunked::request_initial(self.state.as_ref(), &tables)
     }
 
     async fn drop_slot(&mut self) -> Result<(), PipelineError> {
@@ -342,45 +337,6 @@ impl PostgresSource {
         }
     }
 
-    /// The copies still to do: requested tables of this pipeline not durably finished.
-    fn snapshot_plans(
-        &self,
-        durable: Option<Lsn>,
-    ) -> Result<Vec<chunked::TablePlan>, PipelineError> {
-        let mut plans = chunked::load_plans(self.state.as_ref(), durable)?;
-        plans.retain(|p| {
-            let known = self.tables.iter().any(|t| t.qualified() == p.table);
-            if !known {
-                tracing::warn!(table = %p.table, "snapshot requested for a table the pipeline does not replicate; ignored");
-            }
-            known
-        });
-        Ok(plans)
-    }
-
-    /// New `cdc-agent snapshot` requests (generations not yet taken on).
-    fn new_snapshot_requests(
-        &self,
-        snapshot: &ChunkedSnapshot,
-    ) -> Result<Vec<chunked::TablePlan>, PipelineError> {
-        let requests = chunked::requests(self.state.as_ref())?;
-        let fresh = requests
-            .iter()
-            .any(|(t, g)| snapshot.known.get(t).is_none_or(|known| known < g));
-        if !fresh {
-            return Ok(vec![]);
-        }
-        // A new generation has no progress yet: its plan starts at the beginning.
-        let mut plans = self.snapshot_plans(None)?;
-        plans.retain(|p| {
-            snapshot
-                .known
-                .get(&p.table)
-                .is_none_or(|&g| g < p.generation)
-        });
-        Ok(plans)
-    }
-
     async fn relation(
         &mut self,
         oid: u32,
@@ -458,15 +414,19 @@ impl Source for PostgresSource {
         let snapshot = if self.method == SnapshotMethod::Watermark {
             let mut snapshot = ChunkedSnapshot::new(
                 WorkerSetup {
-                    params: self.params.clone(),
-                    db: Arc::clone(&self.db),
-                    tables: self.tables.clone(),
-                    chunk_rows: self.config.snapshot_chunk_rows.max(1),
+                    readers: Box::new(PgChunkReaders {
+                        params: self.params.clone(),
+                        db: Arc::clone(&self.db),
+                        tables: self.tables.clone(),
+                    }),
+                    tables: self.tables.iter().map(TableRef::qualified).collect(),
+                    chunk_rows: self.config.snapshot_chunk_rows,
                     progress: Arc::clone(&self.progress),
+                    state: Arc::clone(&self.state),
                 },
                 self.config.snapshot_workers,
             );
-            snapshot.add(self.snapshot_plans(durable)?);
+            snapshot.resume(durable.map(|lsn| lsn.0))?;
             Some(snapshot)
         } else {
             None
@@ -539,17 +499,14 @@ impl Session {
                         Err(_) => {}
                     }
                 }
-                report = next_report(&mut self.snapshot) => {
+                report = ChunkedSnapshot::next_report(&mut self.snapshot) => {
                     if let Some(snapshot) = self.snapshot.as_mut() {
                         snapshot.on_report(report)?;
                     }
                 }
                 _ = feedback.tick() => {
                     if let Some(snapshot) = self.snapshot.as_mut() {
-                        let plans = source.new_snapshot_requests(snapshot)?;
-                        if !plans.is_empty() {
-                            snapshot.add(plans);
-                        }
+                        snapshot.poll_requests()?;
                     }
                     // Asking for a reply gets a keepalive back at once: its WAL end lets an idle
                     // pipeline confirm (and the slot release WAL) every second.
@@ -710,8 +667,9 @@ impl Session {
             }
             Message::Message {
                 prefix, content, ..
-            } if prefix == chunked::WATERMARK_PREFIX => {
-                self.watermark(content, source, out).await?;
+            } if prefix == WATERMARK_PREFIX => {
+                self.watermark(&String::from_utf8_lossy(content), out)
+                    .await?;
             }
             // Origins matter for bidirectional setups, other logical messages (heartbeats) are
             // not row changes.
@@ -723,19 +681,13 @@ impl Session {
     /// A watermark of the chunked snapshot: at a high one, the chunk's rows go out as snapshot
     /// inserts in the watermark's own transaction, and the table's progress is recorded at its
     /// position.
-    async fn watermark(
-        &mut self,
-        content: &[u8],
-        source: &mut PostgresSource,
-        out: &mut EventSender,
-    ) -> Result<(), PipelineError> {
+    async fn watermark(&mut self, text: &str, out: &mut EventSender) -> Result<(), PipelineError> {
         let Some(snapshot) = self.snapshot.as_mut() else {
             return Ok(());
         };
-        let Some((plan, events)) = snapshot.on_watermark(content)? else {
+        let Some((plan, events)) = snapshot.on_watermark(text)? else {
             return Ok(());
         };
-        let current = snapshot.known.get(&plan.table) == Some(&plan.generation);
         let open = self.open.as_mut().ok_or_else(|| {
             PipelineError::transient("decode", "a snapshot watermark outside a transaction")
         })?;
@@ -750,12 +702,10 @@ impl Session {
             event.source.seq = seq;
             self.forward(out, SourceMessage::Change(event)).await?;
         }
-        chunked::save_progress(source.state.as_ref(), &plan, lsn)?;
-        if plan.cursor == chunked::Cursor::Done && current {
-            source.progress.set_table_snapshotting(&plan.table, false);
-            tracing::info!(table = %plan.table, rows = plan.rows, "snapshot of table done");
+        match self.snapshot.as_ref() {
+            Some(snapshot) => snapshot.chunk_sent(&plan, lsn.0),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn relation_for(&self, oid: u32) -> Result<Arc<Relation>, PipelineError> {
@@ -931,17 +881,6 @@ fn key_of(rel: &Relation, row: &Row) -> Row {
         .filter_map(|&i| rel.columns.get(i))
         .filter_map(|c| row.0.iter().find(|(name, _)| *name == c.name).cloned())
         .collect())
-}
-
-/// The next report of the snapshot's workers; pending forever without a chunked snapshot.
-async fn next_report(snapshot: &mut Option<ChunkedSnapshot>) -> chunked::WorkerReport {
-    match snapshot {
-        Some(s) => match s.rx.recv().await {
-            Some(report) => report,
-            None => std::future::pending().await,
-        },
-        None => std::future::pending().await,
-    }
 }
 
 /// Builds a row from a tuple. `identity_only`: an old-key tuple, whose other columns are null.

@@ -1,0 +1,379 @@
+//! The MySQL/MariaDB half of the chunked snapshot ([`cdc_core::chunked`]).
+//!
+//! A worker's own connection reads chunks in primary-key order with
+//! `SELECT … WHERE key > ? ORDER BY key LIMIT n` (a composite key as `a > ? OR (a = ? AND b > ?)`,
+//! which both servers turn into a range scan of the key). Watermarks are rows of a small signal
+//! table: each is inserted and deleted in one transaction, so the table stays empty while the
+//! binlog carries the row in commit order like any change; the binlog session recognises the
+//! table by name and hands the text to the snapshot.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cdc_core::chunked::{ChunkReader, ChunkReaders, ChunkRows, Cursor, OpenedTable};
+use cdc_core::{PipelineError, Position};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Value as My};
+
+use crate::errors::query_error;
+use crate::schema::{read_table, DecodedTable};
+use crate::setup::{connect, MysqlConfig};
+use crate::snapshot::{quote_name, snapshot_event};
+
+/// The signal table's default name (`database.table`).
+pub const DEFAULT_SIGNAL_TABLE: &str = "cdc_agent.snapshot_watermarks";
+
+/// `database.table` of the signal table, split (a name without a database is refused).
+pub fn signal_table_parts(name: &str) -> Option<(&str, &str)> {
+    let (db, table) = name.split_once('.')?;
+    (!db.is_empty() && !table.is_empty() && !table.contains('.')).then_some((db, table))
+}
+
+/// Creates the signal table if it is missing. An error means the agent may not write
+/// watermarks here (a read-only replica, or no CREATE privilege).
+pub async fn ensure_signal_table(conn: &mut Conn, name: &str) -> Result<(), PipelineError> {
+    let Some((db, table)) = signal_table_parts(name) else {
+        return Err(PipelineError::definite(
+            "config",
+            format!("source.signal_table = {name:?} is not `database.table`"),
+        ));
+    };
+    for sql in [
+        format!("CREATE DATABASE IF NOT EXISTS {}", quote_name(db)),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+             mark VARCHAR(1024) NOT NULL) ENGINE=InnoDB",
+            quote_name(db),
+            quote_name(table)
+        ),
+    ] {
+        conn.query_drop(&sql)
+            .await
+            .map_err(|e| query_error(e, &format!("creating the signal table {name}")))?;
+    }
+    Ok(())
+}
+
+/// A position's place in the binlog as one number: the file's sequence number above the offset
+/// (offsets stay below 4 GiB: `max_binlog_size` is at most 1 GiB).
+pub fn stream_order(position: &Position) -> Option<u64> {
+    let Position::Mysql { file, pos, .. } = position else {
+        return None;
+    };
+    let sequence: u64 = file.rsplit('.').next()?.parse().ok()?;
+    Some((sequence << 32) | (pos & 0xffff_ffff))
+}
+
+/// Makes a [`MyChunkReader`] per worker.
+pub struct MyChunkReaders {
+    pub config: MysqlConfig,
+    pub signal_table: String,
+}
+
+impl ChunkReaders for MyChunkReaders {
+    fn reader(&self) -> Box<dyn ChunkReader> {
+        Box::new(MyChunkReader {
+            config: self.config.clone(),
+            signal_table: self.signal_table.clone(),
+            conn: None,
+            table: None,
+        })
+    }
+}
+
+struct MyChunkReader {
+    config: MysqlConfig,
+    signal_table: String,
+    conn: Option<Conn>,
+    table: Option<DecodedTable>,
+}
+
+impl MyChunkReader {
+    async fn conn(&mut self) -> Result<&mut Conn, PipelineError> {
+        if self.conn.is_none() {
+            let mut conn = connect(&self.config).await?;
+            // TIMESTAMP values are read in UTC, like the binlog has them; every chunk is one
+            // statement, so read-committed is all the consistency a chunk needs.
+            for setting in [
+                "SET SESSION time_zone = '+00:00'",
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            ] {
+                conn.query_drop(setting)
+                    .await
+                    .map_err(|e| query_error(e, "preparing the snapshot session"))?;
+            }
+            self.conn = Some(conn);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| PipelineError::transient("connection", "no snapshot connection"))
+    }
+}
+
+#[async_trait]
+impl ChunkReader for MyChunkReader {
+    async fn open_table(&mut self, name: &str) -> Result<OpenedTable, PipelineError> {
+        let Some((db, table)) = name.split_once('.') else {
+            return Err(PipelineError::definite(
+                "config",
+                format!("cannot snapshot {name}: not a database.table name"),
+            ));
+        };
+        let (db, table) = (db.to_string(), table.to_string());
+        let conn = self.conn().await?;
+        let Some(info) = read_table(conn, &db, &table).await? else {
+            return Err(PipelineError::definite(
+                "snapshot",
+                format!("cannot snapshot {name}: the table does not exist"),
+            ));
+        };
+        // InnoDB's estimate: good enough for a rate and an ETA, and free.
+        let estimate: Option<Option<u64>> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&db, &table),
+            )
+            .await
+            .unwrap_or(None);
+        let decoded = DecodedTable::new(info);
+        let keyed = !decoded.info.key.is_empty();
+        self.table = Some(decoded);
+        Ok(OpenedTable {
+            keyed,
+            estimate: estimate.flatten(),
+        })
+    }
+
+    async fn watermark(&mut self, text: &str) -> Result<(), PipelineError> {
+        let Some((db, table)) = signal_table_parts(&self.signal_table) else {
+            return Err(PipelineError::definite(
+                "config",
+                format!(
+                    "source.signal_table = {:?} is not `database.table`",
+                    self.signal_table
+                ),
+            ));
+        };
+        let signal = format!("{}.{}", quote_name(db), quote_name(table));
+        let conn = self.conn().await?;
+        let mut tx = conn
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .map_err(|e| query_error(e, "writing a snapshot watermark"))?;
+        tx.exec_drop(format!("INSERT INTO {signal} (mark) VALUES (?)"), (text,))
+            .await
+            .map_err(|e| query_error(e, "writing a snapshot watermark"))?;
+        tx.exec_drop(format!("DELETE FROM {signal} WHERE mark = ?"), (text,))
+            .await
+            .map_err(|e| query_error(e, "writing a snapshot watermark"))?;
+        tx.commit()
+            .await
+            .map_err(|e| query_error(e, "writing a snapshot watermark"))
+    }
+
+    async fn read_chunk(
+        &mut self,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<ChunkRows, PipelineError> {
+        let Some(decoded) = self.table.take() else {
+            return Err(PipelineError::transient("snapshot", "no table open"));
+        };
+        let result = read_rows(self.conn().await?, &decoded, cursor, limit).await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.table = Some(decoded);
+                return Err(e);
+            }
+        };
+        let last_key = rows.last().map(|row| {
+            decoded
+                .info
+                .key
+                .iter()
+                .map(|&i| row.get(i).and_then(cursor_value))
+                .collect()
+        });
+        let db: Arc<str> = Arc::from(decoded.info.db.as_str());
+        let events = rows
+            .into_iter()
+            .map(|values| snapshot_event(&decoded, &db, values))
+            .collect::<Result<Vec<_>, _>>();
+        self.table = Some(decoded);
+        Ok(ChunkRows {
+            events: events?,
+            last_key,
+        })
+    }
+
+    async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.disconnect().await;
+        }
+    }
+}
+
+/// The chunk's rows as the server sends them (binary protocol).
+async fn read_rows(
+    conn: &mut Conn,
+    decoded: &DecodedTable,
+    cursor: &Cursor,
+    limit: usize,
+) -> Result<Vec<Vec<My>>, PipelineError> {
+    let (sql, params) = chunk_sql(decoded, cursor, limit)?;
+    let name = decoded.info.qualified();
+    let rows: Vec<mysql_async::Row> = conn
+        .exec(sql.as_str(), params)
+        .await
+        .map_err(|e| query_error(e, &format!("reading a chunk of {name}")))?;
+    Ok(rows.into_iter().map(mysql_async::Row::unwrap).collect())
+}
+
+/// The next chunk's query and its parameters: rows after the cursor in key order (`limit` 0:
+/// the whole table).
+fn chunk_sql(
+    decoded: &DecodedTable,
+    cursor: &Cursor,
+    limit: usize,
+) -> Result<(String, Vec<My>), PipelineError> {
+    let columns: Vec<String> = decoded
+        .info
+        .columns
+        .iter()
+        .map(|c| quote_name(&c.name))
+        .collect();
+    let mut sql = format!(
+        "SELECT {} FROM {}.{}",
+        columns.join(", "),
+        quote_name(&decoded.info.db),
+        quote_name(&decoded.info.table)
+    );
+    let mut params = Vec::new();
+    if limit == 0 {
+        return Ok((sql, params));
+    }
+    let key: Vec<String> = decoded
+        .info
+        .key
+        .iter()
+        .filter_map(|&i| decoded.info.columns.get(i))
+        .map(|c| quote_name(&c.name))
+        .collect();
+    if let Cursor::After(values) = cursor {
+        let values: Vec<My> = values
+            .iter()
+            .map(|v| parse_cursor_value(v.as_deref()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                PipelineError::definite(
+                    "state",
+                    format!(
+                        "unreadable snapshot cursor for {}",
+                        decoded.info.qualified()
+                    ),
+                )
+                .with_hint("run `cdc-agent snapshot` for the table to copy it again")
+            })?;
+        // (a, b) > (x, y) spelled out: a > x OR (a = x AND b > y).
+        let mut alternatives = Vec::new();
+        for last in 0..key.len() {
+            let mut terms = Vec::new();
+            for (i, column) in key.iter().enumerate().take(last + 1) {
+                let op = if i == last { ">" } else { "=" };
+                terms.push(format!("{column} {op} ?"));
+                params.push(values.get(i).cloned().unwrap_or(My::NULL));
+            }
+            alternatives.push(format!("({})", terms.join(" AND ")));
+        }
+        sql.push_str(&format!(" WHERE {}", alternatives.join(" OR ")));
+    }
+    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(", ")));
+    Ok((sql, params))
+}
+
+/// A key value in the cursor's text form, typed so it goes back as the same parameter type
+/// (an integer compared as a number, a string in the column's collation).
+fn cursor_value(value: &My) -> Option<String> {
+    match value {
+        My::NULL => None,
+        My::Int(i) => Some(format!("i:{i}")),
+        My::UInt(u) => Some(format!("u:{u}")),
+        My::Float(f) => Some(format!("f:{f}")),
+        My::Double(f) => Some(format!("f:{f}")),
+        My::Bytes(b) => Some(format!(
+            "b:{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        )),
+        My::Date(y, mo, d, h, mi, s, us) => Some(format!(
+            "s:{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"
+        )),
+        My::Time(negative, days, h, mi, s, us) => Some(format!(
+            "s:{}{}:{mi:02}:{s:02}.{us:06}",
+            if *negative { "-" } else { "" },
+            u64::from(*days) * 24 + u64::from(*h)
+        )),
+    }
+}
+
+fn parse_cursor_value(text: Option<&str>) -> Option<My> {
+    let Some(text) = text else {
+        return Some(My::NULL);
+    };
+    let (kind, rest) = text.split_once(':')?;
+    match kind {
+        "i" => rest.parse().ok().map(My::Int),
+        "u" => rest.parse().ok().map(My::UInt),
+        "f" => rest.parse().ok().map(My::Double),
+        "s" => Some(My::Bytes(rest.as_bytes().to_vec())),
+        "b" => (0..rest.len())
+            .step_by(2)
+            .map(|i| {
+                rest.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .map(My::Bytes),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_values_round_trip_with_their_type() {
+        for value in [
+            My::Int(-5),
+            My::UInt(u64::MAX),
+            My::Double(1.5),
+            My::Bytes(b"a'b\\c\xff".to_vec()),
+        ] {
+            let text = cursor_value(&value);
+            assert_eq!(parse_cursor_value(text.as_deref()), Some(value));
+        }
+        assert_eq!(cursor_value(&My::NULL), None);
+        assert_eq!(parse_cursor_value(Some("x:1")), None);
+    }
+
+    #[test]
+    fn binlog_positions_order_across_files() {
+        let at = |file: &str, pos| Position::Mysql {
+            file: file.into(),
+            pos,
+            gtid: None,
+        };
+        let a = stream_order(&at("mariadb-bin.000009", 4_000_000)).unwrap();
+        let b = stream_order(&at("mariadb-bin.000010", 4)).unwrap();
+        assert!(a < b);
+        assert_eq!(stream_order(&at("binlog", 4)), None);
+    }
+
+    #[test]
+    fn signal_table_names_need_a_database() {
+        assert_eq!(signal_table_parts("a.b"), Some(("a", "b")));
+        assert_eq!(signal_table_parts("b"), None);
+        assert_eq!(signal_table_parts("a.b.c"), None);
+    }
+}
