@@ -3,6 +3,19 @@
 
 now() { date +%s.%N; }
 
+# pg_bench_setup: starts the test servers, builds the release binary, and sets PORT (the
+# logical-replication Postgres), PSQL (psql as postgres there, as an array) and AGENT.
+pg_bench_setup() {
+    bash scripts/testenv.sh start
+    eval "$(bash scripts/testenv.sh env)"
+    PORT="${CDC_TEST_PG_PORT:-55432}"
+    PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
+    cargo build --release --quiet
+    local target_dir
+    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    AGENT="$target_dir/release/cdc-agent"
+}
+
 # measure_agent BINARY CONFIG_DIR CHANGES [SCRAPE] -> "seconds cpu_seconds peak_kb"
 # Runs BINARY -c CONFIG_DIR/cdc-agent.toml until /status reports CHANGES events, then stops it
 # with SIGTERM. SCRAPE=1 also fetches /metrics once a second, as a Prometheus server would.

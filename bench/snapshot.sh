@@ -17,13 +17,7 @@ RUNS="${BENCH_RUNS:-1}"
 WORK="${BENCH_DIR:-/var/tmp/cdc-agent-bench-snapshot}"
 ADMIN_PORT=9197
 
-bash scripts/testenv.sh start
-eval "$(bash scripts/testenv.sh env)"
-PORT="${CDC_TEST_PG_PORT:-55432}"
-PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
-cargo build --release --quiet
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-AGENT="$TARGET_DIR/release/cdc-agent"
+pg_bench_setup
 DUCK_AGENT="$(bash scripts/duckdb-cargo.sh --bin-path)"
 
 rm -rf "$WORK" && mkdir -p "$WORK"

@@ -17,13 +17,7 @@ CHANGES=$((TX * 1000))
 WORK="${BENCH_DIR:-/var/tmp/cdc-agent-bench}"
 ADMIN_PORT=9199
 
-bash scripts/testenv.sh start
-eval "$(bash scripts/testenv.sh env)"
-PORT="${CDC_TEST_PG_PORT:-55432}"
-PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
-cargo build --release --quiet
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-AGENT="$TARGET_DIR/release/cdc-agent"
+pg_bench_setup
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 "${PSQL[@]}" -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'cdc_bench'" >/dev/null

@@ -386,18 +386,24 @@ pub async fn status(
     })
 }
 
+/// Opens the state store of an agent whose admin endpoint did not answer: if the store is
+/// locked, the agent runs after all and the endpoint is the problem.
+pub fn open_store_of_stopped_agent(config: &Config) -> Result<StateStore> {
+    StateStore::open(&config.state_dir()).map_err(|e| match e {
+        StoreError::Locked(_) => anyhow::Error::new(e).context(format!(
+            "the agent is running but its admin endpoint {} does not answer",
+            &*config.agent.admin_addr
+        )),
+        other => other.into(),
+    })
+}
+
 /// The status of a stopped agent, from the state store and the source.
 async fn offline_status(config: &Config) -> Result<StatusReport> {
     let name = config.agent.name.0.clone();
     // A pipeline that never ran has no state store yet: do not create one just to look.
     let (checkpoint, meta) = if config.state_dir().exists() {
-        let store = StateStore::open(&config.state_dir()).map_err(|e| match e {
-            StoreError::Locked(_) => anyhow::Error::new(e).context(format!(
-                "the agent is running but its admin endpoint {} does not answer",
-                &*config.agent.admin_addr
-            )),
-            other => other.into(),
-        })?;
+        let store = open_store_of_stopped_agent(config)?;
         (
             store.checkpoint(&name)?,
             store.meta(&name)?.unwrap_or_default(),

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::admin;
 use crate::config::{Config, SnapshotMethodConfig, SourceType};
-use crate::store::{SourceState, StateStore, StoreError};
+use crate::store::SourceState;
 
 const POLL: Duration = Duration::from_millis(500);
 /// Without a terminal: a progress line this often.
@@ -104,13 +104,7 @@ pub async fn snapshot(config: &Config, tables: Vec<String>, no_wait: bool) -> Re
 
 /// No agent runs: the request waits in the state store for the next `run`.
 fn request_offline(config: &Config, tables: &[String]) -> Result<ExitCode> {
-    let store = StateStore::open(&config.state_dir()).map_err(|e| match e {
-        StoreError::Locked(_) => anyhow::Error::new(e).context(format!(
-            "the agent is running but its admin endpoint {} does not answer",
-            &*config.agent.admin_addr
-        )),
-        other => other.into(),
-    })?;
+    let store = crate::commands::open_store_of_stopped_agent(config)?;
     let state = SourceState::new(Arc::new(store), &config.agent.name);
     cdc_core::chunked::request(&state, tables)?;
     println!(

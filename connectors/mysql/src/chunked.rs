@@ -18,7 +18,7 @@ use mysql_async::{Conn, Value as My};
 use crate::errors::query_error;
 use crate::schema::{read_table, DecodedTable};
 use crate::setup::{connect, MysqlConfig};
-use crate::snapshot::{quote_name, snapshot_event};
+use crate::snapshot::{prepare_session, quote_name, snapshot_event};
 
 /// The signal table's default name (`database.table`).
 pub const DEFAULT_SIGNAL_TABLE: &str = "cdc_agent.snapshot_watermarks";
@@ -92,16 +92,8 @@ impl MyChunkReader {
     async fn conn(&mut self) -> Result<&mut Conn, PipelineError> {
         if self.conn.is_none() {
             let mut conn = connect(&self.config).await?;
-            // TIMESTAMP values are read in UTC, like the binlog has them; every chunk is one
-            // statement, so read-committed is all the consistency a chunk needs.
-            for setting in [
-                "SET SESSION time_zone = '+00:00'",
-                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            ] {
-                conn.query_drop(setting)
-                    .await
-                    .map_err(|e| query_error(e, "preparing the snapshot session"))?;
-            }
+            // Every chunk is one statement: read-committed is all the consistency it needs.
+            prepare_session(&mut conn, "READ COMMITTED").await?;
             self.conn = Some(conn);
         }
         self.conn

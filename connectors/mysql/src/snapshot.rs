@@ -176,20 +176,26 @@ pub fn snapshot_event(
     })
 }
 
-/// Starts a consistent-snapshot transaction and returns the binlog position it corresponds to.
-async fn begin_consistent_snapshot(
-    conn: &mut Conn,
-    mariadb: bool,
-) -> Result<Position, PipelineError> {
-    // TIMESTAMP values are read in UTC, like the binlog has them.
+/// Sets a reading session up: TIMESTAMP values in UTC (as the binlog has them), and the
+/// isolation level of its transactions.
+pub async fn prepare_session(conn: &mut Conn, isolation: &str) -> Result<(), PipelineError> {
     for setting in [
-        "SET SESSION time_zone = '+00:00'",
-        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "SET SESSION time_zone = '+00:00'".to_string(),
+        format!("SET SESSION TRANSACTION ISOLATION LEVEL {isolation}"),
     ] {
         conn.query_drop(setting)
             .await
             .map_err(|e| query_error(e, "preparing the snapshot session"))?;
     }
+    Ok(())
+}
+
+/// Starts a consistent-snapshot transaction and returns the binlog position it corresponds to.
+async fn begin_consistent_snapshot(
+    conn: &mut Conn,
+    mariadb: bool,
+) -> Result<Position, PipelineError> {
+    prepare_session(conn, "REPEATABLE READ").await?;
     if mariadb {
         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             .await
