@@ -309,10 +309,11 @@ async fn a_million_rows_under_concurrent_writes(kind: Kind) {
     db.exec(BIG_SCHEMA).await;
     db.fill("big", 0, ROWS, "concat('row-', g)").await;
     let p = db.pipeline("snapshot_chunk_rows = 20000");
-    let agent = p.start();
-    p.wait_state("snapshotting", Duration::from_secs(60));
+    // The writer runs from before the agent starts until the copy has ended.
     let stop = Arc::new(AtomicBool::new(false));
     let writes = writer(&db, Arc::clone(&stop), ROWS).await;
+    let agent = p.start();
+    p.wait_state("snapshotting", Duration::from_secs(60));
     p.wait_state("streaming", Duration::from_secs(600));
     stop.store(true, Ordering::Relaxed);
     let transactions = writes.await.unwrap();
@@ -335,7 +336,10 @@ async fn a_million_rows_under_concurrent_writes(kind: Kind) {
     // of `big` ended.
     assert!(
         replayed.first_streamed_line["other"] < replayed.last_snapshot_line["big"],
-        "streamed changes waited for the snapshot"
+        "streamed changes waited for the snapshot: first streamed change to `other` at line {}, last snapshot row of `big` at line {} ({} transactions)",
+        replayed.first_streamed_line["other"],
+        replayed.last_snapshot_line["big"],
+        transactions
     );
     let copied = replayed.snapshot_rows["big"];
     assert!(

@@ -347,8 +347,10 @@ impl ChunkedSnapshot {
             queue: Arc::default(),
             workers: Vec::new(),
             worker_count: workers,
-            // One chunk being sent, one read ahead, per worker.
-            chunks_in_memory: Arc::new(Semaphore::new(workers * 2)),
+            // Per worker, chunks waiting for their high watermark while the next ones are read.
+            // Measured on one 5M-row table into JSON lines: 60 s with two in flight, 46 s with
+            // four; eight gained a little more but multiplies the memory of wide rows.
+            chunks_in_memory: Arc::new(Semaphore::new(workers * 4)),
             tx,
             rx,
             known: HashMap::new(),
@@ -513,6 +515,8 @@ impl ChunkedSnapshot {
                 let read = chunk.read;
                 let events: Vec<ChangeEvent> = if window.truncated {
                     vec![]
+                } else if window.keys.is_empty() {
+                    chunk.events // nothing changed in the window: no key to look up
                 } else {
                     chunk
                         .events

@@ -148,19 +148,22 @@ impl ChunkReader for MyChunkReader {
         };
         let signal = format!("{}.{}", quote_name(db), quote_name(table));
         let conn = self.conn().await?;
-        let mut tx = conn
-            .start_transaction(mysql_async::TxOpts::default())
-            .await
-            .map_err(|e| query_error(e, "writing a snapshot watermark"))?;
-        tx.exec_drop(format!("INSERT INTO {signal} (mark) VALUES (?)"), (text,))
-            .await
-            .map_err(|e| query_error(e, "writing a snapshot watermark"))?;
-        tx.exec_drop(format!("DELETE FROM {signal} WHERE mark = ?"), (text,))
-            .await
-            .map_err(|e| query_error(e, "writing a snapshot watermark"))?;
-        tx.commit()
-            .await
-            .map_err(|e| query_error(e, "writing a snapshot watermark"))
+        // Other pipelines (and this one's other workers) write the same table: a deadlock or
+        // lock timeout between two watermark transactions is retried, not a failure.
+        let mut attempt = 0;
+        loop {
+            match write_watermark(conn, &signal, text).await {
+                Err(mysql_async::Error::Server(e))
+                    if (e.code == 1213 || e.code == 1205) && attempt < WATERMARK_RETRIES =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+                }
+                result => {
+                    return result.map_err(|e| query_error(e, "writing a snapshot watermark"))
+                }
+            }
+        }
     }
 
     async fn read_chunk(
@@ -204,6 +207,26 @@ impl ChunkReader for MyChunkReader {
             let _ = conn.disconnect().await;
         }
     }
+}
+
+/// Deadlocks between watermark transactions retried before the copy fails.
+const WATERMARK_RETRIES: u64 = 20;
+
+/// One watermark: inserted and deleted again (by its own key, so only that row is locked) in one
+/// transaction: the binlog carries the row, the table stays empty.
+async fn write_watermark(
+    conn: &mut Conn,
+    signal: &str,
+    text: &str,
+) -> Result<(), mysql_async::Error> {
+    let mut tx = conn
+        .start_transaction(mysql_async::TxOpts::default())
+        .await?;
+    tx.exec_drop(format!("INSERT INTO {signal} (mark) VALUES (?)"), (text,))
+        .await?;
+    tx.query_drop(format!("DELETE FROM {signal} WHERE id = LAST_INSERT_ID()"))
+        .await?;
+    tx.commit().await
 }
 
 /// The chunk's rows as the server sends them (binary protocol).

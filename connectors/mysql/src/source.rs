@@ -221,7 +221,6 @@ impl Source for MysqlSource {
             .await
             .map_err(|e| classify(e, "requesting the binlog"))?;
         tracing::info!(from = %start, server_id = self.config.server_id, "streaming binlog changes");
-        context.progress.set_streaming(true);
         let snapshot = if self.method == SnapshotMethod::Watermark {
             let mut snapshot = ChunkedSnapshot::new(
                 WorkerSetup {
@@ -241,6 +240,8 @@ impl Source for MysqlSource {
         } else {
             None
         };
+        // After the copies are queued: `status` never shows "streaming" before "snapshotting".
+        context.progress.set_streaming(true);
         let mut session = Session {
             file,
             tables,

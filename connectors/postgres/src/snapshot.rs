@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::errors::classify;
 use crate::schema::{quote_literal, Catalog, Column, Relation, TypeCache, SESSION_SETTINGS};
 use crate::setup::TableRef;
-use crate::values::decode_text;
+use crate::values::decode_owned;
 use crate::wire::{ConnectParams, Connection};
 
 /// Rows fetched per round trip, before adapting to the row size.
@@ -185,7 +185,7 @@ pub(crate) fn snapshot_event(
     for (column, text) in relation.columns.iter().zip(row) {
         let value = match text {
             None => cdc_core::Value::Null,
-            Some(text) => decode_text(&column.kind, &text),
+            Some(text) => decode_owned(&column.kind, text),
         };
         values.push((Arc::clone(&column.name), value));
     }

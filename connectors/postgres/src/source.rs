@@ -410,7 +410,6 @@ impl Source for PostgresSource {
         };
         let repl = self.start_replication(repl, start).await?;
         tracing::info!(slot = %self.config.slot, from = %start, "streaming changes");
-        context.progress.set_streaming(true);
         let snapshot = if self.method == SnapshotMethod::Watermark {
             let mut snapshot = ChunkedSnapshot::new(
                 WorkerSetup {
@@ -431,6 +430,8 @@ impl Source for PostgresSource {
         } else {
             None
         };
+        // After the copies are queued: `status` never shows "streaming" before "snapshotting".
+        context.progress.set_streaming(true);
         let mut session = Session {
             snapshot,
             repl,
