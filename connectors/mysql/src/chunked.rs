@@ -18,7 +18,7 @@ use mysql_async::{Conn, Value as My};
 use crate::errors::query_error;
 use crate::schema::{read_table, DecodedTable};
 use crate::setup::{connect, MysqlConfig};
-use crate::snapshot::{prepare_session, quote_name, snapshot_event};
+use crate::snapshot::{prepare_session, quote_name, row_estimate, snapshot_event};
 
 /// The signal table's default name (`database.table`).
 pub const DEFAULT_SIGNAL_TABLE: &str = "cdc_agent.snapshot_watermarks";
@@ -119,21 +119,11 @@ impl ChunkReader for MyChunkReader {
                 format!("cannot snapshot {name}: the table does not exist"),
             ));
         };
-        // InnoDB's estimate: good enough for a rate and an ETA, and free.
-        let estimate: Option<Option<u64>> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&db, &table),
-            )
-            .await
-            .unwrap_or(None);
+        let estimate = row_estimate(conn, &db, &table).await;
         let decoded = DecodedTable::new(info);
         let keyed = !decoded.info.key.is_empty();
         self.table = Some(decoded);
-        Ok(OpenedTable {
-            keyed,
-            estimate: estimate.flatten(),
-        })
+        Ok(OpenedTable { keyed, estimate })
     }
 
     async fn watermark(&mut self, text: &str) -> Result<(), PipelineError> {

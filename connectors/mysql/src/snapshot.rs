@@ -52,15 +52,7 @@ pub async fn copy(
             continue;
         };
         let decoded = source.history.record(info, &start)?;
-        // InnoDB's estimate: good enough for a rate and an ETA, and free.
-        let estimate: Option<Option<u64>> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&db, &table),
-            )
-            .await
-            .unwrap_or(None);
-        if let Some(Some(rows)) = estimate {
+        if let Some(rows) = row_estimate(&mut conn, &db, &table).await {
             context
                 .progress
                 .set_snapshot_estimate(format!("{db}.{table}"), rows);
@@ -115,6 +107,18 @@ pub async fn copy(
     .await?;
     out.flush().await?;
     Ok(Some(start))
+}
+
+/// InnoDB's estimate of a table's rows: good enough for a rate and an ETA, and free.
+pub async fn row_estimate(conn: &mut Conn, db: &str, table: &str) -> Option<u64> {
+    conn.exec_first::<Option<u64>, _, _>(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        (db, table),
+    )
+    .await
+    .ok()
+    .flatten()
+    .flatten()
 }
 
 /// A name as a quoted identifier.

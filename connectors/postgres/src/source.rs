@@ -103,9 +103,10 @@ impl PostgresSource {
         let method = match config.snapshot_method {
             SnapshotMethod::Auto => {
                 // A watermark is a logical message: a source that refuses one gets the
-                // one-transaction copy.
+                // one-transaction copy. The probe is non-transactional: it reaches the stream
+                // outside any transaction, so it moves no target's recorded position.
                 match catalog
-                    .query("SELECT pg_logical_emit_message(true, 'cdc-agent-probe', '')")
+                    .query("SELECT pg_logical_emit_message(false, 'cdc-agent-probe', '')")
                     .await
                 {
                     Ok(_) => SnapshotMethod::Watermark,
