@@ -10,8 +10,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cdc_core::chunked::{ChunkReader, ChunkReaders, ChunkRows, Cursor, OpenedTable};
+use cdc_core::chunked::{
+    ChunkReader, ChunkReaders, ChunkRows, Cursor, OpenedTable, SnapshotMethod,
+};
 use cdc_core::{PipelineError, Position};
+use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as My};
 
@@ -62,6 +65,65 @@ pub fn stream_order(position: &Position) -> Option<u64> {
     };
     let sequence: u64 = file.rsplit('.').next()?.parse().ok()?;
     Some((sequence << 32) | (pos & 0xffff_ffff))
+}
+
+/// `Auto` becomes `Watermark` if the agent may write the signal table (it is created if
+/// missing), else `Transaction`; `Watermark` without that right is the operator's to fix.
+pub async fn resolve_method(
+    config: &MysqlConfig,
+    conn: &mut Conn,
+) -> Result<SnapshotMethod, PipelineError> {
+    if config.snapshot_method == SnapshotMethod::Transaction || config.snapshot_only {
+        return Ok(SnapshotMethod::Transaction);
+    }
+    let probe = async {
+        crate::chunked::ensure_signal_table(conn, &config.signal_table).await?;
+        let mut reader = MyChunkReaders {
+            config: config.clone(),
+            signal_table: config.signal_table.clone(),
+        }
+        .reader();
+        let written = reader.watermark("probe").await;
+        reader.close().await;
+        written
+    };
+    match (probe.await, config.snapshot_method) {
+        (Ok(()), _) => Ok(SnapshotMethod::Watermark),
+        (Err(e), SnapshotMethod::Auto) => {
+            tracing::warn!(error = %e, signal_table = %config.signal_table, "cannot write snapshot watermarks: snapshots use one consistent transaction (not resumable mid-table)");
+            Ok(SnapshotMethod::Transaction)
+        }
+        (Err(e), _) => Err(PipelineError::definite(
+            "config",
+            format!("snapshot_method = \"watermark\" needs the agent to write the signal table {}: {e}", config.signal_table),
+        )
+        .with_hint("grant CREATE, INSERT, DELETE on the signal table's database to the agent's user, set source.signal_table, or use snapshot_method = \"transaction\"")),
+    }
+}
+
+/// The text of each watermark a rows event of the signal table inserts.
+pub fn signal_marks(
+    rows: &RowsEventData<'_>,
+    map: &TableMapEvent<'_>,
+) -> Result<Vec<String>, PipelineError> {
+    use mysql_async::binlog::value::BinlogValue;
+    if !matches!(
+        rows,
+        RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_)
+    ) {
+        return Ok(Vec::new());
+    }
+    let mut marks = Vec::new();
+    for row in rows.rows(map) {
+        let (_, after) = row.map_err(crate::source::decode_error)?;
+        let Some(after) = after else { continue };
+        for i in 0..after.len() {
+            if let Some(BinlogValue::Value(mysql_async::Value::Bytes(bytes))) = after.as_ref(i) {
+                marks.push(String::from_utf8_lossy(bytes).into_owned());
+            }
+        }
+    }
+    Ok(marks)
 }
 
 /// Makes a [`MyChunkReader`] per worker.
@@ -237,7 +299,7 @@ async fn read_rows(
 
 /// The next chunk's query and its parameters: rows after the cursor in key order (`limit` 0:
 /// the whole table).
-fn chunk_sql(
+pub(crate) fn chunk_sql(
     decoded: &DecodedTable,
     cursor: &Cursor,
     limit: usize,

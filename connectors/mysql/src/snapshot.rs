@@ -18,6 +18,8 @@ use cdc_core::{
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as My};
 
+use cdc_core::chunked::Cursor;
+
 use crate::errors::query_error;
 use crate::schema::{read_table, DecodedTable, ValueKind};
 use crate::setup::{binlog_settings, connect, resolve_tables};
@@ -57,18 +59,8 @@ pub async fn copy(
                 .progress
                 .set_snapshot_estimate(format!("{db}.{table}"), rows);
         }
-        let columns: Vec<String> = decoded
-            .info
-            .columns
-            .iter()
-            .map(|c| quote_name(&c.name))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {}.{}",
-            columns.join(", "),
-            quote_name(&db),
-            quote_name(&table)
-        );
+        // The whole table: a chunk without a limit.
+        let (sql, _) = crate::chunked::chunk_sql(&decoded, &Cursor::Start, 0)?;
         let db_name: Arc<str> = Arc::from(db.as_str());
         let mut result = conn
             .exec_iter(sql.as_str(), ())

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cdc_core::chunked::{self, ChunkReaders, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
+use cdc_core::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
 use cdc_core::time::format_utc_micros;
 use cdc_core::{
     ChangeEvent, EventSender, Op, PipelineError, Position, Row, Source, SourceKind, SourceMessage,
@@ -34,7 +34,7 @@ use mysql_async::binlog::BinlogChecksumAlg;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 
-use crate::chunked::{stream_order, MyChunkReaders};
+use crate::chunked::{resolve_method, signal_marks, stream_order, MyChunkReaders};
 use crate::errors::classify;
 use crate::rows::{build_row, decode_rows, ColumnTypes};
 use crate::schema::{from_table_map, map_column_names, read_table, DecodedTable, SchemaHistory};
@@ -345,40 +345,6 @@ struct Session {
     signal_table: String,
 }
 
-/// `Auto` becomes `Watermark` if the agent may write the signal table (it is created if
-/// missing), else `Transaction`; `Watermark` without that right is the operator's to fix.
-async fn resolve_method(
-    config: &MysqlConfig,
-    conn: &mut Conn,
-) -> Result<SnapshotMethod, PipelineError> {
-    if config.snapshot_method == SnapshotMethod::Transaction || config.snapshot_only {
-        return Ok(SnapshotMethod::Transaction);
-    }
-    let probe = async {
-        crate::chunked::ensure_signal_table(conn, &config.signal_table).await?;
-        let mut reader = MyChunkReaders {
-            config: config.clone(),
-            signal_table: config.signal_table.clone(),
-        }
-        .reader();
-        let written = reader.watermark("probe").await;
-        reader.close().await;
-        written
-    };
-    match (probe.await, config.snapshot_method) {
-        (Ok(()), _) => Ok(SnapshotMethod::Watermark),
-        (Err(e), SnapshotMethod::Auto) => {
-            tracing::warn!(error = %e, signal_table = %config.signal_table, "cannot write snapshot watermarks: snapshots use one consistent transaction (not resumable mid-table)");
-            Ok(SnapshotMethod::Transaction)
-        }
-        (Err(e), _) => Err(PipelineError::definite(
-            "config",
-            format!("snapshot_method = \"watermark\" needs the agent to write the signal table {}: {e}", config.signal_table),
-        )
-        .with_hint("grant CREATE, INSERT, DELETE on the signal table's database to the agent's user, set source.signal_table, or use snapshot_method = \"transaction\"")),
-    }
-}
-
 fn position(file: &str, pos: u64, gtid: Option<String>) -> Position {
     Position::Mysql {
         file: file.to_string(),
@@ -387,7 +353,7 @@ fn position(file: &str, pos: u64, gtid: Option<String>) -> Position {
     }
 }
 
-fn decode_error(what: impl std::fmt::Display) -> PipelineError {
+pub(crate) fn decode_error(what: impl std::fmt::Display) -> PipelineError {
     PipelineError::definite("decode", format!("binlog event: {what}"))
 }
 
@@ -869,31 +835,6 @@ impl Session {
         open.seq += 1;
         out.send(SourceMessage::Change(event)).await
     }
-}
-
-/// The text of each watermark a rows event of the signal table inserts.
-fn signal_marks(
-    rows: &RowsEventData<'_>,
-    map: &TableMapEvent<'_>,
-) -> Result<Vec<String>, PipelineError> {
-    use mysql_async::binlog::value::BinlogValue;
-    if !matches!(
-        rows,
-        RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_)
-    ) {
-        return Ok(Vec::new());
-    }
-    let mut marks = Vec::new();
-    for row in rows.rows(map) {
-        let (_, after) = row.map_err(decode_error)?;
-        let Some(after) = after else { continue };
-        for i in 0..after.len() {
-            if let Some(BinlogValue::Value(mysql_async::Value::Bytes(bytes))) = after.as_ref(i) {
-                marks.push(String::from_utf8_lossy(bytes).into_owned());
-            }
-        }
-    }
-    Ok(marks)
 }
 
 fn key_of(decoded: &DecodedTable, row: &Row) -> Row {
