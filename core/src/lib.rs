@@ -6,6 +6,7 @@
 //!
 //! * [`event`]: the canonical change record ([`ChangeEvent`]) and its JSON form.
 //! * [`value`]: lossless column values.
+//! * [`json`]: the record's JSON, written fast for sinks that write every record.
 //! * [`position`]: one position type for every source; comparing two sources is an error.
 //! * [`pipeline`]: the messages a source emits and the [`Source`]/[`Sink`] traits.
 //! * [`error`]: the two error classes (transient / definite) the runtime acts on.
@@ -15,6 +16,7 @@ pub mod check;
 pub mod chunked;
 pub mod error;
 pub mod event;
+pub mod json;
 pub mod pipeline;
 pub mod position;
 pub mod schema;

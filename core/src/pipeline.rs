@@ -61,25 +61,32 @@ pub struct ResumePoint {
 impl ResumePoint {
     /// True if a change at (`position`, `seq`) is at or before this point (already delivered).
     pub fn covers_change(&self, position: &Position, seq: u64) -> Result<bool, PipelineError> {
-        Ok(
-            match position.try_cmp(&self.position).map_err(position_error)? {
-                Ordering::Less => true,
-                Ordering::Greater => false,
-                Ordering::Equal => self.seq.is_none_or(|done| seq <= done),
-            },
-        )
+        covers(&self.position, self.seq, position, Some(seq))
     }
 
     /// True if the commit of the transaction at `position` was already delivered.
     pub fn covers_commit(&self, position: &Position) -> Result<bool, PipelineError> {
-        Ok(
-            match position.try_cmp(&self.position).map_err(position_error)? {
-                Ordering::Less => true,
-                Ordering::Greater => false,
-                Ordering::Equal => self.seq.is_none(),
-            },
-        )
+        covers(&self.position, self.seq, position, None)
     }
+}
+
+/// True if a change (`seq` Some) or a commit (`seq` None) at `position` is at or before the point
+/// (`done`, `done_seq`): a whole transaction when `done_seq` is None.
+fn covers(
+    done: &Position,
+    done_seq: Option<u64>,
+    position: &Position,
+    seq: Option<u64>,
+) -> Result<bool, PipelineError> {
+    Ok(match position.try_cmp(done).map_err(position_error)? {
+        Ordering::Less => true,
+        Ordering::Greater => false,
+        Ordering::Equal => match (done_seq, seq) {
+            (None, _) => true,
+            (Some(done), Some(seq)) => seq <= done,
+            (Some(_), None) => false,
+        },
+    })
 }
 
 fn position_error(e: crate::position::PositionError) -> PipelineError {
@@ -135,7 +142,6 @@ pub struct EventSender {
     delivered: Option<ResumePoint>,
     pending: Vec<SourceMessage>,
     pending_bytes: usize,
-    pending_delivered: Option<ResumePoint>,
 }
 
 /// The channel between a source and the sink runtime: at most about `max_messages` messages
@@ -152,7 +158,6 @@ pub fn channel(
             tx,
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
-            pending_delivered: delivered.clone(),
             delivered,
             pending: Vec::with_capacity(BATCH_MESSAGES),
             pending_bytes: 0,
@@ -173,20 +178,7 @@ impl EventSender {
         if self.already_sent(&message)? {
             return Ok(());
         }
-        let boundary = match &message {
-            SourceMessage::Change(e) => {
-                self.pending_delivered = Some(e.resume_point());
-                false
-            }
-            SourceMessage::Commit { position, .. } => {
-                self.pending_delivered = Some(ResumePoint {
-                    position: position.clone(),
-                    seq: None,
-                });
-                true
-            }
-            SourceMessage::Progress { .. } => true,
-        };
+        let boundary = !matches!(message, SourceMessage::Change(_));
         self.pending_bytes += message.approx_size();
         self.pending.push(message);
         if boundary || self.pending.len() >= BATCH_MESSAGES || self.pending_bytes >= BATCH_BYTES {
@@ -205,6 +197,10 @@ impl EventSender {
             .acquire_many_owned(cost as u32)
             .await
             .map_err(|_| closed())?;
+        let reached = self.reached().map(|(position, seq)| ResumePoint {
+            position: position.clone(),
+            seq,
+        });
         let messages = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_MESSAGES));
         self.pending_bytes = 0;
         self.tx
@@ -214,20 +210,38 @@ impl EventSender {
             })
             .await
             .map_err(|_| closed())?;
-        self.delivered = self.pending_delivered.clone();
+        if reached.is_some() {
+            self.delivered = reached;
+        }
         Ok(())
     }
 
     /// True if the message is at or before what was already sent (or pending).
     fn already_sent(&self, message: &SourceMessage) -> Result<bool, PipelineError> {
-        let Some(done) = &self.pending_delivered else {
+        let Some((done, done_seq)) = self.reached() else {
             return Ok(false);
         };
         match message {
-            SourceMessage::Change(e) => done.covers_change(&e.source.position, e.source.seq),
-            SourceMessage::Commit { position, .. } => done.covers_commit(position),
+            SourceMessage::Change(e) => {
+                covers(done, done_seq, &e.source.position, Some(e.source.seq))
+            }
+            SourceMessage::Commit { position, .. } => covers(done, done_seq, position, None),
             SourceMessage::Progress { .. } => Ok(false),
         }
+    }
+
+    /// How far the pending batch reaches, else what was sent before it: (position, last change's
+    /// ordinal; None for a whole transaction). Read off the messages rather than kept, so the
+    /// hot path clones no position per change.
+    fn reached(&self) -> Option<(&Position, Option<u64>)> {
+        for message in self.pending.iter().rev() {
+            match message {
+                SourceMessage::Change(e) => return Some((&e.source.position, Some(e.source.seq))),
+                SourceMessage::Commit { position, .. } => return Some((position, None)),
+                SourceMessage::Progress { .. } => {}
+            }
+        }
+        self.delivered.as_ref().map(|d| (&d.position, d.seq))
     }
 
     /// Bytes of the budget in use now (buffered, not yet written by the sink).

@@ -416,20 +416,50 @@ pub async fn configured_tables(config: &MysqlConfig) -> Result<Vec<String>, Pipe
         .collect())
 }
 
+/// Could a table of database `db` match one of the patterns (`db.table` globs, `*` matching
+/// anything, dots included)? An over-approximation on the text before each pattern's first `*`,
+/// which is enough to keep the catalog query to the databases that matter: MariaDB otherwise
+/// opens every table of every database on the server, most of a second at each start on a
+/// server with many.
+fn database_may_match(patterns: &[String], db: &str) -> bool {
+    let dotted = format!("{db}.");
+    patterns.is_empty()
+        || patterns
+            .iter()
+            .any(|pattern| match pattern.split_once('*') {
+                Some((fixed, _)) => dotted.starts_with(fixed) || fixed.starts_with(&dotted),
+                None => pattern.starts_with(&dotted),
+            })
+}
+
 pub async fn resolve_tables(
     config: &MysqlConfig,
     conn: &mut Conn,
 ) -> Result<(Vec<(String, String)>, Vec<String>), PipelineError> {
     let patterns = config.patterns();
-    let rows: Vec<(String, String, i64)> = conn
-        .query(
+    let databases: Vec<String> = conn
+        .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+        .await
+        .map_err(|e| query_error(e, "listing the source databases"))?;
+    let databases: Vec<String> = databases
+        .into_iter()
+        .filter(|db| !SYSTEM_DATABASES.contains(&db.as_str()) && database_may_match(&patterns, db))
+        .map(|db| format!("'{}'", db.replace('\\', "\\\\").replace('\'', "''")))
+        .collect();
+    let rows: Vec<(String, String, i64)> = if databases.is_empty() {
+        Vec::new()
+    } else {
+        conn.query(format!(
             "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, \
              (SELECT COUNT(*) FROM information_schema.TABLE_CONSTRAINTS c WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA \
               AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE = 'PRIMARY KEY') \
-             FROM information_schema.TABLES t WHERE t.TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2",
-        )
+             FROM information_schema.TABLES t WHERE t.TABLE_TYPE = 'BASE TABLE' \
+             AND t.TABLE_SCHEMA IN ({}) ORDER BY 1, 2",
+            databases.join(", ")
+        ))
         .await
-        .map_err(|e| query_error(e, "listing the source tables"))?;
+        .map_err(|e| query_error(e, "listing the source tables"))?
+    };
     let mut tables = Vec::new();
     let mut problems = Vec::new();
     for (db, table, keys) in rows {
@@ -453,6 +483,24 @@ pub async fn resolve_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catalog_reads_only_the_databases_the_patterns_can_match() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let patterns = p(&["shop.orders", "crm.c*"]);
+        assert!(database_may_match(&patterns, "shop"));
+        assert!(database_may_match(&patterns, "crm"));
+        assert!(!database_may_match(&patterns, "shop2"));
+        assert!(!database_may_match(&patterns, "cr"));
+        // Dots in database names: `*` matches them too.
+        assert!(database_may_match(&p(&["shop.*"]), "shop.eu"));
+        assert!(database_may_match(&p(&["a.b.c"]), "a.b"));
+        assert!(!database_may_match(&p(&["a.b.c"]), "a.c"));
+        assert!(database_may_match(&p(&["*.audit"]), "anything"));
+        assert!(database_may_match(&p(&["sh*p.orders"]), "shop"));
+        assert!(!database_may_match(&p(&["sh*p.orders"]), "crm"));
+        assert!(database_may_match(&[], "anything"));
+    }
 
     #[test]
     fn lag_adds_up_across_binlog_files() {

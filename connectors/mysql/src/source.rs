@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cdc_core::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
-use cdc_core::time::format_utc_micros;
+use cdc_core::time::format_utc_micros_short;
 use cdc_core::{
     ChangeEvent, EventSender, Op, PipelineError, Position, Row, Source, SourceKind, SourceMessage,
     SourceMeta, StateTree, StreamContext,
@@ -495,9 +495,7 @@ impl Session {
     fn begin(&mut self, start: u64, gtid: Option<String>, timestamp: u32, by_gtid: bool) {
         self.open = Some(OpenTransaction {
             position: position(&self.file, start, gtid),
-            commit_ts: Arc::from(
-                format_utc_micros(i64::from(timestamp) * 1_000_000).replace(".000000Z", "Z"),
-            ),
+            commit_ts: Arc::from(format_utc_micros_short(i64::from(timestamp) * 1_000_000)),
             seq: 0,
             by_gtid,
         });
@@ -526,9 +524,9 @@ impl Session {
         out.send(SourceMessage::Commit {
             position: open.position,
             resume_from,
-            commit_ts: Some(Arc::from(
-                format_utc_micros(i64::from(timestamp) * 1_000_000).replace(".000000Z", "Z"),
-            )),
+            commit_ts: Some(Arc::from(format_utc_micros_short(
+                i64::from(timestamp) * 1_000_000,
+            ))),
         })
         .await
     }

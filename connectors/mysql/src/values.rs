@@ -9,7 +9,7 @@
 //! `null`, as Debezium does; a date with a zero month or day only is kept as text.
 
 use base64::Engine as _;
-use cdc_core::time::format_utc_micros;
+use cdc_core::time::{format_utc_micros_short, push_digits};
 use cdc_core::Value;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::Value as My;
@@ -64,7 +64,7 @@ pub fn decode(kind: &ValueKind, value: BinlogValue<'_>) -> Result<Value, String>
             Ok(Value::Bytes(b))
         }
         (ValueKind::Geometry, My::Bytes(b)) => Ok(Value::Bytes(b.get(4..).unwrap_or(&[]).to_vec())),
-        (ValueKind::Json, My::Bytes(b)) => json_value(&utf8(b)?),
+        (ValueKind::Json, My::Bytes(b)) => json_value(utf8(b)?),
         (ValueKind::Enum(members), My::Int(i)) => Ok(Value::Text(match i {
             // Index 0 is the "invalid value" MySQL stores as ''.
             0 => String::new(),
@@ -98,13 +98,26 @@ pub fn decode(kind: &ValueKind, value: BinlogValue<'_>) -> Result<Value, String>
         (ValueKind::Year, My::Int(n)) => Ok(Value::Int(n)),
         (ValueKind::Date, My::Date(0, 0, 0, ..)) => Ok(Value::Null),
         (ValueKind::Date, My::Date(y, m, d, ..)) => {
-            Ok(Value::Date(format!("{y:04}-{m:02}-{d:02}")))
+            let mut date = String::with_capacity(10);
+            push_date(&mut date, y, m, d);
+            Ok(Value::Date(date))
         }
         (ValueKind::DateTime, My::Date(0, 0, 0, 0, 0, 0, 0)) => Ok(Value::Null),
-        (ValueKind::DateTime, My::Date(y, mo, d, h, mi, s, us)) => Ok(Value::Timestamp(format!(
-            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}",
-            fraction(us)
-        ))),
+        (ValueKind::DateTime, My::Date(y, mo, d, h, mi, s, us)) => {
+            let mut text = String::with_capacity(26);
+            push_date(&mut text, y, mo, d);
+            text.push('T');
+            push_digits(&mut text, i64::from(h), 2);
+            text.push(':');
+            push_digits(&mut text, i64::from(mi), 2);
+            text.push(':');
+            push_digits(&mut text, i64::from(s), 2);
+            if us != 0 {
+                text.push('.');
+                push_digits(&mut text, i64::from(us % 1_000_000), 6);
+            }
+            Ok(Value::Timestamp(text))
+        }
         (ValueKind::Time, My::Time(negative, days, h, m, s, us)) => Ok(Value::Time(format!(
             "{}{:02}:{m:02}:{s:02}{}",
             if negative { "-" } else { "" },
@@ -126,6 +139,19 @@ fn sign_extend(raw: u64, bits: u32) -> i64 {
     }
     let shift = 64 - bits;
     ((raw << shift) as i64) >> shift
+}
+
+/// `YYYY-MM-DD` (a year past 9999 cannot be stored; it would print in full).
+fn push_date(out: &mut String, y: u16, m: u8, d: u8) {
+    if y > 9999 {
+        out.push_str(&y.to_string());
+    } else {
+        push_digits(out, i64::from(y), 4);
+    }
+    out.push('-');
+    push_digits(out, i64::from(m % 100), 2);
+    out.push('-');
+    push_digits(out, i64::from(d % 100), 2);
 }
 
 fn fraction(micros: u32) -> String {
@@ -151,21 +177,18 @@ fn timestamp(text: &str) -> Result<Value, String> {
     if secs == 0 && micros == 0 {
         return Ok(Value::Null);
     }
-    let formatted = format_utc_micros(secs * 1_000_000 + micros);
     // Whole seconds print without a fraction, like the other time types.
-    Ok(Value::TimestampTz(if micros == 0 {
-        formatted.replace(".000000Z", "Z")
-    } else {
-        formatted
-    }))
+    Ok(Value::TimestampTz(format_utc_micros_short(
+        secs * 1_000_000 + micros,
+    )))
 }
 
 fn utf8(bytes: Vec<u8>) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
 }
 
-fn json_value(text: &str) -> Result<Value, String> {
-    serde_json::value::RawValue::from_string(text.to_string())
+fn json_value(text: String) -> Result<Value, String> {
+    serde_json::value::RawValue::from_string(text)
         .map(Value::Json)
         .map_err(|e| format!("a JSON column holds text that is not JSON ({e})"))
 }

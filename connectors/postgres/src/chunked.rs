@@ -76,22 +76,26 @@ impl ChunkReader for PgChunkReader {
         let Some(relation) = self.relation.as_ref() else {
             return Err(PipelineError::transient("snapshot", "no table open"));
         };
-        let rows = self
-            .catalog
-            .query(&chunk_sql(relation, cursor, limit))
-            .await?
-            .rows;
-        let last_key = rows.last().map(|last| {
+        let mut events = Vec::with_capacity(limit.min(1 << 16));
+        // The cursor of the next chunk: the key of the row that fills this one.
+        let mut last_row = None;
+        let db = &self.db;
+        self.catalog
+            .query_each(&chunk_sql(relation, cursor, limit), |fields| {
+                if limit > 0 && events.len() + 1 == limit {
+                    last_row = Some(fields.clone().into_owned()?);
+                }
+                events.push(snapshot_event(relation, db, fields, Lsn(0), 0)?);
+                Ok(())
+            })
+            .await?;
+        let last_key = last_row.map(|row| {
             relation
                 .key
                 .iter()
-                .map(|&i| last.get(i).cloned().flatten())
+                .map(|&i| row.get(i).cloned().flatten())
                 .collect()
         });
-        let events = rows
-            .into_iter()
-            .map(|row| snapshot_event(relation, &self.db, row, Lsn(0), 0))
-            .collect();
         Ok(ChunkRows { events, last_key })
     }
 
@@ -102,10 +106,15 @@ impl ChunkReader for PgChunkReader {
 
 /// Writes a watermark into the WAL: a transactional logical message, so it reaches the stream
 /// in commit order like any transaction.
+///
+/// Its commit is flushed whatever the server's `synchronous_commit`: the walsender only sends
+/// flushed WAL, and with `synchronous_commit = off` an unflushed watermark waits for the WAL
+/// writer (`wal_writer_delay`, 200 ms by default), which held every chunk back that long.
 async fn emit(catalog: &mut Catalog, text: &str) -> Result<(), PipelineError> {
     catalog
         .query(&format!(
-            "SELECT pg_logical_emit_message(true, {}, {})",
+            "BEGIN; SET LOCAL synchronous_commit = on; \
+             SELECT pg_logical_emit_message(true, {}, {}); COMMIT",
             quote_literal(WATERMARK_PREFIX),
             quote_literal(text)
         ))

@@ -13,7 +13,7 @@ use cdc_core::{ColumnSchema, ColumnType, PipelineError, TableSchema};
 
 use crate::errors::classify;
 use crate::values::{builtin_kind, ValueKind};
-use crate::wire::{ConnectParams, Connection, QueryResult};
+use crate::wire::{ConnectParams, Connection, QueryResult, RowFields, WireError};
 
 /// Session settings that fix the text form of values (see `values.rs`): ISO dates, UTC, ISO-8601
 /// intervals, shortest exact floats, hex bytea, UTF-8.
@@ -122,28 +122,42 @@ impl Catalog {
     }
 
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult, PipelineError> {
-        let user = self.params.user.clone();
+        let result = self.connection().await?.simple_query(sql).await;
+        result.map_err(|e| self.failed(e))
+    }
+
+    /// [`Catalog::query`] that hands each row to `on_row` as it arrives (see
+    /// [`Connection::simple_query_each`]).
+    pub async fn query_each<F>(&mut self, sql: &str, on_row: F) -> Result<(), PipelineError>
+    where
+        F: FnMut(RowFields<'_>) -> Result<(), WireError> + Send,
+    {
+        let result = self
+            .connection()
+            .await?
+            .simple_query_each(sql, on_row)
+            .await;
+        result.map_err(|e| self.failed(e))
+    }
+
+    async fn connection(&mut self) -> Result<&mut Connection, PipelineError> {
         if self.conn.is_none() {
             let conn = Connection::connect(&self.params, false, SESSION_SETTINGS)
                 .await
-                .map_err(|e| classify(e, "connecting to the source", &user))?;
+                .map_err(|e| classify(e, "connecting to the source", &self.params.user))?;
             self.conn = Some(conn);
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(PipelineError::transient(
-                "connection",
-                "catalog connection lost",
-            ));
-        };
-        match conn.simple_query(sql).await {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                if e.is_connection_error() {
-                    self.conn = None;
-                }
-                Err(classify(e, "querying the source catalog", &user))
-            }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| PipelineError::transient("connection", "catalog connection lost"))
+    }
+
+    /// A query failed: a lost connection is dropped (the next query makes a new one).
+    fn failed(&mut self, e: WireError) -> PipelineError {
+        if e.is_connection_error() {
+            self.conn = None;
         }
+        classify(e, "querying the source catalog", &self.params.user)
     }
 
     pub async fn close(&mut self) {

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use crate::errors::classify;
 use crate::schema::{quote_literal, Catalog, Column, Relation, TypeCache, SESSION_SETTINGS};
 use crate::setup::TableRef;
-use crate::values::decode_owned;
-use crate::wire::{ConnectParams, Connection};
+use crate::values::decode_text;
+use crate::wire::{ConnectParams, Connection, RowFields, WireError};
 
 /// Rows fetched per round trip, before adapting to the row size.
 const FETCH_ROWS: usize = 2000;
@@ -173,19 +173,23 @@ pub(crate) fn parse_estimate(result: &crate::wire::QueryResult) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// A snapshot read of one row, as an insert marked `snapshot`.
+/// A snapshot read of one row, as an insert marked `snapshot`, decoded straight from the
+/// query's fields.
 pub(crate) fn snapshot_event(
     relation: &Relation,
     db: &Arc<str>,
-    row: Vec<Option<String>>,
+    mut fields: RowFields<'_>,
     position: Lsn,
     seq: u64,
-) -> ChangeEvent {
+) -> Result<ChangeEvent, WireError> {
     let mut values = Vec::with_capacity(relation.columns.len());
-    for (column, text) in relation.columns.iter().zip(row) {
+    for column in relation.columns.iter() {
+        let Some(text) = fields.next_field()? else {
+            break;
+        };
         let value = match text {
             None => cdc_core::Value::Null,
-            Some(text) => decode_owned(&column.kind, text),
+            Some(text) => decode_text(&column.kind, text),
         };
         values.push((Arc::clone(&column.name), value));
     }
@@ -195,7 +199,7 @@ pub(crate) fn snapshot_event(
         .iter()
         .filter_map(|&i| after.0.get(i).cloned())
         .collect());
-    ChangeEvent {
+    Ok(ChangeEvent {
         op: Op::Insert,
         source: SourceMeta {
             kind: SourceKind::Postgres,
@@ -213,7 +217,7 @@ pub(crate) fn snapshot_event(
         after: Some(after),
         unchanged: vec![],
         table_schema: Some(Arc::clone(&relation.table_schema)),
-    }
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -253,17 +257,20 @@ async fn copy_table(
         if *shutdown.borrow() {
             return Ok(None);
         }
-        let batch = conn
-            .simple_query(&format!("FETCH {fetch} FROM cdc_snapshot"))
-            .await
-            .map_err(|e| classify(e, &format!("reading {}", relation.qualified()), user))?;
-        if batch.rows.is_empty() {
+        let mut events = Vec::new();
+        conn.simple_query_each(&format!("FETCH {fetch} FROM cdc_snapshot"), |fields| {
+            events.push(snapshot_event(relation, db, fields, position, 0)?);
+            Ok(())
+        })
+        .await
+        .map_err(|e| classify(e, &format!("reading {}", relation.qualified()), user))?;
+        if events.is_empty() {
             break;
         }
         let mut bytes = 0usize;
-        for row in batch.rows {
-            bytes += row.iter().flatten().map(String::len).sum::<usize>();
-            let event = snapshot_event(relation, db, row, position, *seq);
+        for mut event in events {
+            bytes += event.approx_size();
+            event.source.seq = *seq;
             out.send(cdc_core::SourceMessage::Change(event)).await?;
             *seq += 1;
             copied += 1;

@@ -12,6 +12,7 @@ use super::error::protocol;
 use super::{Connection, ServerError, WireError, MIN_READ_SPACE, READ_RESERVE};
 
 /// Bounds-checked reader over a message body: a malformed message is an error, not a panic.
+#[derive(Clone)]
 pub(super) struct BodyReader<'a> {
     buf: &'a [u8],
 }
@@ -109,27 +110,65 @@ pub(super) fn parse_row_description(body: &[u8]) -> Result<Vec<String>, WireErro
     Ok(columns)
 }
 
-pub(super) fn parse_data_row(
-    body: &[u8],
-    columns: &[String],
-) -> Result<Vec<Option<String>>, WireError> {
-    let mut r = BodyReader::new(body);
-    let n = r.i16()?;
-    let mut row = Vec::with_capacity(n.max(0) as usize);
-    for i in 0..n {
-        let len = r.i32()?;
-        if len < 0 {
-            row.push(None);
-            continue;
+/// The fields of one DataRow, read in order straight from the message body: a caller that
+/// decodes each field at once needs no owned copy of the row.
+#[derive(Clone)]
+pub struct RowFields<'a> {
+    reader: BodyReader<'a>,
+    left: usize,
+    index: usize,
+    columns: &'a [String],
+}
+
+impl<'a> RowFields<'a> {
+    pub(super) fn parse(body: &'a [u8], columns: &'a [String]) -> Result<Self, WireError> {
+        let mut reader = BodyReader::new(body);
+        let n = reader.i16()?;
+        Ok(RowFields {
+            reader,
+            left: n.max(0) as usize,
+            index: 0,
+            columns,
+        })
+    }
+
+    /// How many fields the row has left.
+    pub fn len(&self) -> usize {
+        self.left
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The next field as text (`Some(None)` for NULL); `None` past the last one.
+    pub fn next_field(&mut self) -> Result<Option<Option<&'a str>>, WireError> {
+        if self.left == 0 {
+            return Ok(None);
         }
-        let value = r.take(len as usize)?;
+        self.left -= 1;
+        let index = self.index;
+        self.index += 1;
+        let len = self.reader.i32()?;
+        if len < 0 {
+            return Ok(Some(None));
+        }
+        let value = self.reader.take(len as usize)?;
         let value = std::str::from_utf8(value).map_err(|_| {
-            let column = columns.get(i as usize).map_or("?", String::as_str);
+            let column = self.columns.get(index).map_or("?", String::as_str);
             protocol(format!("value of column {column:?} is not valid UTF-8"))
         })?;
-        row.push(Some(value.to_string()));
+        Ok(Some(Some(value)))
     }
-    Ok(row)
+
+    /// The rest of the row as owned text.
+    pub fn into_owned(mut self) -> Result<Vec<Option<String>>, WireError> {
+        let mut row = Vec::with_capacity(self.left);
+        while let Some(field) = self.next_field()? {
+            row.push(field.map(str::to_string));
+        }
+        Ok(row)
+    }
 }
 
 impl Connection {

@@ -48,7 +48,8 @@ pub use error::{ServerError, WireError};
 pub use params::{ConnectParams, SslMode, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT};
 
 use error::{encode_error, protocol, unexpected};
-use messages::{parse_data_row, parse_error_fields, parse_row_description};
+pub use messages::RowFields;
+use messages::{parse_error_fields, parse_row_description};
 use tls::{negotiate_tls, tls_config};
 use transport::{connect_tcp, io_context, Stream};
 
@@ -72,6 +73,13 @@ impl QueryResult {
         let idx = self.columns.iter().position(|c| c == column)?;
         self.rows.get(row)?.get(idx)?.as_deref()
     }
+}
+
+/// One part of a simple query's reply, as it arrives.
+enum Reply<'a> {
+    /// A result set begins: its column names.
+    Columns(&'a [String]),
+    Row(RowFields<'a>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,23 +193,61 @@ impl Connection {
     /// are not supported here (COPY FROM STDIN is refused with CopyFail, COPY TO STDOUT data is
     /// discarded); use [`Connection::start_copy_both`] for START_REPLICATION.
     pub async fn simple_query(&mut self, sql: &str) -> Result<QueryResult, WireError> {
+        let mut result = QueryResult::default();
+        self.run_simple_query(sql, |reply| {
+            match reply {
+                Reply::Columns(columns) => {
+                    result = QueryResult {
+                        columns: columns.to_vec(),
+                        rows: Vec::new(),
+                    }
+                }
+                Reply::Row(fields) => result.rows.push(fields.into_owned()?),
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(result)
+    }
+
+    /// [`Connection::simple_query`] that hands each row to `on_row` as it arrives, fields
+    /// borrowed from the message: for large results, nothing is kept and nothing copied.
+    pub async fn simple_query_each<F>(&mut self, sql: &str, mut on_row: F) -> Result<(), WireError>
+    where
+        F: FnMut(RowFields<'_>) -> Result<(), WireError> + Send,
+    {
+        self.run_simple_query(sql, |reply| match reply {
+            Reply::Columns(_) => Ok(()),
+            Reply::Row(fields) => on_row(fields),
+        })
+        .await
+    }
+
+    async fn run_simple_query<F>(&mut self, sql: &str, mut on_reply: F) -> Result<(), WireError>
+    where
+        F: FnMut(Reply<'_>) -> Result<(), WireError> + Send,
+    {
         self.ensure_idle().await?;
         frontend::query(sql, &mut self.write_buf).map_err(|e| encode_error("query", e))?;
         self.send_command().await?;
-        let mut result = QueryResult::default();
+        let mut columns = Vec::new();
         let mut error = None;
         loop {
             let (tag, body) = self.read_message_after(&mut error).await?;
             match tag {
                 b'T' => {
-                    result = QueryResult {
-                        columns: parse_row_description(&body)?,
-                        rows: Vec::new(),
-                    }
+                    columns = parse_row_description(&body)?;
+                    on_reply(Reply::Columns(&columns))?;
                 }
                 b'D' => {
-                    let row = parse_data_row(&body, &result.columns)?;
-                    result.rows.push(row);
+                    let row = RowFields::parse(&body, &columns)
+                        .and_then(|fields| on_reply(Reply::Row(fields)));
+                    if let Err(e) = row {
+                        // The rest of the reply is still coming: it is read (and dropped)
+                        // before the next command, as after a COPY.
+                        self.state = State::AfterCopy;
+                        return Err(e);
+                    }
                 }
                 b'C' | b'I' => {}
                 b'E' => error = Some(parse_error_fields(&body)?),
@@ -209,7 +255,7 @@ impl Connection {
                     self.state = State::Idle;
                     return match error {
                         Some(e) => Err(WireError::Server(e)),
-                        None => Ok(result),
+                        None => Ok(()),
                     };
                 }
                 b'G' => {
