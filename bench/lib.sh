@@ -16,6 +16,22 @@ pg_bench_setup() {
     AGENT="$target_dir/release/cdc-agent"
 }
 
+# pg_write_bench_workload DB TRANSACTIONS SQL_FILE: the benchmarks' workload (bench/source.sh),
+# written into DB's table `bench`: per transaction 500 inserts, 300 updates, 200 deletes.
+pg_write_bench_workload() {
+    python3 - "$2" > "$3" <<'PY'
+import sys
+for t in range(int(sys.argv[1])):
+    b = t * 500
+    print(f"""BEGIN;
+INSERT INTO bench SELECT g, g % 1000, md5(g::text) || md5((g + 1)::text), now(), g * 1.25, jsonb_build_object('k', g, 'tag', 'bench') FROM generate_series({b + 1}, {b + 500}) g;
+UPDATE bench SET a = a + 1, d = d + 0.01 WHERE id > {b} AND id <= {b + 300};
+DELETE FROM bench WHERE id > {b + 300} AND id <= {b + 500};
+COMMIT;""")
+PY
+    "${PSQL[@]}" -d "$1" -f "$3"
+}
+
 # measure_agent BINARY CONFIG_DIR CHANGES [SCRAPE] -> "seconds cpu_seconds peak_kb"
 # Runs BINARY -c CONFIG_DIR/cdc-agent.toml until /status reports CHANGES events, then stops it
 # with SIGTERM. SCRAPE=1 also fetches /metrics once a second, as a Prometheus server would.

@@ -30,17 +30,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 
 echo "bench: writing $CHANGES changes in $TX transactions"
-python3 - "$TX" > "$WORK/workload.sql" <<'PY'
-import sys
-for t in range(int(sys.argv[1])):
-    b = t * 500
-    print(f"""BEGIN;
-INSERT INTO bench SELECT g, g % 1000, md5(g::text) || md5((g + 1)::text), now(), g * 1.25, jsonb_build_object('k', g, 'tag', 'bench') FROM generate_series({b + 1}, {b + 500}) g;
-UPDATE bench SET a = a + 1, d = d + 0.01 WHERE id > {b} AND id <= {b + 300};
-DELETE FROM bench WHERE id > {b + 300} AND id <= {b + 500};
-COMMIT;""")
-PY
-"${PSQL[@]}" -d cdc_bench -f "$WORK/workload.sql"
+pg_write_bench_workload cdc_bench "$TX" "$WORK/workload.sql"
 END_LSN=$("${PSQL[@]}" -d cdc_bench -At -c "SELECT pg_logical_emit_message(false, 'cdc-bench', 'end')")
 "${PSQL[@]}" -d cdc_bench -c "CHECKPOINT" >/dev/null
 

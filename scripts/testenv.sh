@@ -13,6 +13,7 @@
 #                                                       socket sock/mariadb.sock; root has no password,
 #                                                       users cdc (replication) and cdc_norepl (SELECT only),
 #                                                       both with password secret-pw
+#   nats     127.0.0.1:$CDC_TEST_NATS_PORT (54222)      nats-server with JetStream (store in nats/)
 #
 # The machine's own Postgres (port 5432) and MariaDB/MySQL (port 3306, /etc/mysql) are never
 # touched. Everything here is idempotent: `start` on running instances only re-checks them, so
@@ -23,6 +24,7 @@ BASE="${CDC_TESTENV_DIR:-/var/tmp/cdc-agent-testenv}"
 LOGICAL_PORT="${CDC_TEST_PG_PORT:-55432}"
 PLAIN_PORT="${CDC_TEST_PG_PLAIN_PORT:-55433}"
 MYSQL_PORT="${CDC_TEST_MYSQL_PORT:-53306}"
+NATS_PORT="${CDC_TEST_NATS_PORT:-54222}"
 SOCK_DIR="$BASE/sock"
 MARIADBD=/usr/sbin/mariadbd
 MARIADB_DATA="$BASE/mariadb"
@@ -594,6 +596,40 @@ SQL
 }
 
 # Concurrent test runs may call `start` at once: serialize on a lock in the base dir.
+# NATS with JetStream, for the nats sink: its own port, store dir and pid file.
+NATS_PID="$BASE/nats.pid"
+nats_running() {
+    local pid
+    pid="$(cat "$NATS_PID" 2>/dev/null)" || return 1
+    kill -0 "$pid" 2>/dev/null && grep -q nats-server "/proc/$pid/cmdline" 2>/dev/null
+}
+
+start_nats() {
+    command -v nats-server >/dev/null || apt_install nats-server
+    command -v nats-server >/dev/null || die "nats-server installed but not on PATH"
+    nats_running && return 0
+    log "starting instance 'nats' on 127.0.0.1:$NATS_PORT"
+    mkdir -p "$BASE/nats"
+    # Own session, like mariadbd: a Ctrl-C of a test run must not reach it. 9>&-: see launch_mariadb.
+    (cd / && exec setsid nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$BASE/nats" \
+        -P "$NATS_PID" -l "$BASE/nats.log" </dev/null >/dev/null 2>&1 9>&-) &
+    local _
+    for _ in $(seq 1 100); do
+        if nats_running && (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$BASE/nats.log" >&2 || true
+    die "instance 'nats' did not start within 10s; see $BASE/nats.log"
+}
+
+stop_nats() {
+    nats_running || return 1
+    log "stopping instance 'nats'"
+    kill -TERM "$(cat "$NATS_PID")" 2>/dev/null || true
+}
+
 take_lock() {
     exec 9>"$BASE/.lock"
     flock -w 300 9 || die "timed out waiting for the lock $BASE/.lock"
@@ -620,8 +656,9 @@ cmd_start() {
     start_instance "$bin" plain "$PLAIN_PORT" "$(conf_plain)" "$(hba_plain)"
     setup_roles "$bin"
     [ "$with_mariadb" -eq 0 ] || start_mariadb
+    start_nats
     log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT," \
-        "mariadb on 127.0.0.1:$MYSQL_PORT (eval \"\$($0 env)\")"
+        "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT (eval \"\$($0 env)\")"
 }
 
 cmd_stop() {
@@ -640,6 +677,7 @@ cmd_stop() {
     [ -n "$bin" ] || die "no PostgreSQL server binaries found under /usr/lib/postgresql"
     stop_instance "$bin" logical "$LOGICAL_PORT"
     stop_instance "$bin" plain "$PLAIN_PORT"
+    stop_nats || log "instance 'nats' is not running"
 }
 
 cmd_status() {
@@ -660,6 +698,12 @@ cmd_status() {
         echo "mariadb: not running"
         rc=3
     fi
+    if nats_running; then
+        echo "nats: running on 127.0.0.1:$NATS_PORT"
+    else
+        echo "nats: not running"
+        rc=3
+    fi
     return "$rc"
 }
 
@@ -675,6 +719,7 @@ cmd_env() {
     printf 'export CDC_TEST_MYSQL_URL=%q\n' "mysql://root@127.0.0.1:$MYSQL_PORT/"
     printf 'export CDC_TEST_MYSQL_PORT=%q\n' "$MYSQL_PORT"
     printf 'export CDC_TEST_MYSQL_SOCKET=%q\n' "$MARIADB_SOCK"
+    printf 'export CDC_TEST_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
 }
 
 case "${1:-}" in

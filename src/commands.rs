@@ -283,6 +283,10 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
         SinkType::Mysql => cdc_sink_mysql::check(&wiring::mysql_sink_config(config)).await,
         #[cfg(feature = "duckdb")]
         SinkType::Duckdb => cdc_sink_duckdb::check(&wiring::duckdb_sink_config(config)),
+        SinkType::Nats => match wiring::nats_sink_config(config) {
+            Ok(nats) => cdc_sink_nats::check(&nats).await,
+            Err(e) => CheckOutcome::fail("sink", e.to_string(), "fix sink.subject"),
+        },
         _ => check_sink(config),
     });
     let mut failed = false;

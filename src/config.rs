@@ -151,6 +151,54 @@ pub struct SinkConfig {
     /// Warehouse sinks: changes buffered before they are applied into the open transaction.
     #[serde(default = "default_max_batch_changes")]
     pub max_batch_changes: usize,
+    /// Message sinks: the change record (`native`) or Debezium's envelope.
+    pub format: Option<MessageFormat>,
+    /// nats: the subject template (default `{prefix}.{schema}.{table}`).
+    pub subject: Option<EnvString>,
+    /// nats: `{prefix}` in the subject, and Debezium's `source.name` (default: agent.name).
+    pub subject_prefix: Option<EnvString>,
+    /// nats: the JetStream stream (default `CDC_<AGENT_NAME>`).
+    pub stream: Option<EnvString>,
+    /// nats: create the stream when it is missing (default true).
+    pub create_stream: Option<bool>,
+    /// nats: the duplicate window of a stream the agent creates, in seconds (default 120).
+    pub duplicate_window_s: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageFormat {
+    #[default]
+    Native,
+    Debezium,
+}
+
+/// The NATS sink's subject prefix: configured, else the agent's name.
+pub fn nats_subject_prefix(config: &Config) -> String {
+    config
+        .sink
+        .subject_prefix
+        .as_ref()
+        .map(|p| p.0.clone())
+        .unwrap_or_else(|| config.agent.name.0.clone())
+}
+
+/// The NATS sink's stream: configured, else `CDC_` and the agent's name, upper case, with what a
+/// stream name may not hold made `_`.
+pub fn nats_stream_name(config: &Config) -> String {
+    match &config.sink.stream {
+        Some(stream) => stream.0.clone(),
+        None => format!("CDC_{}", config.agent.name.0)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    }
 }
 
 pub use cdc_core::warehouse::{DeleteMode, TruncateMode};
@@ -431,11 +479,39 @@ impl Config {
                     return fail("sink.max_batch_changes", "must be at least 1");
                 }
             }
+            SinkType::Nats => {
+                let Some(url) = &self.sink.url else {
+                    return fail("sink.url", "is required for the nats sink: nats://host:4222");
+                };
+                if !["nats://", "tls://"].iter().any(|s| url.expose().starts_with(s)) {
+                    return fail("sink.url", "must be a NATS URL: nats://host:4222 (or tls://host:4222)");
+                }
+                if self.sink.path.is_some() || self.sink.schema.is_some() {
+                    return fail("sink.path / sink.schema", "are not used by the nats sink (it takes url, subject, subject_prefix, stream, format)");
+                }
+                let template = self.sink.subject.as_ref().map_or(cdc_sink_nats::DEFAULT_SUBJECT, |s| s.0.as_str());
+                if let Err(e) = cdc_sink_nats::SubjectTemplate::parse(template) {
+                    return fail("sink.subject", &e);
+                }
+                if let Some(prefix) = &self.sink.subject_prefix {
+                    if prefix.is_empty() || prefix.contains(['.', '*', '>', ' ']) {
+                        return fail("sink.subject_prefix", "must be one subject token: no dots, spaces or wildcards");
+                    }
+                }
+                if let Some(stream) = &self.sink.stream {
+                    if stream.is_empty() || !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                        return fail("sink.stream", "must be a JetStream stream name: letters, digits, '-' and '_'");
+                    }
+                }
+                if self.sink.duplicate_window_s == Some(0) {
+                    return fail("sink.duplicate_window_s", "must be at least 1: the window is what drops replayed changes");
+                }
+            }
             other => {
                 return fail(
                     "sink.type",
                     &format!(
-                    "= \"{}\" is not available in this build yet (\"jsonl\", \"postgres\" and \"mysql\" are)",
+                    "= \"{}\" is not available in this build yet (\"jsonl\", \"postgres\", \"mysql\", \"duckdb\" and \"nats\" are)",
                     crate::runtime::sink_type_name(other)
                 ),
                 )
@@ -447,7 +523,7 @@ impl Config {
     /// How often the sink makes its writes durable.
     pub fn flush_interval(&self) -> std::time::Duration {
         let default = match self.sink.kind {
-            SinkType::Jsonl => DEFAULT_FLUSH_INTERVAL_MS,
+            SinkType::Jsonl | SinkType::Nats | SinkType::Kafka => DEFAULT_FLUSH_INTERVAL_MS,
             _ => DEFAULT_WAREHOUSE_FLUSH_INTERVAL_MS,
         };
         std::time::Duration::from_millis(self.sink.flush_interval_ms.unwrap_or(default))

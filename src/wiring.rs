@@ -93,11 +93,44 @@ pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
         SinkType::Duckdb => Ok(Box::new(cdc_sink_duckdb::DuckdbSink::new(
             duckdb_sink_config(config),
         ))),
+        SinkType::Nats => Ok(Box::new(cdc_sink_nats::NatsSink::new(nats_sink_config(
+            config,
+        )?))),
         other => Err(unsupported(&format!(
             "sink.type = \"{}\"",
             crate::runtime::sink_type_name(other)
         ))),
     }
+}
+
+pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig, PipelineError> {
+    let template = config
+        .sink
+        .subject
+        .as_ref()
+        .map_or(cdc_sink_nats::DEFAULT_SUBJECT, |s| s.0.as_str());
+    let subject = cdc_sink_nats::SubjectTemplate::parse(template)
+        .map_err(|e| PipelineError::definite("config", format!("sink.subject: {e}")))?;
+    Ok(cdc_sink_nats::NatsSinkConfig {
+        url: config
+            .sink
+            .url
+            .as_ref()
+            .map(|u| u.expose().to_string())
+            .unwrap_or_default(),
+        pipeline: config.agent.name.0.clone(),
+        prefix: crate::config::nats_subject_prefix(config),
+        subject,
+        stream: crate::config::nats_stream_name(config),
+        create_stream: config.sink.create_stream.unwrap_or(true),
+        duplicate_window: std::time::Duration::from_secs(
+            config.sink.duplicate_window_s.unwrap_or(120),
+        ),
+        format: match config.sink.format.unwrap_or_default() {
+            crate::config::MessageFormat::Native => cdc_sink_nats::MessageFormat::Native,
+            crate::config::MessageFormat::Debezium => cdc_sink_nats::MessageFormat::Debezium,
+        },
+    })
 }
 
 pub fn postgres_sink_config(config: &Config) -> cdc_sink_postgres::PostgresSinkConfig {

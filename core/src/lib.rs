@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod check;
 pub mod chunked;
+pub mod debezium;
 pub mod error;
 pub mod event;
 pub mod json;

@@ -1,0 +1,322 @@
+//! NATS JetStream sink: one message per change, on a subject per table.
+//!
+//! ```text
+//!  write(changes) ──publish (Nats-Msg-Id = pipeline:position:seq)──▶ JetStream stream
+//!  flush() ──awaits every publish ack──▶ durable ──▶ the runtime records the checkpoint
+//! ```
+//!
+//! A position is confirmed only once JetStream has acknowledged every message up to it. After a
+//! crash the agent replays from its checkpoint; the replayed messages carry the same message ids,
+//! so the stream's duplicate window drops them: each change is stored once as long as the agent
+//! is back within that window (`duplicate_window_s`, two minutes by default).
+
+mod subject;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use cdc_core::{
+    ChangeEvent, CheckOutcome, PipelineError, Position, ResumePoint, Sink, SourceMessage,
+};
+
+pub use subject::{SubjectTemplate, DEFAULT_SUBJECT};
+
+/// Acks awaited at most at once; past half of it, `write` waits for the oldest.
+const MAX_ACKS_IN_FLIGHT: usize = 8192;
+
+/// How each change is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// The spec's change record, as the jsonl sink writes it.
+    Native,
+    /// Debezium's envelope ([`cdc_core::debezium`]); the key goes in the `Cdc-Key` header.
+    Debezium,
+}
+
+#[derive(Clone, Debug)]
+pub struct NatsSinkConfig {
+    pub url: String,
+    /// Pipeline name: the message ids' prefix.
+    pub pipeline: String,
+    /// `{prefix}` of the subject template, and Debezium's `source.name`.
+    pub prefix: String,
+    pub subject: SubjectTemplate,
+    pub stream: String,
+    /// Create the stream when it is missing (else a missing stream is a configuration error).
+    pub create_stream: bool,
+    pub duplicate_window: Duration,
+    pub format: MessageFormat,
+}
+
+pub struct NatsSink {
+    config: NatsSinkConfig,
+    jetstream: Option<jetstream::Context>,
+    /// Publishes not yet acknowledged, oldest first, with the subject they went to.
+    acks: VecDeque<(PublishAckFuture, String)>,
+    /// Reused encoding buffer.
+    buffer: Vec<u8>,
+}
+
+impl NatsSink {
+    pub fn new(config: NatsSinkConfig) -> Self {
+        NatsSink {
+            config,
+            jetstream: None,
+            acks: VecDeque::new(),
+            buffer: Vec::with_capacity(4096),
+        }
+    }
+
+    async fn connect(&self) -> Result<jetstream::Context, PipelineError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("cdc-agent {}", self.config.pipeline))
+            .connection_timeout(Duration::from_secs(10))
+            .connect(self.config.url.as_str())
+            .await
+            .map_err(|e| {
+                PipelineError::transient(
+                    "connection",
+                    format!("cannot connect to NATS at {}: {e}", self.config.url),
+                )
+                .with_hint("check sink.url (nats://host:4222) and that the server runs")
+            })?;
+        // An ack not back in 10 s fails the flush: the runtime reconnects and replays, rather
+        // than the pipeline hanging on a broker that is gone.
+        Ok(jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+            .build(client))
+    }
+
+    /// The stream must capture our subjects: made if missing (and allowed), else checked.
+    async fn ensure_stream(&self, js: &jetstream::Context) -> Result<(), PipelineError> {
+        let name = &self.config.stream;
+        let info = if self.config.create_stream {
+            let config = stream::Config {
+                name: name.clone(),
+                subjects: vec![self.config.subject.stream_filter(&self.config.prefix)],
+                duplicate_window: self.config.duplicate_window,
+                ..Default::default()
+            };
+            js.get_or_create_stream(config).await.map_err(|e| {
+                PipelineError::transient(
+                    "sink",
+                    format!("cannot create or read the JetStream stream {name}: {e}"),
+                )
+                .with_hint("the server must run with JetStream enabled (nats-server -js)")
+            })?
+        } else {
+            js.get_stream(name).await.map_err(|e| {
+                PipelineError::definite("config", format!("JetStream stream {name}: {e}"))
+                    .with_hint("create the stream, or set sink.create_stream = true")
+            })?
+        }
+        .cached_info()
+        .clone();
+        if info.config.duplicate_window < Duration::from_secs(30) {
+            tracing::warn!(stream = %name, window = ?info.config.duplicate_window,
+                "the stream's duplicate window is short: changes replayed after a longer outage are stored twice");
+        }
+        Ok(())
+    }
+
+    /// Sends one change; its ack is awaited later (in order) by `flush` or when too many wait.
+    async fn publish(&mut self, event: &ChangeEvent) -> Result<(), PipelineError> {
+        let Some(js) = self.jetstream.clone() else {
+            return Err(PipelineError::transient(
+                "sink",
+                "the NATS sink is not open",
+            ));
+        };
+        if self.acks.len() >= MAX_ACKS_IN_FLIGHT / 2 {
+            self.await_oldest_ack().await?;
+        }
+        let subject = self.config.subject.render(
+            &self.config.prefix,
+            &event.source.db,
+            &event.source.schema,
+            &event.source.table,
+        );
+        self.buffer.clear();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            message_id(&self.config.pipeline, event).as_str(),
+        );
+        match self.config.format {
+            MessageFormat::Native => cdc_core::json::write_event(event, &mut self.buffer),
+            MessageFormat::Debezium => {
+                let mut key = Vec::new();
+                cdc_core::debezium::write_key_message(event, &mut key);
+                headers.insert("Cdc-Key", String::from_utf8_lossy(&key).as_ref());
+                cdc_core::debezium::write_value_message(
+                    event,
+                    &self.config.prefix,
+                    cdc_core::time::now_micros() / 1000,
+                    &mut self.buffer,
+                );
+            }
+        }
+        let payload = bytes::Bytes::copy_from_slice(&self.buffer);
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+            .map_err(|e| publish_error(e.kind(), &subject, &e))?;
+        self.acks.push_back((ack, subject));
+        Ok(())
+    }
+
+    async fn await_oldest_ack(&mut self) -> Result<(), PipelineError> {
+        let Some((ack, subject)) = self.acks.pop_front() else {
+            return Ok(());
+        };
+        match ack.await {
+            Ok(ack) if ack.duplicate => {
+                tracing::debug!(%subject, sequence = ack.sequence, "replayed change dropped by the stream's duplicate window");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Everything after it is unconfirmed too: the runtime replays from the checkpoint
+                // (the stored ones are then dropped as duplicates).
+                self.acks.clear();
+                Err(publish_error(e.kind(), &subject, &e))
+            }
+        }
+    }
+}
+
+/// `cdc-agent check`: the server answers, JetStream is on, and the stream exists or may be made.
+pub async fn check(config: &NatsSinkConfig) -> CheckOutcome {
+    let sink = NatsSink::new(config.clone());
+    let js = match sink.connect().await {
+        Ok(js) => js,
+        Err(e) => {
+            return CheckOutcome::fail(
+                "sink",
+                e.to_string(),
+                "check sink.url and that nats-server runs",
+            )
+        }
+    };
+    match js.get_stream(&config.stream).await {
+        Ok(_) => CheckOutcome::ok(
+            "sink",
+            format!("NATS JetStream stream {} exists", config.stream),
+        ),
+        Err(_) if config.create_stream => match js.query_account().await {
+            Ok(_) => CheckOutcome::ok(
+                "sink",
+                format!(
+                    "NATS JetStream is on; stream {} will be created",
+                    config.stream
+                ),
+            ),
+            Err(e) => CheckOutcome::fail(
+                "sink",
+                format!("JetStream is not available at {}: {e}", config.url),
+                "run nats-server with JetStream enabled (-js)",
+            ),
+        },
+        Err(e) => CheckOutcome::fail(
+            "sink",
+            format!("JetStream stream {}: {e}", config.stream),
+            "create the stream, or set sink.create_stream = true",
+        ),
+    }
+}
+
+/// Stable per change across replays: the pipeline, the transaction's position, the ordinal.
+fn message_id(pipeline: &str, event: &ChangeEvent) -> String {
+    match &event.source.position {
+        Position::Postgres { lsn } => format!("{pipeline}:{lsn}:{}", event.source.seq),
+        Position::Mysql { file, pos, .. } => {
+            format!("{pipeline}:{file}:{pos}:{}", event.source.seq)
+        }
+    }
+}
+
+fn publish_error(
+    kind: PublishErrorKind,
+    subject: &str,
+    e: &dyn std::fmt::Display,
+) -> PipelineError {
+    match kind {
+        PublishErrorKind::StreamNotFound => PipelineError::definite(
+            "config",
+            format!("no JetStream stream stores subject {subject}: {e}"),
+        )
+        .with_hint(
+            "make sink.stream capture the sink's subjects, or set sink.create_stream = true",
+        ),
+        PublishErrorKind::MaxPayloadExceeded => PipelineError::definite(
+            "sink",
+            format!("a change on {subject} is larger than the server's max_payload: {e}"),
+        )
+        .with_hint("raise max_payload in the NATS server configuration"),
+        _ => PipelineError::transient("sink", format!("publishing to {subject}: {e}")),
+    }
+}
+
+#[async_trait]
+impl Sink for NatsSink {
+    async fn open(&mut self) -> Result<Option<ResumePoint>, PipelineError> {
+        self.acks.clear();
+        let js = self.connect().await?;
+        self.ensure_stream(&js).await?;
+        self.jetstream = Some(js);
+        // No position is kept in the broker: the checkpoint decides, replays are deduplicated.
+        Ok(None)
+    }
+
+    async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
+        for message in messages {
+            if let SourceMessage::Change(event) = message {
+                self.publish(event).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), PipelineError> {
+        while !self.acks.is_empty() {
+            self.await_oldest_ack().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_name_the_change() {
+        let event = ChangeEvent {
+            op: cdc_core::Op::Insert,
+            source: cdc_core::SourceMeta {
+                kind: cdc_core::SourceKind::Postgres,
+                db: "app".into(),
+                schema: "public".into(),
+                table: "t".into(),
+                position: Position::Postgres {
+                    lsn: cdc_core::Lsn(0x1_0000_0010),
+                },
+                tx_id: None,
+                commit_ts: None,
+                seq: 3,
+                snapshot: false,
+            },
+            key: None,
+            before: None,
+            after: None,
+            unchanged: vec![],
+            table_schema: None,
+        };
+        assert_eq!(message_id("p", &event), "p:1/10:3");
+    }
+}
