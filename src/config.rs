@@ -667,6 +667,53 @@ path = "out.jsonl"
     }
 
     #[test]
+    fn a_nats_sink_checks_url_subject_and_stream() {
+        let sink = |lines: &str| {
+            GOOD.replace(
+                "type = \"jsonl\"\npath = \"out.jsonl\"",
+                &format!("type = \"nats\"\n{lines}"),
+            )
+        };
+        let parse = |text: String| Config::parse(&text, Path::new("a.toml"));
+        let c = parse(sink("url = \"nats://h:4222\"")).unwrap();
+        assert_eq!(nats_stream_name(&c), "CDC_ORDERS");
+        assert_eq!(nats_subject_prefix(&c), "orders");
+        assert_eq!(c.sink.format.unwrap_or_default(), MessageFormat::Native);
+        let c = parse(sink(
+            "url = \"nats://h:4222\"\nformat = \"debezium\"\nstream = \"S-1\"\nsubject = \"cdc.{schema}.{table}\"",
+        ))
+        .unwrap();
+        assert_eq!(c.sink.format, Some(MessageFormat::Debezium));
+        assert_eq!(nats_stream_name(&c), "S-1");
+        for (lines, key) in [
+            ("", "sink.url"),
+            ("url = \"http://h:4222\"", "sink.url"),
+            (
+                "url = \"nats://h\"\nsubject = \"a.{tabel}\"",
+                "sink.subject",
+            ),
+            ("url = \"nats://h\"\nsubject = \"a.>\"", "sink.subject"),
+            ("url = \"nats://h\"\nstream = \"a.b\"", "sink.stream"),
+            (
+                "url = \"nats://h\"\nsubject_prefix = \"a.b\"",
+                "sink.subject_prefix",
+            ),
+            (
+                "url = \"nats://h\"\nduplicate_window_s = 0",
+                "sink.duplicate_window_s",
+            ),
+            ("url = \"nats://h\"\npath = \"x\"", "sink.path"),
+        ] {
+            let err = parse(sink(lines)).unwrap_err().0;
+            assert!(err.contains(key), "{lines}: {err}");
+        }
+        let err = parse(sink("url = \"nats://h\"\nformat = \"avro\""))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("format"), "{err}");
+    }
+
+    #[test]
     fn a_sink_without_its_required_key_names_the_key() {
         let text = GOOD.replace("path = \"out.jsonl\"", "");
         let err = Config::parse(&text, Path::new("a.toml")).unwrap_err().0;

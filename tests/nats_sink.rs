@@ -234,3 +234,41 @@ async fn broker_down_then_back_loses_nothing() {
     assert_eq!(ids, (1..=400).collect());
     db.drop().await;
 }
+
+/// `cdc-agent check` reaches the broker: JetStream on and the stream creatable; a broker that is
+/// not there is a failed check with the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_the_broker() {
+    let db = TestDb::new("nats_check").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let sink = nats_sink(&nats_url(), &db.name, "native");
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+        Some(&sink),
+    );
+    let out = p.run_cmd(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("stream {} will be created", db.name)),
+        "{text}"
+    );
+
+    let nowhere = format!("nats://127.0.0.1:{}", common::free_port());
+    let sink = nats_sink(&nowhere, &db.name, "native");
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+        Some(&sink),
+    );
+    let out = p.run_cmd(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("cannot connect to NATS"), "{text}");
+    db.drop().await;
+}

@@ -59,6 +59,9 @@ pub struct NatsSink {
     acks: VecDeque<(PublishAckFuture, String)>,
     /// Reused encoding buffer.
     buffer: Vec<u8>,
+    /// The subject of the last table published to ((db, schema, table), subject): changes come
+    /// in runs of one table, and rendering the template per message showed in profiles.
+    last_subject: Option<((String, String, String), String)>,
 }
 
 impl NatsSink {
@@ -68,6 +71,7 @@ impl NatsSink {
             jetstream: None,
             acks: VecDeque::new(),
             buffer: Vec::with_capacity(4096),
+            last_subject: None,
         }
     }
 
@@ -135,12 +139,31 @@ impl NatsSink {
         if self.acks.len() >= MAX_ACKS_IN_FLIGHT / 2 {
             self.await_oldest_ack().await?;
         }
-        let subject = self.config.subject.render(
-            &self.config.prefix,
-            &event.source.db,
-            &event.source.schema,
-            &event.source.table,
-        );
+        let source = &event.source;
+        let cached = self
+            .last_subject
+            .as_ref()
+            .filter(|((db, schema, table), _)| {
+                **db == *source.db && **schema == *source.schema && **table == *source.table
+            });
+        let subject = match cached {
+            Some((_, subject)) => subject.clone(),
+            None => {
+                let subject = self.config.subject.render(
+                    &self.config.prefix,
+                    &source.db,
+                    &source.schema,
+                    &source.table,
+                );
+                let table = (
+                    source.db.to_string(),
+                    source.schema.to_string(),
+                    source.table.to_string(),
+                );
+                self.last_subject = Some((table, subject.clone()));
+                subject
+            }
+        };
         self.buffer.clear();
         let mut headers = HeaderMap::new();
         headers.insert(
