@@ -103,6 +103,16 @@ pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
     }
 }
 
+/// `sink.url` as written (validation made sure the sinks that need one have it).
+fn sink_url(config: &Config) -> String {
+    config
+        .sink
+        .url
+        .as_ref()
+        .map(|u| u.expose().to_string())
+        .unwrap_or_default()
+}
+
 pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig, PipelineError> {
     let template = config
         .sink
@@ -112,12 +122,7 @@ pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig
     let subject = cdc_sink_nats::SubjectTemplate::parse(template)
         .map_err(|e| PipelineError::definite("config", format!("sink.subject: {e}")))?;
     Ok(cdc_sink_nats::NatsSinkConfig {
-        url: config
-            .sink
-            .url
-            .as_ref()
-            .map(|u| u.expose().to_string())
-            .unwrap_or_default(),
+        url: sink_url(config),
         pipeline: config.agent.name.0.clone(),
         prefix: crate::config::nats_subject_prefix(config),
         subject,
@@ -135,12 +140,7 @@ pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig
 
 pub fn postgres_sink_config(config: &Config) -> cdc_sink_postgres::PostgresSinkConfig {
     cdc_sink_postgres::PostgresSinkConfig {
-        url: config
-            .sink
-            .url
-            .as_ref()
-            .map(|u| u.expose().to_string())
-            .unwrap_or_default(),
+        url: sink_url(config),
         schema: config
             .sink
             .schema

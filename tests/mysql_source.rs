@@ -213,15 +213,7 @@ async fn every_change_once_and_in_order_across_sigkills() {
             }
         }
     });
-    let mut seed = std::process::id() as u64;
-    for _ in 0..3 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        tokio::time::sleep(Duration::from_millis(300 + (seed >> 33) % 900)).await;
-        agent.kill9();
-        agent = p.start();
-    }
+    agent = common::kill_at_random_moments(&p, agent, 3, 300, 900).await;
     writer.await.unwrap();
     let records = p.wait_records(100_000, Duration::from_secs(180));
     assert_eq!(agent.stop(), 0);
@@ -292,15 +284,7 @@ async fn mariadb_to_postgres_equal_after_sigkills() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
-    let mut seed = std::process::id() as u64;
-    for _ in 0..3 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        tokio::time::sleep(Duration::from_millis(500 + (seed >> 33) % 1500)).await;
-        agent.kill9();
-        agent = p.start();
-    }
+    agent = common::kill_at_random_moments(&p, agent, 3, 500, 1500).await;
     writer.await.unwrap();
     let query = "SELECT id, owner, balance, opened, big, status, note FROM accounts ORDER BY id";
     let target = dst.client().await;

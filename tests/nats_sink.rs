@@ -22,6 +22,35 @@ fn nats_sink(url: &str, name: &str, format: &str) -> String {
     )
 }
 
+/// A fresh database with `schema_sql` applied, and a pipeline of `table` into the nats sink at
+/// `url` (the stream and prefix named after the database).
+async fn nats_pipeline(
+    prefix: &str,
+    schema_sql: &str,
+    table: &str,
+    url: &str,
+    format: &str,
+) -> (TestDb, Pipeline) {
+    let db = TestDb::new(prefix).await;
+    db.exec(schema_sql).await;
+    let sink = nats_sink(url, &db.name, format);
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &[table],
+        "snapshot = \"never\"",
+        Some(&sink),
+    );
+    (db, p)
+}
+
+/// Starts the pipeline's agent and waits until it streams.
+fn start_streaming(p: &Pipeline) -> common::Agent {
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    agent
+}
+
 struct Stored {
     subject: String,
     headers: async_nats::HeaderMap,
@@ -75,46 +104,23 @@ async fn stored_messages(stream: &str, n: u64, timeout: Duration) -> Vec<Stored>
 async fn every_change_once_in_order_across_sigkills() {
     const TRANSACTIONS: i64 = 50;
     const ROWS: i64 = 500; // per transaction: 500 inserts, 300 updates, 200 deletes
-    let db = TestDb::new("nats_kill").await;
-    db.exec("CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)")
-        .await;
-    let sink = nats_sink(&nats_url(), &db.name, "native");
-    let p = Pipeline::with_sink(
-        &db.url,
-        &db.name,
-        &["public.ledger"],
-        "snapshot = \"never\"",
-        Some(&sink),
-    );
-    let mut agent = p.start();
-    p.wait_state("streaming", Duration::from_secs(60));
+    let (db, p) = nats_pipeline(
+        "nats_kill",
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)",
+        "public.ledger",
+        &nats_url(),
+        "native",
+    )
+    .await;
+    let mut agent = start_streaming(&p);
 
-    let writer_url = db.url.clone();
-    let writer = tokio::spawn(async move {
-        let c = common::connect(&writer_url).await;
-        for tx in 0..TRANSACTIONS {
-            let base = tx * ROWS;
-            c.batch_execute(&format!(
-                "BEGIN;
-                 INSERT INTO ledger SELECT {base} + g, {tx}, 0 FROM generate_series(1, {ROWS}) g;
-                 UPDATE ledger SET v = 1 WHERE id > {base} AND id <= {base} + 300;
-                 DELETE FROM ledger WHERE id > {base} + 300;
-                 COMMIT;"
-            ))
-            .await
-            .unwrap();
-            tokio::time::sleep(Duration::from_millis(40)).await;
-        }
-    });
-    let mut seed = std::process::id() as u64;
-    for _ in 0..3 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        tokio::time::sleep(Duration::from_millis(300 + (seed >> 33) % 900)).await;
-        agent.kill9();
-        agent = p.start();
-    }
+    let writer = common::spawn_ledger_writer(
+        db.url.clone(),
+        TRANSACTIONS,
+        ROWS,
+        Duration::from_millis(40),
+    );
+    agent = common::kill_at_random_moments(&p, agent, 3, 300, 900).await;
     writer.await.unwrap();
     let expected = (TRANSACTIONS * 1000) as u64;
     let stored = stored_messages(&db.name, expected, Duration::from_secs(120)).await;
@@ -153,19 +159,15 @@ async fn every_change_once_in_order_across_sigkills() {
 /// `format = "debezium"`: Debezium's envelope and op letters, the key in the `Cdc-Key` header.
 #[tokio::test(flavor = "multi_thread")]
 async fn debezium_envelope_on_the_wire() {
-    let db = TestDb::new("nats_dbz").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY, doc jsonb, price numeric(10,2))")
-        .await;
-    let sink = nats_sink(&nats_url(), &db.name, "debezium");
-    let p = Pipeline::with_sink(
-        &db.url,
-        &db.name,
-        &["public.t"],
-        "snapshot = \"never\"",
-        Some(&sink),
-    );
-    let agent = p.start();
-    p.wait_state("streaming", Duration::from_secs(60));
+    let (db, p) = nats_pipeline(
+        "nats_dbz",
+        "CREATE TABLE t (id int PRIMARY KEY, doc jsonb, price numeric(10,2))",
+        "public.t",
+        &nats_url(),
+        "debezium",
+    )
+    .await;
+    let agent = start_streaming(&p);
     db.exec(
         "INSERT INTO t VALUES (1, '{\"a\": 1}', 9.50); UPDATE t SET price = 10 WHERE id = 1; \
          DELETE FROM t WHERE id = 1;",
@@ -199,22 +201,19 @@ async fn debezium_envelope_on_the_wire() {
 /// everything written meanwhile arrives once the broker is back.
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_down_then_back_loses_nothing() {
-    let db = TestDb::new("nats_down").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
     let url = nats_url();
     let port = url.rsplit(':').next().unwrap().to_string();
     let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{port}")).await;
     let proxied = format!("nats://127.0.0.1:{}", proxy.port);
-    let sink = nats_sink(&proxied, &db.name, "native");
-    let p = Pipeline::with_sink(
-        &db.url,
-        &db.name,
-        &["public.t"],
-        "snapshot = \"never\"",
-        Some(&sink),
-    );
-    let agent = p.start();
-    p.wait_state("streaming", Duration::from_secs(60));
+    let (db, p) = nats_pipeline(
+        "nats_down",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "public.t",
+        &proxied,
+        "native",
+    )
+    .await;
+    let agent = start_streaming(&p);
     db.exec("INSERT INTO t SELECT generate_series(1, 100)")
         .await;
     proxy.take_down();
@@ -239,16 +238,14 @@ async fn broker_down_then_back_loses_nothing() {
 /// not there is a failed check with the fix.
 #[tokio::test(flavor = "multi_thread")]
 async fn check_reports_the_broker() {
-    let db = TestDb::new("nats_check").await;
-    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
-    let sink = nats_sink(&nats_url(), &db.name, "native");
-    let p = Pipeline::with_sink(
-        &db.url,
-        &db.name,
-        &["public.t"],
-        "snapshot = \"never\"",
-        Some(&sink),
-    );
+    let (db, p) = nats_pipeline(
+        "nats_check",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "public.t",
+        &nats_url(),
+        "native",
+    )
+    .await;
     let out = p.run_cmd(&["check"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}");

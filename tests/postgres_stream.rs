@@ -156,35 +156,14 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     )
     .await;
 
-    let writer_url = db.url.clone();
-    let writer = tokio::spawn(async move {
-        let c = common::connect(&writer_url).await;
-        for tx in 0..TRANSACTIONS {
-            let base = tx * ROWS;
-            c.batch_execute(&format!(
-                "BEGIN;
-                 INSERT INTO ledger SELECT {base} + g, {tx}, 0 FROM generate_series(1, {ROWS}) g;
-                 UPDATE ledger SET v = 1 WHERE id > {base} AND id <= {base} + 300;
-                 DELETE FROM ledger WHERE id > {base} + 300;
-                 COMMIT;"
-            ))
-            .await
-            .unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    let mut kills = 0;
-    let mut seed = std::process::id() as u64;
-    while kills < 4 {
-        // A pseudo-random moment between 0.3 and 1.5 s into the run.
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        tokio::time::sleep(Duration::from_millis(300 + (seed >> 33) % 1200)).await;
-        agent.kill9();
-        kills += 1;
-        agent = p.start();
-    }
+    let writer = common::spawn_ledger_writer(
+        db.url.clone(),
+        TRANSACTIONS,
+        ROWS,
+        Duration::from_millis(20),
+    );
+    // Four kills, each 0.3 to 1.5 s after the last start.
+    agent = common::kill_at_random_moments(&p, agent, 4, 300, 1200).await;
     writer.await.unwrap();
     let expected = (TRANSACTIONS * 1000) as usize;
     p.wait_records(expected, Duration::from_secs(120));

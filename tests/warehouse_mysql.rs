@@ -182,12 +182,9 @@ async fn equal_after_sigkills_and_no_change_applied_twice() {
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     });
-    let mut seed = std::process::id() as u64;
+    let mut moments = common::RandomMoments::new(400, 1200);
     for kill in 0..3 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        tokio::time::sleep(Duration::from_millis(400 + (seed >> 33) % 1200)).await;
+        moments.wait().await;
         agent.kill9();
         if kill == 1 {
             // Lose the local checkpoint too: the slot then replays from its older confirmed

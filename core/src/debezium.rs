@@ -18,7 +18,7 @@
 //! as Debezium's `io.debezium.data.Json`.
 
 use crate::event::{ChangeEvent, Op, Row, SourceKind};
-use crate::json::{write_str, write_value};
+use crate::json::{write_row_with, write_str, write_value};
 use crate::position::Position;
 use crate::time::parse_utc_micros;
 use crate::value::Value;
@@ -122,23 +122,10 @@ fn write_source(event: &ChangeEvent, name: &str, out: &mut Vec<u8>) {
 
 /// A row as Debezium writes it: JSON columns as their text in a string, the rest as the spec's.
 fn write_row(row: Option<&Row>, out: &mut Vec<u8>) {
-    let Some(row) = row else {
-        out.extend_from_slice(b"null");
-        return;
-    };
-    out.push(b'{');
-    for (i, (name, value)) in row.0.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(name, out);
-        out.push(b':');
-        match value {
-            Value::Json(raw) => write_str(raw.get(), out),
-            other => write_value(other, out),
-        }
-    }
-    out.push(b'}');
+    write_row_with(row, out, |value, out| match value {
+        Value::Json(raw) => write_str(raw.get(), out),
+        other => write_value(other, out),
+    });
 }
 
 #[cfg(test)]

@@ -78,18 +78,24 @@ fn write_source(source: &SourceMeta, out: &mut Vec<u8>) {
 }
 
 fn write_optional_row(row: Option<&Row>, out: &mut Vec<u8>) {
+    write_row_with(row, out, write_value);
+}
+
+/// A row as a JSON object (`null` for none), each value written by `value`: the record's form,
+/// or another envelope's (Debezium's JSON columns).
+pub fn write_row_with(row: Option<&Row>, out: &mut Vec<u8>, value: fn(&Value, &mut Vec<u8>)) {
     let Some(row) = row else {
         out.extend_from_slice(b"null");
         return;
     };
     out.push(b'{');
-    for (i, (name, value)) in row.0.iter().enumerate() {
+    for (i, (name, v)) in row.0.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         write_str(name, out);
         out.push(b':');
-        write_value(value, out);
+        value(v, out);
     }
     out.push(b'}');
 }

@@ -322,6 +322,78 @@ impl Agent {
     }
 }
 
+/// Writes the ledger workload into `ledger (id bigint PRIMARY KEY, tx int, v int)` in the
+/// background: per transaction `rows` inserts, 300 updates (`rows` ≥ 300), the rest deleted, with
+/// a pause between transactions.
+pub fn spawn_ledger_writer(
+    url: String,
+    transactions: i64,
+    rows: i64,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = connect(&url).await;
+        for tx in 0..transactions {
+            let base = tx * rows;
+            c.batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO ledger SELECT {base} + g, {tx}, 0 FROM generate_series(1, {rows}) g;
+                 UPDATE ledger SET v = 1 WHERE id > {base} AND id <= {base} + 300;
+                 DELETE FROM ledger WHERE id > {base} + 300;
+                 COMMIT;"
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
+/// Pseudo-random moments for SIGKILL tests: each `wait` sleeps between `min_ms` and
+/// `min_ms + spread_ms`, seeded by the process id so that runs hit different moments.
+pub struct RandomMoments {
+    seed: u64,
+    min_ms: u64,
+    spread_ms: u64,
+}
+
+impl RandomMoments {
+    pub fn new(min_ms: u64, spread_ms: u64) -> Self {
+        RandomMoments {
+            seed: std::process::id() as u64,
+            min_ms,
+            spread_ms,
+        }
+    }
+
+    pub async fn wait(&mut self) {
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let ms = self.min_ms + (self.seed >> 33) % self.spread_ms.max(1);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// SIGKILLs the pipeline's agent `kills` times at random moments (see [`RandomMoments`]),
+/// restarting it each time; returns the agent running after the last restart.
+pub async fn kill_at_random_moments(
+    p: &Pipeline,
+    mut agent: Agent,
+    kills: usize,
+    min_ms: u64,
+    spread_ms: u64,
+) -> Agent {
+    let mut moments = RandomMoments::new(min_ms, spread_ms);
+    for _ in 0..kills {
+        moments.wait().await;
+        agent.kill9();
+        agent = p.start();
+    }
+    agent
+}
+
 /// A fresh database with `schema` applied and an agent streaming its `tables` (no snapshot).
 pub async fn streaming(prefix: &str, schema: &str, tables: &[&str]) -> (TestDb, Pipeline, Agent) {
     let db = TestDb::new(prefix).await;
