@@ -15,7 +15,7 @@ mod subject;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
@@ -231,20 +231,21 @@ pub async fn check(config: &NatsSinkConfig) -> CheckOutcome {
             "sink",
             format!("NATS JetStream stream {} exists", config.stream),
         ),
-        Err(_) if config.create_stream => match js.query_account().await {
-            Ok(_) => CheckOutcome::ok(
+        // JetStream itself answered "no such stream": it is on, and the stream can be made.
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) && config.create_stream => {
+            CheckOutcome::ok(
                 "sink",
                 format!(
                     "NATS JetStream is on; stream {} will be created",
                     config.stream
                 ),
-            ),
-            Err(e) => CheckOutcome::fail(
-                "sink",
-                format!("JetStream is not available at {}: {e}", config.url),
-                "run nats-server with JetStream enabled (-js)",
-            ),
-        },
+            )
+        }
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::Request) => CheckOutcome::fail(
+            "sink",
+            format!("JetStream does not answer at {}: {e}", config.url),
+            "run nats-server with JetStream enabled (-js)",
+        ),
         Err(e) => CheckOutcome::fail(
             "sink",
             format!("JetStream stream {}: {e}", config.stream),
