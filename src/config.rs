@@ -151,6 +151,8 @@ pub struct SinkConfig {
     /// Warehouse sinks: changes buffered before they are applied into the open transaction.
     #[serde(default = "default_max_batch_changes")]
     pub max_batch_changes: usize,
+    /// duckdb: DuckDB's memory_limit in MiB (default 256; 0: DuckDB's default, 80% of RAM).
+    pub memory_limit_mb: Option<u64>,
     /// Message sinks: the change record (`native`) or Debezium's envelope.
     pub format: Option<MessageFormat>,
     /// nats: the subject template (default `{prefix}.{schema}.{table}`).
@@ -403,6 +405,24 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.sink.memory_limit_mb.is_some() && self.sink.kind != SinkType::Duckdb {
+            return fail("sink.memory_limit_mb", "is for the duckdb sink only");
+        }
+        let sink = &self.sink;
+        let message_keys = [
+            sink.format.is_some(),
+            sink.subject.is_some(),
+            sink.subject_prefix.is_some(),
+            sink.stream.is_some(),
+            sink.create_stream.is_some(),
+            sink.duplicate_window_s.is_some(),
+        ];
+        if message_keys.contains(&true) && !matches!(sink.kind, SinkType::Nats | SinkType::Kafka) {
+            return fail(
+                "sink.format / subject / subject_prefix / stream / create_stream / duplicate_window_s",
+                "are for message sinks (type = \"nats\")",
+            );
         }
         match self.sink.kind {
             SinkType::Jsonl => {

@@ -204,6 +204,10 @@ pub fn duckdb_sink_config(config: &Config) -> cdc_sink_duckdb::DuckdbSinkConfig 
         metadata_columns: config.sink.metadata_columns,
         truncate: config.sink.truncate,
         max_batch_changes: config.sink.max_batch_changes,
+        memory_limit_mb: config
+            .sink
+            .memory_limit_mb
+            .unwrap_or(cdc_sink_duckdb::DEFAULT_MEMORY_LIMIT_MB),
     }
 }
 

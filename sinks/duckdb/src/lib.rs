@@ -59,7 +59,13 @@ pub struct DuckdbSinkConfig {
     pub metadata_columns: bool,
     pub truncate: TruncateMode,
     pub max_batch_changes: usize,
+    /// DuckDB's `memory_limit` in MiB (0: DuckDB's own default, 80% of the machine's memory).
+    pub memory_limit_mb: u64,
 }
+
+/// The default `memory_limit`: a sidecar must not take most of its host's memory, which is
+/// DuckDB's own default.
+pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 256;
 
 /// A target table as the sink knows it.
 struct TargetTable {
@@ -102,13 +108,23 @@ fn blocking<R>(work: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Opens (or creates) the database file with extension downloads and auto-loading off.
-fn open_database(path: &Path, access: AccessMode) -> Result<Connection, PipelineError> {
-    let config = Config::default()
+/// Opens (or creates) the database file with extension downloads and auto-loading off, and
+/// DuckDB's memory capped at `memory_limit_mb` (0: uncapped).
+fn open_database(
+    path: &Path,
+    access: AccessMode,
+    memory_limit_mb: u64,
+) -> Result<Connection, PipelineError> {
+    let mut config = Config::default()
         .access_mode(access)
         .and_then(|c| c.enable_autoload_extension(false))
         .and_then(|c| c.with("autoinstall_known_extensions", "false"))
         .map_err(|e| duck_error(e, "configuring DuckDB"))?;
+    if memory_limit_mb > 0 {
+        config = config
+            .max_memory(&format!("{memory_limit_mb}MB"))
+            .map_err(|e| duck_error(e, "setting DuckDB's memory_limit"))?;
+    }
     Connection::open_with_flags(path, config)
         .map_err(|e| duck_error(e, &format!("opening {}", path.display())))
 }
@@ -178,7 +194,7 @@ impl DuckdbSink {
                 .with_hint("create the directory or change sink.path"));
             }
         }
-        let conn = open_database(path, AccessMode::ReadWrite)?;
+        let conn = open_database(path, AccessMode::ReadWrite, self.config.memory_limit_mb)?;
         // The JSON type exists only if the json extension is compiled in (never downloaded).
         self.features = Features {
             json: conn.execute_batch("SELECT NULL::JSON").is_ok(),
@@ -518,7 +534,7 @@ pub fn check(config: &DuckdbSinkConfig) -> CheckOutcome {
             format!("DuckDB file {} will be created", path.display()),
         );
     }
-    match open_database(path, AccessMode::ReadOnly) {
+    match open_database(path, AccessMode::ReadOnly, config.memory_limit_mb) {
         Ok(_) => CheckOutcome::ok("sink", format!("DuckDB file {} opens", path.display())),
         Err(e) if is_locked(&e.message.to_ascii_lowercase()) => CheckOutcome::ok(
             "sink",

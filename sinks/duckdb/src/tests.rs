@@ -19,6 +19,7 @@ fn config(dir: &tempfile::TempDir) -> DuckdbSinkConfig {
         metadata_columns: false,
         truncate: TruncateMode::Propagate,
         max_batch_changes: 1000,
+        memory_limit_mb: 64,
     }
 }
 
