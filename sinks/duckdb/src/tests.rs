@@ -559,3 +559,16 @@ async fn a_missing_directory_is_a_definite_error_with_a_fix() {
     let cfg = config(&dir);
     assert!(check(&cfg).ok, "a file that can be created");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duckdb_memory_is_capped_by_the_configured_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = DuckdbSink::new(config(&dir));
+    sink.open().await.unwrap();
+    let limit = query(&sink, "SELECT current_setting('memory_limit')");
+    // DuckDB reports the limit in its own units (64 MB is about 61 MiB).
+    assert!(
+        limit.len() == 1 && (limit[0].contains("61.0 MiB") || limit[0].contains("64")),
+        "{limit:?}"
+    );
+}
