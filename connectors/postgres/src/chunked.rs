@@ -80,7 +80,9 @@ impl ChunkReader for PgChunkReader {
         // The cursor of the next chunk: the key of the row that fills this one.
         let mut last_row = None;
         let db = &self.db;
-        self.catalog
+        begin_snapshot_after_watermark(&mut self.catalog).await?;
+        let read = self
+            .catalog
             .query_each(&chunk_sql(relation, cursor, limit), |fields| {
                 if limit > 0 && events.len() + 1 == limit {
                     last_row = Some(fields.clone().into_owned()?);
@@ -88,7 +90,13 @@ impl ChunkReader for PgChunkReader {
                 events.push(snapshot_event(relation, db, fields, Lsn(0), 0)?);
                 Ok(())
             })
-            .await?;
+            .await;
+        let end = self
+            .catalog
+            .query(if read.is_ok() { "COMMIT" } else { "ROLLBACK" })
+            .await;
+        read?;
+        end?;
         let last_key = last_row.map(|row| {
             relation
                 .key
@@ -102,6 +110,49 @@ impl ChunkReader for PgChunkReader {
     async fn close(&mut self) {
         self.catalog.close().await;
     }
+}
+
+/// Opens the read-only transaction a chunk is read in, with a snapshot that sees every
+/// transaction whose commit precedes the low watermark in the WAL.
+///
+/// A snapshot taken after the watermark's commit can still miss such a transaction: Postgres
+/// writes a commit record before it removes the transaction from the running set, so for a
+/// moment (longer on a loaded machine) the commit is in the stream before the window while its
+/// rows are invisible to the read, and the chunk would then overwrite the change with the older
+/// row. Such a snapshot lists, among its running transactions, one that is already committed:
+/// it is dropped and taken again (the moment passes in microseconds).
+async fn begin_snapshot_after_watermark(catalog: &mut Catalog) -> Result<(), PipelineError> {
+    // txid_* rather than pg_current_snapshot()/pg_xact_status(): Postgres 10 and later.
+    const CHECK: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+        SELECT count(*) FROM txid_snapshot_xip(txid_current_snapshot()) AS x \
+        WHERE txid_status(x) = 'committed'";
+    for attempt in 0.. {
+        let result = catalog.query(CHECK).await;
+        let committed = match &result {
+            Ok(r) => r
+                .rows
+                .first()
+                .and_then(|row| row.first().cloned().flatten()),
+            Err(_) => None,
+        };
+        match committed.as_deref() {
+            Some("0") => return Ok(()),
+            Some(_) if attempt < 1000 => {
+                catalog.query("ROLLBACK").await?;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            _ => {
+                let _ = catalog.query("ROLLBACK").await;
+                return Err(result.err().unwrap_or_else(|| {
+                    PipelineError::transient(
+                        "snapshot",
+                        "a committed transaction stayed in the running set for over a second",
+                    )
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a watermark into the WAL: a transactional logical message, so it reaches the stream
