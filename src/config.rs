@@ -167,13 +167,7 @@ pub struct SinkConfig {
     pub duplicate_window_s: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageFormat {
-    #[default]
-    Native,
-    Debezium,
-}
+pub use cdc_core::debezium::MessageFormat;
 
 /// The NATS sink's subject prefix: configured, else the agent's name.
 pub fn nats_subject_prefix(config: &Config) -> String {

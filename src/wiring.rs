@@ -131,10 +131,7 @@ pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig
         duplicate_window: std::time::Duration::from_secs(
             config.sink.duplicate_window_s.unwrap_or(120),
         ),
-        format: match config.sink.format.unwrap_or_default() {
-            crate::config::MessageFormat::Native => cdc_sink_nats::MessageFormat::Native,
-            crate::config::MessageFormat::Debezium => cdc_sink_nats::MessageFormat::Debezium,
-        },
+        format: config.sink.format.unwrap_or_default(),
     })
 }
 

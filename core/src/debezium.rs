@@ -23,6 +23,17 @@ use crate::position::Position;
 use crate::time::parse_utc_micros;
 use crate::value::Value;
 
+/// How a message sink encodes each change (`sink.format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageFormat {
+    /// The spec's change record, as the jsonl sink writes it.
+    #[default]
+    Native,
+    /// Debezium's envelope (this module).
+    Debezium,
+}
+
 /// Debezium's `op` letter: `c`reate, `u`pdate, `d`elete, `t`runcate, and `r`ead for snapshot rows.
 pub fn op_letter(event: &ChangeEvent) -> &'static str {
     match event.op {

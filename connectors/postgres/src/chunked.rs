@@ -126,33 +126,28 @@ async fn begin_snapshot_after_watermark(catalog: &mut Catalog) -> Result<(), Pip
     const CHECK: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
         SELECT count(*) FROM txid_snapshot_xip(txid_current_snapshot()) AS x \
         WHERE txid_status(x) = 'committed'";
-    for attempt in 0.. {
-        let result = catalog.query(CHECK).await;
-        let committed = match &result {
-            Ok(r) => r
+    // About a second of retries: the moment is microseconds, even on a loaded machine.
+    for _ in 0..1000 {
+        let checked = match catalog.query(CHECK).await {
+            Ok(result) => result
                 .rows
                 .first()
                 .and_then(|row| row.first().cloned().flatten()),
-            Err(_) => None,
-        };
-        match committed.as_deref() {
-            Some("0") => return Ok(()),
-            Some(_) if attempt < 1000 => {
-                catalog.query("ROLLBACK").await?;
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            _ => {
+            Err(e) => {
                 let _ = catalog.query("ROLLBACK").await;
-                return Err(result.err().unwrap_or_else(|| {
-                    PipelineError::transient(
-                        "snapshot",
-                        "a committed transaction stayed in the running set for over a second",
-                    )
-                }));
+                return Err(e);
             }
+        };
+        if checked.as_deref() == Some("0") {
+            return Ok(());
         }
+        catalog.query("ROLLBACK").await?;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    Ok(())
+    Err(PipelineError::transient(
+        "snapshot",
+        "a committed transaction stayed in the running set for over a second",
+    ))
 }
 
 /// Writes a watermark into the WAL: a transactional logical message, so it reaches the stream

@@ -23,19 +23,11 @@ use cdc_core::{
     ChangeEvent, CheckOutcome, PipelineError, Position, ResumePoint, Sink, SourceMessage,
 };
 
+pub use cdc_core::debezium::MessageFormat;
 pub use subject::{SubjectTemplate, DEFAULT_SUBJECT};
 
 /// Acks awaited at most at once; past half of it, `write` waits for the oldest.
 const MAX_ACKS_IN_FLIGHT: usize = 8192;
-
-/// How each change is encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageFormat {
-    /// The spec's change record, as the jsonl sink writes it.
-    Native,
-    /// Debezium's envelope ([`cdc_core::debezium`]); the key goes in the `Cdc-Key` header.
-    Debezium,
-}
 
 #[derive(Clone, Debug)]
 pub struct NatsSinkConfig {
@@ -49,6 +41,7 @@ pub struct NatsSinkConfig {
     /// Create the stream when it is missing (else a missing stream is a configuration error).
     pub create_stream: bool,
     pub duplicate_window: Duration,
+    /// The change record, or Debezium's envelope with the key in the `Cdc-Key` header.
     pub format: MessageFormat,
 }
 

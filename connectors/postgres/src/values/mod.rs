@@ -125,12 +125,6 @@ pub fn decode_text(kind: &ValueKind, text: &str) -> Value {
     decode_cow(kind, Cow::Borrowed(text))
 }
 
-/// [`decode_text`] for text the caller owns (a query's field): the kinds that keep the text reuse
-/// its allocation.
-pub fn decode_owned(kind: &ValueKind, text: String) -> Value {
-    decode_cow(kind, Cow::Owned(text))
-}
-
 /// [`decode_text`] for text that may already be owned (an unescaped array element), so the kinds
 /// that keep the text can reuse its allocation instead of copying it.
 fn decode_cow(kind: &ValueKind, text: Cow<'_, str>) -> Value {

@@ -132,15 +132,6 @@ impl<'a> RowFields<'a> {
         })
     }
 
-    /// How many fields the row has left.
-    pub fn len(&self) -> usize {
-        self.left
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.left == 0
-    }
-
     /// The next field as text (`Some(None)` for NULL); `None` past the last one.
     pub fn next_field(&mut self) -> Result<Option<Option<&'a str>>, WireError> {
         if self.left == 0 {
