@@ -287,6 +287,10 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
             Ok(nats) => cdc_sink_nats::check(&nats).await,
             Err(e) => CheckOutcome::fail("sink", e.to_string(), "fix sink.subject"),
         },
+        SinkType::Kafka => match wiring::kafka_sink_config(config) {
+            Ok(kafka) => cdc_sink_kafka::check(&kafka).await,
+            Err(e) => CheckOutcome::fail("sink", e.to_string(), "fix sink.topic"),
+        },
         _ => check_sink(config),
     });
     let mut failed = false;

@@ -165,16 +165,30 @@ pub struct SinkConfig {
     pub create_stream: Option<bool>,
     /// nats: the duplicate window of a stream the agent creates, in seconds (default 120).
     pub duplicate_window_s: Option<u64>,
+    /// kafka: `bootstrap.servers`, `host:port[,host:port...]`.
+    pub brokers: Option<EnvString>,
+    /// kafka: the topic template (default `{prefix}.{schema}.{table}`).
+    pub topic: Option<EnvString>,
+    /// kafka: `{prefix}` in the topic, and Debezium's `source.name` (default: agent.name).
+    pub topic_prefix: Option<EnvString>,
+    /// kafka: `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.
+    pub compression: Option<cdc_sink_kafka::Compression>,
+    /// kafka: a tombstone (key, no value) after each delete (default: true with the debezium
+    /// format, as Debezium's `tombstones.on.delete`; false with native).
+    pub tombstones: Option<bool>,
+    /// kafka: librdkafka producer properties (e.g. `"linger.ms" = "20"`), set after the sink's.
+    pub properties: Option<std::collections::BTreeMap<String, Secret>>,
 }
 
 pub use cdc_core::debezium::MessageFormat;
 
-/// The NATS sink's subject prefix: configured, else the agent's name.
-pub fn nats_subject_prefix(config: &Config) -> String {
-    config
-        .sink
-        .subject_prefix
+/// A message sink's `{prefix}` (NATS `subject_prefix`, Kafka `topic_prefix`): configured, else
+/// the agent's name.
+pub fn message_prefix(config: &Config) -> String {
+    let sink = &config.sink;
+    sink.subject_prefix
         .as_ref()
+        .or(sink.topic_prefix.as_ref())
         .map(|p| p.0.clone())
         .unwrap_or_else(|| config.agent.name.0.clone())
 }
@@ -404,18 +418,37 @@ impl Config {
             return fail("sink.memory_limit_mb", "is for the duckdb sink only");
         }
         let sink = &self.sink;
-        let message_keys = [
-            sink.format.is_some(),
+        if sink.format.is_some() && !matches!(sink.kind, SinkType::Nats | SinkType::Kafka) {
+            return fail(
+                "sink.format",
+                "is for message sinks (type = \"nats\" or \"kafka\")",
+            );
+        }
+        let nats_keys = [
             sink.subject.is_some(),
             sink.subject_prefix.is_some(),
             sink.stream.is_some(),
             sink.create_stream.is_some(),
             sink.duplicate_window_s.is_some(),
         ];
-        if message_keys.contains(&true) && !matches!(sink.kind, SinkType::Nats | SinkType::Kafka) {
+        if nats_keys.contains(&true) && sink.kind != SinkType::Nats {
             return fail(
-                "sink.format / subject / subject_prefix / stream / create_stream / duplicate_window_s",
-                "are for message sinks (type = \"nats\")",
+                "sink.subject / subject_prefix / stream / create_stream / duplicate_window_s",
+                "are for the nats sink (type = \"nats\")",
+            );
+        }
+        let kafka_keys = [
+            sink.brokers.is_some(),
+            sink.topic.is_some(),
+            sink.topic_prefix.is_some(),
+            sink.compression.is_some(),
+            sink.tombstones.is_some(),
+            sink.properties.is_some(),
+        ];
+        if kafka_keys.contains(&true) && sink.kind != SinkType::Kafka {
+            return fail(
+                "sink.brokers / topic / topic_prefix / compression / tombstones / properties",
+                "are for the kafka sink (type = \"kafka\")",
             );
         }
         match self.sink.kind {
@@ -446,7 +479,10 @@ impl Config {
             }
             SinkType::Mysql => {
                 let Some(url) = &self.sink.url else {
-                    return fail("sink.url", "is required for the mysql sink: mysql://user:password@host:port/database");
+                    return fail(
+                        "sink.url",
+                        "is required for the mysql sink: mysql://user:password@host:port/database",
+                    );
                 };
                 if self.sink.path.is_some() {
                     return fail("sink.path", "is for the jsonl and duckdb sinks; the mysql sink takes `url` and `schema`");
@@ -495,40 +531,99 @@ impl Config {
             }
             SinkType::Nats => {
                 let Some(url) = &self.sink.url else {
-                    return fail("sink.url", "is required for the nats sink: nats://host:4222");
+                    return fail(
+                        "sink.url",
+                        "is required for the nats sink: nats://host:4222",
+                    );
                 };
-                if !["nats://", "tls://"].iter().any(|s| url.expose().starts_with(s)) {
-                    return fail("sink.url", "must be a NATS URL: nats://host:4222 (or tls://host:4222)");
+                if !["nats://", "tls://"]
+                    .iter()
+                    .any(|s| url.expose().starts_with(s))
+                {
+                    return fail(
+                        "sink.url",
+                        "must be a NATS URL: nats://host:4222 (or tls://host:4222)",
+                    );
                 }
                 if self.sink.path.is_some() || self.sink.schema.is_some() {
                     return fail("sink.path / sink.schema", "are not used by the nats sink (it takes url, subject, subject_prefix, stream, format)");
                 }
-                let template = self.sink.subject.as_ref().map_or(cdc_sink_nats::DEFAULT_SUBJECT, |s| s.0.as_str());
+                let template = self
+                    .sink
+                    .subject
+                    .as_ref()
+                    .map_or(cdc_sink_nats::DEFAULT_SUBJECT, |s| s.0.as_str());
                 if let Err(e) = cdc_sink_nats::SubjectTemplate::parse(template) {
                     return fail("sink.subject", &e);
                 }
                 if let Some(prefix) = &self.sink.subject_prefix {
                     if prefix.is_empty() || prefix.contains(['.', '*', '>', ' ']) {
-                        return fail("sink.subject_prefix", "must be one subject token: no dots, spaces or wildcards");
+                        return fail(
+                            "sink.subject_prefix",
+                            "must be one subject token: no dots, spaces or wildcards",
+                        );
                     }
                 }
                 if let Some(stream) = &self.sink.stream {
-                    if stream.is_empty() || !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                        return fail("sink.stream", "must be a JetStream stream name: letters, digits, '-' and '_'");
+                    if stream.is_empty()
+                        || !stream
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
+                        return fail(
+                            "sink.stream",
+                            "must be a JetStream stream name: letters, digits, '-' and '_'",
+                        );
                     }
                 }
                 if self.sink.duplicate_window_s == Some(0) {
-                    return fail("sink.duplicate_window_s", "must be at least 1: the window is what drops replayed changes");
+                    return fail(
+                        "sink.duplicate_window_s",
+                        "must be at least 1: the window is what drops replayed changes",
+                    );
                 }
             }
-            other => {
-                return fail(
-                    "sink.type",
-                    &format!(
-                    "= \"{}\" is not available in this build yet (\"jsonl\", \"postgres\", \"mysql\", \"duckdb\" and \"nats\" are)",
-                    crate::runtime::sink_type_name(other)
-                ),
-                )
+            SinkType::Kafka => {
+                let Some(brokers) = &self.sink.brokers else {
+                    return fail("sink.brokers", "is required for the kafka sink: \"host:9092\" (several: \"h1:9092,h2:9092\")");
+                };
+                if brokers
+                    .split(',')
+                    .any(|b| b.trim().is_empty() || b.contains("://"))
+                {
+                    return fail(
+                        "sink.brokers",
+                        "must be host:port[,host:port...], without a scheme: \"h1:9092,h2:9092\"",
+                    );
+                }
+                if self.sink.url.is_some() || self.sink.path.is_some() || self.sink.schema.is_some()
+                {
+                    return fail("sink.url / sink.path / sink.schema", "are not used by the kafka sink (it takes brokers, topic, topic_prefix, format, compression, tombstones, properties)");
+                }
+                let template = self
+                    .sink
+                    .topic
+                    .as_ref()
+                    .map_or(cdc_sink_kafka::DEFAULT_TOPIC, |t| t.0.as_str());
+                if let Err(e) = cdc_sink_kafka::TopicTemplate::parse(template) {
+                    return fail("sink.topic", &e);
+                }
+                if let Some(prefix) = &self.sink.topic_prefix {
+                    if prefix.is_empty() || cdc_sink_kafka::TopicTemplate::parse(prefix).is_err() {
+                        return fail(
+                            "sink.topic_prefix",
+                            "may hold only letters, digits, '.', '_' and '-'",
+                        );
+                    }
+                }
+                for key in self.sink.properties.iter().flat_map(|p| p.keys()) {
+                    if let Some(why) = cdc_sink_kafka::refused_property(key) {
+                        return fail(
+                            &format!("sink.properties.\"{key}\""),
+                            &format!("may not be set: {why}"),
+                        );
+                    }
+                }
             }
         }
         Ok(())
@@ -691,7 +786,7 @@ path = "out.jsonl"
         let parse = |text: String| Config::parse(&text, Path::new("a.toml"));
         let c = parse(sink("url = \"nats://h:4222\"")).unwrap();
         assert_eq!(nats_stream_name(&c), "CDC_ORDERS");
-        assert_eq!(nats_subject_prefix(&c), "orders");
+        assert_eq!(message_prefix(&c), "orders");
         assert_eq!(c.sink.format.unwrap_or_default(), MessageFormat::Native);
         let c = parse(sink(
             "url = \"nats://h:4222\"\nformat = \"debezium\"\nstream = \"S-1\"\nsubject = \"cdc.{schema}.{table}\"",
@@ -729,6 +824,65 @@ path = "out.jsonl"
             err.contains("a.toml:13:10") && err.contains("`native` or `debezium`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_kafka_sink_checks_brokers_topic_and_properties() {
+        let sink = |lines: &str| {
+            GOOD.replace(
+                "type = \"jsonl\"\npath = \"out.jsonl\"",
+                &format!("type = \"kafka\"\n{lines}"),
+            )
+        };
+        let parse = |text: String| Config::parse(&text, Path::new("a.toml"));
+        let c = parse(sink("brokers = \"k1:9092,k2:9092\"")).unwrap();
+        assert_eq!(message_prefix(&c), "orders");
+        let kafka = crate::wiring::kafka_sink_config(&c).unwrap();
+        assert_eq!(kafka.compression, cdc_sink_kafka::Compression::Lz4);
+        assert!(
+            !kafka.tombstones,
+            "native records: no tombstones unless asked"
+        );
+        let c = parse(sink(
+            "brokers = \"k:9092\"\nformat = \"debezium\"\ntopic = \"cdc-{db}.{table}\"\ntopic_prefix = \"shop\"\ncompression = \"zstd\"\nproperties = { \"linger.ms\" = \"20\" }",
+        ))
+        .unwrap();
+        let kafka = crate::wiring::kafka_sink_config(&c).unwrap();
+        assert!(
+            kafka.tombstones,
+            "debezium: tombstones on delete by default"
+        );
+        assert_eq!(kafka.prefix, "shop");
+        assert_eq!(
+            kafka.properties,
+            [("linger.ms".to_string(), "20".to_string())]
+        );
+        for (lines, key) in [
+            ("", "sink.brokers"),
+            ("brokers = \"kafka://k:9092\"", "sink.brokers"),
+            ("brokers = \"k:9092\"\ntopic = \"a/{table}\"", "sink.topic"),
+            (
+                "brokers = \"k:9092\"\ntopic_prefix = \"a b\"",
+                "sink.topic_prefix",
+            ),
+            ("brokers = \"k:9092\"\nurl = \"k:9092\"", "sink.url"),
+            ("brokers = \"k:9092\"\nstream = \"S\"", "sink.subject"),
+            (
+                "brokers = \"k:9092\"\nproperties = { acks = \"1\" }",
+                "sink.properties.\"acks\"",
+            ),
+        ] {
+            let err = parse(sink(lines)).unwrap_err().0;
+            assert!(err.contains(key), "{lines}: {err}");
+        }
+        let err = parse(sink("brokers = \"k:9092\"\ncompression = \"brotli\""))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("`lz4`"), "{err}");
+        let err = parse(GOOD.replace("path = \"out.jsonl\"", "path = \"o\"\ntopic = \"t\""))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("for the kafka sink"), "{err}");
     }
 
     #[test]

@@ -96,10 +96,11 @@ pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
         SinkType::Nats => Ok(Box::new(cdc_sink_nats::NatsSink::new(nats_sink_config(
             config,
         )?))),
-        other => Err(unsupported(&format!(
-            "sink.type = \"{}\"",
-            crate::runtime::sink_type_name(other)
-        ))),
+        SinkType::Kafka => Ok(Box::new(cdc_sink_kafka::KafkaSink::new(kafka_sink_config(
+            config,
+        )?))),
+        #[cfg(not(feature = "duckdb"))]
+        SinkType::Duckdb => Err(unsupported("sink.type = \"duckdb\"")),
     }
 }
 
@@ -124,7 +125,7 @@ pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig
     Ok(cdc_sink_nats::NatsSinkConfig {
         url: sink_url(config),
         pipeline: config.agent.name.0.clone(),
-        prefix: crate::config::nats_subject_prefix(config),
+        prefix: crate::config::message_prefix(config),
         subject,
         stream: crate::config::nats_stream_name(config),
         create_stream: config.sink.create_stream.unwrap_or(true),
@@ -132,6 +133,40 @@ pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig
             config.sink.duplicate_window_s.unwrap_or(120),
         ),
         format: config.sink.format.unwrap_or_default(),
+    })
+}
+
+pub fn kafka_sink_config(
+    config: &Config,
+) -> Result<cdc_sink_kafka::KafkaSinkConfig, PipelineError> {
+    let sink = &config.sink;
+    let template = sink
+        .topic
+        .as_ref()
+        .map_or(cdc_sink_kafka::DEFAULT_TOPIC, |t| t.0.as_str());
+    let topic = cdc_sink_kafka::TopicTemplate::parse(template)
+        .map_err(|e| PipelineError::definite("config", format!("sink.topic: {e}")))?;
+    let format = sink.format.unwrap_or_default();
+    Ok(cdc_sink_kafka::KafkaSinkConfig {
+        brokers: sink
+            .brokers
+            .as_ref()
+            .map(|b| b.0.clone())
+            .unwrap_or_default(),
+        pipeline: config.agent.name.0.clone(),
+        prefix: crate::config::message_prefix(config),
+        topic,
+        format,
+        compression: sink.compression.unwrap_or_default(),
+        tombstones: sink
+            .tombstones
+            .unwrap_or(format == cdc_sink_kafka::MessageFormat::Debezium),
+        properties: sink
+            .properties
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect(),
     })
 }
 

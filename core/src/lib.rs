@@ -7,6 +7,7 @@
 //! * [`event`]: the canonical change record ([`ChangeEvent`]) and its JSON form.
 //! * [`value`]: lossless column values.
 //! * [`json`]: the record's JSON, written fast for sinks that write every record.
+//! * [`naming`]: subject/topic templates and the change id message sinks send.
 //! * [`position`]: one position type for every source; comparing two sources is an error.
 //! * [`pipeline`]: the messages a source emits and the [`Source`]/[`Sink`] traits.
 //! * [`error`]: the two error classes (transient / definite) the runtime acts on.
@@ -18,6 +19,7 @@ pub mod debezium;
 pub mod error;
 pub mod event;
 pub mod json;
+pub mod naming;
 pub mod pipeline;
 pub mod position;
 pub mod schema;

@@ -19,9 +19,8 @@ use async_nats::jetstream::context::{GetStreamErrorKind, PublishAckFuture, Publi
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
-use cdc_core::{
-    ChangeEvent, CheckOutcome, PipelineError, Position, ResumePoint, Sink, SourceMessage,
-};
+use cdc_core::naming::{change_id, LastName};
+use cdc_core::{ChangeEvent, CheckOutcome, PipelineError, ResumePoint, Sink, SourceMessage};
 
 pub use cdc_core::debezium::MessageFormat;
 pub use subject::{SubjectTemplate, DEFAULT_SUBJECT};
@@ -52,9 +51,8 @@ pub struct NatsSink {
     acks: VecDeque<(PublishAckFuture, String)>,
     /// Reused encoding buffer.
     buffer: Vec<u8>,
-    /// The subject of the last table published to ((db, schema, table), subject): changes come
-    /// in runs of one table, and rendering the template per message showed in profiles.
-    last_subject: Option<((String, String, String), String)>,
+    /// The subject of the last table published to.
+    last_subject: LastName,
 }
 
 impl NatsSink {
@@ -64,7 +62,7 @@ impl NatsSink {
             jetstream: None,
             acks: VecDeque::new(),
             buffer: Vec::with_capacity(4096),
-            last_subject: None,
+            last_subject: LastName::default(),
         }
     }
 
@@ -132,36 +130,18 @@ impl NatsSink {
         if self.acks.len() >= MAX_ACKS_IN_FLIGHT / 2 {
             self.await_oldest_ack().await?;
         }
-        let source = &event.source;
-        let cached = self
+        let (template, prefix) = (&self.config.subject, &self.config.prefix);
+        let subject = self
             .last_subject
-            .as_ref()
-            .filter(|((db, schema, table), _)| {
-                **db == *source.db && **schema == *source.schema && **table == *source.table
-            });
-        let subject = match cached {
-            Some((_, subject)) => subject.clone(),
-            None => {
-                let subject = self.config.subject.render(
-                    &self.config.prefix,
-                    &source.db,
-                    &source.schema,
-                    &source.table,
-                );
-                let table = (
-                    source.db.to_string(),
-                    source.schema.to_string(),
-                    source.table.to_string(),
-                );
-                self.last_subject = Some((table, subject.clone()));
-                subject
-            }
-        };
+            .get(event, |db, schema, table| {
+                template.render(prefix, db, schema, table)
+            })
+            .to_string();
         self.buffer.clear();
         let mut headers = HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
-            message_id(&self.config.pipeline, event).as_str(),
+            change_id(&self.config.pipeline, event).as_str(),
         );
         match self.config.format {
             MessageFormat::Native => cdc_core::json::write_event(event, &mut self.buffer),
@@ -247,16 +227,6 @@ pub async fn check(config: &NatsSinkConfig) -> CheckOutcome {
     }
 }
 
-/// Stable per change across replays: the pipeline, the transaction's position, the ordinal.
-fn message_id(pipeline: &str, event: &ChangeEvent) -> String {
-    match &event.source.position {
-        Position::Postgres { lsn } => format!("{pipeline}:{lsn}:{}", event.source.seq),
-        Position::Mysql { file, pos, .. } => {
-            format!("{pipeline}:{file}:{pos}:{}", event.source.seq)
-        }
-    }
-}
-
 fn publish_error(
     kind: PublishErrorKind,
     subject: &str,
@@ -304,36 +274,5 @@ impl Sink for NatsSink {
             self.await_oldest_ack().await?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_ids_name_the_change() {
-        let event = ChangeEvent {
-            op: cdc_core::Op::Insert,
-            source: cdc_core::SourceMeta {
-                kind: cdc_core::SourceKind::Postgres,
-                db: "app".into(),
-                schema: "public".into(),
-                table: "t".into(),
-                position: Position::Postgres {
-                    lsn: cdc_core::Lsn(0x1_0000_0010),
-                },
-                tx_id: None,
-                commit_ts: None,
-                seq: 3,
-                snapshot: false,
-            },
-            key: None,
-            before: None,
-            after: None,
-            unchanged: vec![],
-            table_schema: None,
-        };
-        assert_eq!(message_id("p", &event), "p:1/10:3");
     }
 }

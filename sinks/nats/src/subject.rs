@@ -20,28 +20,12 @@ impl SubjectTemplate {
                 ));
             }
         }
-        let mut rest = template;
-        while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else {
-                return Err(format!("subject template {template:?}: unclosed {{"));
-            };
-            let name = &rest[start + 1..start + len];
-            if !matches!(name, "prefix" | "db" | "schema" | "table") {
-                return Err(format!(
-                    "subject template {template:?}: unknown placeholder {{{name}}} (use {{prefix}}, {{db}}, {{schema}}, {{table}})"
-                ));
-            }
-            rest = &rest[start + len + 1..];
-        }
+        cdc_core::naming::check_placeholders(template).map_err(|e| format!("subject {e}"))?;
         Ok(SubjectTemplate(template.to_string()))
     }
 
     pub fn render(&self, prefix: &str, db: &str, schema: &str, table: &str) -> String {
-        self.0
-            .replace("{prefix}", &token(prefix))
-            .replace("{db}", &token(db))
-            .replace("{schema}", &token(schema))
-            .replace("{table}", &token(table))
+        cdc_core::naming::fill(&self.0, [prefix, db, schema, table], token)
     }
 
     /// The subjects filter of a stream that stores every subject the template renders: the

@@ -1,0 +1,126 @@
+//! What message sinks name after a table: subject and topic templates (`{prefix}`, `{db}`,
+//! `{schema}`, `{table}` filled in), and the id that names one change across replays.
+
+use crate::event::ChangeEvent;
+use crate::position::Position;
+
+/// The placeholders a subject or topic template may hold.
+pub const PLACEHOLDERS: [&str; 4] = ["prefix", "db", "schema", "table"];
+
+/// Checks that every `{...}` in `template` is a known placeholder.
+pub fn check_placeholders(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            return Err(format!("template {template:?}: unclosed {{"));
+        };
+        let name = &rest[start + 1..start + len];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "template {template:?}: unknown placeholder {{{name}}} (use {{prefix}}, {{db}}, {{schema}}, {{table}})"
+            ));
+        }
+        rest = &rest[start + len + 1..];
+    }
+    Ok(())
+}
+
+/// `template` with its placeholders filled in, each value passed through `clean` first (what
+/// one subject token or one topic name may hold differs per broker).
+pub fn fill(
+    template: &str,
+    [prefix, db, schema, table]: [&str; 4],
+    clean: fn(&str) -> String,
+) -> String {
+    template
+        .replace("{prefix}", &clean(prefix))
+        .replace("{db}", &clean(db))
+        .replace("{schema}", &clean(schema))
+        .replace("{table}", &clean(table))
+}
+
+/// Stable per change across replays: the pipeline, the transaction's position, the ordinal in
+/// the transaction. Message sinks send it (NATS `Nats-Msg-Id`, Kafka header `cdc-id`) so that
+/// the broker or the consumer drops a change replayed after a crash.
+pub fn change_id(pipeline: &str, event: &ChangeEvent) -> String {
+    match &event.source.position {
+        Position::Postgres { lsn } => format!("{pipeline}:{lsn}:{}", event.source.seq),
+        Position::Mysql { file, pos, .. } => {
+            format!("{pipeline}:{file}:{pos}:{}", event.source.seq)
+        }
+    }
+}
+
+/// One cached rendering: changes come in runs of one table, and rendering a template per
+/// message showed in profiles.
+#[derive(Default)]
+pub struct LastName {
+    table: Option<(String, String, String)>,
+    name: String,
+}
+
+impl LastName {
+    /// The name for the event's table, rendered by `render` only when the table changed.
+    pub fn get(
+        &mut self,
+        event: &ChangeEvent,
+        render: impl FnOnce(&str, &str, &str) -> String,
+    ) -> &str {
+        let source = &event.source;
+        let same = self.table.as_ref().is_some_and(|(db, schema, table)| {
+            **db == *source.db && **schema == *source.schema && **table == *source.table
+        });
+        if !same {
+            self.name = render(&source.db, &source.schema, &source.table);
+            self.table = Some((
+                source.db.to_string(),
+                source.schema.to_string(),
+                source.table.to_string(),
+            ));
+        }
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_checked_and_filled() {
+        assert!(check_placeholders("{prefix}.{db}.{schema}.{table}").is_ok());
+        assert!(check_placeholders("a.{tabel}").is_err());
+        assert!(check_placeholders("a.{table").is_err());
+        let upper = |s: &str| s.to_uppercase();
+        assert_eq!(fill("{prefix}-{table}", ["p", "d", "s", "t"], upper), "P-T");
+    }
+
+    #[test]
+    fn change_ids_name_the_change() {
+        let event = ChangeEvent {
+            op: crate::Op::Insert,
+            source: crate::SourceMeta {
+                kind: crate::SourceKind::Postgres,
+                db: "app".into(),
+                schema: "public".into(),
+                table: "t".into(),
+                position: Position::Postgres {
+                    lsn: crate::Lsn(0x1_0000_0010),
+                },
+                tx_id: None,
+                commit_ts: None,
+                seq: 3,
+                snapshot: false,
+            },
+            key: None,
+            before: None,
+            after: None,
+            unchanged: vec![],
+            table_schema: None,
+        };
+        assert_eq!(change_id("p", &event), "p:1/10:3");
+        let mut last = LastName::default();
+        assert_eq!(last.get(&event, |_, s, t| format!("{s}.{t}")), "public.t");
+        assert_eq!(last.get(&event, |_, _, _| unreachable!()), "public.t");
+    }
+}

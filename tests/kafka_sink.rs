@@ -1,0 +1,303 @@
+//! The Kafka sink against librdkafka's mock cluster (a Kafka protocol peer, run in this test
+//! process; the agent connects to it over TCP), Postgres source: every change across SIGKILLs
+//! with each key's changes in order, the Debezium envelope with keys and tombstones, brokers that
+//! go away and come back, and `check`.
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use cdc_sink_kafka::testing::{read_topic, StoredMessage};
+use common::{order_key, Pipeline, TestDb};
+use rdkafka::mocking::MockCluster;
+use serde_json::{json, Value as Json};
+
+/// A `[sink]` table for the kafka sink; the topic prefix is the test's own.
+fn kafka_sink(brokers: &str, name: &str, format: &str) -> String {
+    format!(
+        "type = \"kafka\"\nbrokers = \"{brokers}\"\ntopic_prefix = \"{name}\"\n\
+         format = \"{format}\"\nflush_interval_ms = 50"
+    )
+}
+
+async fn kafka_pipeline(
+    prefix: &str,
+    schema_sql: &str,
+    table: &str,
+    brokers: &str,
+    format: &str,
+) -> (TestDb, Pipeline) {
+    let db = TestDb::new(prefix).await;
+    db.exec(schema_sql).await;
+    let sink = kafka_sink(brokers, &db.name, format);
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &[table],
+        "snapshot = \"never\"",
+        Some(&sink),
+    );
+    (db, p)
+}
+
+/// Reads the topic until it holds `ids` distinct change ids, and no more arrive for a moment.
+async fn stored_messages(
+    brokers: &str,
+    topic: &str,
+    ids: usize,
+    timeout: Duration,
+) -> Vec<StoredMessage> {
+    let deadline = Instant::now() + timeout;
+    let read = || {
+        let (brokers, topic) = (brokers.to_string(), topic.to_string());
+        tokio::task::spawn_blocking(move || read_topic(&brokers, &topic).unwrap_or_default())
+    };
+    loop {
+        let messages = read().await.unwrap();
+        let distinct: HashSet<&Option<String>> = messages
+            .iter()
+            .filter(|m| m.value.is_some())
+            .map(|m| &m.id)
+            .collect();
+        if distinct.len() >= ids {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let again = read().await.unwrap();
+            if again.len() == messages.len() {
+                return again;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic} holds {} of {ids} changes after {timeout:?}",
+            distinct.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+fn body(m: &StoredMessage) -> Json {
+    serde_json::from_slice(m.value.as_ref().expect("not a tombstone")).expect("a JSON message")
+}
+
+fn start_streaming(p: &Pipeline) -> common::Agent {
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    agent
+}
+
+/// 20,000 changes, the agent SIGKILLed three times: every change is in the topic; each key's
+/// changes sit in one partition in commit order; what is stored twice is a replay of the same
+/// change (same `cdc-id`), never a new order.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_change_in_key_order_across_sigkills() {
+    const TRANSACTIONS: i64 = 20;
+    const ROWS: i64 = 500; // per transaction: 500 inserts, 300 updates, 200 deletes
+    let cluster = MockCluster::new(3).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let (db, p) = kafka_pipeline(
+        "kafka_kill",
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)",
+        "public.ledger",
+        &brokers,
+        "native",
+    )
+    .await;
+    let topic = format!("{}.public.ledger", db.name);
+    cluster.create_topic(&topic, 3, 3).unwrap();
+    let mut agent = start_streaming(&p);
+    let writer = common::spawn_ledger_writer(
+        db.url.clone(),
+        TRANSACTIONS,
+        ROWS,
+        Duration::from_millis(100),
+    );
+    agent = common::kill_at_random_moments(&p, agent, 3, 300, 900).await;
+    writer.await.unwrap();
+    let expected = (TRANSACTIONS * 1000) as usize;
+    let stored = stored_messages(&brokers, &topic, expected, Duration::from_secs(120)).await;
+    assert_eq!(agent.stop(), 0);
+
+    let mut first_seen: HashMap<String, Json> = HashMap::new();
+    let mut last_by_key: HashMap<Vec<u8>, (i32, (u64, u64))> = HashMap::new();
+    let mut replays = 0;
+    for m in &stored {
+        let record = body(m);
+        let id = m.id.clone().expect("a cdc-id header");
+        if let Some(earlier) = first_seen.get(&id) {
+            assert_eq!(earlier, &record, "one id, two different changes");
+            replays += 1;
+            continue;
+        }
+        first_seen.insert(id, record.clone());
+        let key = m.key.clone().expect("a key");
+        let expected_key = json!({"id": record["key"]["id"]});
+        assert_eq!(serde_json::from_slice::<Json>(&key).unwrap(), expected_key);
+        if let Some((partition, previous)) =
+            last_by_key.insert(key, (m.partition, order_key(&record)))
+        {
+            assert_eq!(partition, m.partition, "a key's changes in one partition");
+            assert!(
+                previous < order_key(&record),
+                "a key's changes out of commit order: {record}"
+            );
+        }
+    }
+    assert_eq!(
+        first_seen.len(),
+        expected,
+        "every change, each under its own id"
+    );
+    let ops = |op: &str| first_seen.values().filter(|r| r["op"] == json!(op)).count();
+    assert_eq!(
+        (ops("insert"), ops("update"), ops("delete")),
+        (
+            TRANSACTIONS as usize * 500,
+            TRANSACTIONS as usize * 300,
+            TRANSACTIONS as usize * 200
+        )
+    );
+    let rows: BTreeSet<i64> = first_seen
+        .values()
+        .map(|r| r["key"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rows.len(), (TRANSACTIONS * ROWS) as usize);
+    eprintln!(
+        "{} messages, {replays} replays after 3 SIGKILLs",
+        stored.len()
+    );
+    db.drop().await;
+}
+
+/// `format = "debezium"`: the envelope, the key as the message key, a tombstone after a delete.
+#[tokio::test(flavor = "multi_thread")]
+async fn debezium_envelope_keys_and_tombstones() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let (db, p) = kafka_pipeline(
+        "kafka_dbz",
+        "CREATE TABLE t (id int PRIMARY KEY, doc jsonb, price numeric(10,2))",
+        "public.t",
+        &brokers,
+        "debezium",
+    )
+    .await;
+    let agent = start_streaming(&p);
+    db.exec(
+        "INSERT INTO t VALUES (1, '{\"a\": 1}', 9.50); UPDATE t SET price = 10 WHERE id = 1; \
+         DELETE FROM t WHERE id = 1;",
+    )
+    .await;
+    let topic = format!("{}.public.t", db.name);
+    let stored = stored_messages(&brokers, &topic, 3, Duration::from_secs(30)).await;
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(stored.len(), 4, "three changes and a tombstone");
+    let ops: Vec<Json> = stored[..3].iter().map(|m| body(m)["op"].clone()).collect();
+    assert_eq!(ops, [json!("c"), json!("u"), json!("d")]);
+    let create = body(&stored[0]);
+    assert_eq!(
+        create["after"],
+        json!({"id": 1, "doc": "{\"a\": 1}", "price": "9.50"})
+    );
+    assert_eq!(create["source"]["connector"], "postgresql");
+    assert_eq!(create["source"]["name"], json!(db.name));
+    assert!(
+        stored[3].value.is_none(),
+        "the tombstone follows the delete"
+    );
+    for m in &stored {
+        assert_eq!(m.key.as_deref(), Some(&br#"{"id":1}"#[..]));
+    }
+    db.drop().await;
+}
+
+/// Every broker down for 3 s while changes are written: librdkafka holds them, the checkpoint
+/// does not move past them, and each arrives once when the brokers are back.
+#[tokio::test(flavor = "multi_thread")]
+async fn brokers_down_then_back_loses_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let (db, p) = kafka_pipeline(
+        "kafka_down",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "public.t",
+        &brokers,
+        "native",
+    )
+    .await;
+    let topic = format!("{}.public.t", db.name);
+    cluster.create_topic(&topic, 2, 1).unwrap();
+    let agent = start_streaming(&p);
+    db.exec("INSERT INTO t SELECT generate_series(1, 100)")
+        .await;
+    stored_messages(&brokers, &topic, 100, Duration::from_secs(30)).await;
+    cluster.broker_down(1).unwrap();
+    db.exec("INSERT INTO t SELECT generate_series(101, 300)")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Read while the broker is down; compared below with that insert's commit position.
+    let confirmed_while_down = p.status_json()["confirmed_position"].clone();
+    cluster.broker_up(1).unwrap();
+    db.exec("INSERT INTO t SELECT generate_series(301, 400)")
+        .await;
+    let stored = stored_messages(&brokers, &topic, 400, Duration::from_secs(90)).await;
+    assert_eq!(agent.stop(), 0);
+    let records: Vec<Json> = stored.iter().map(body).collect();
+    let ids: Vec<i64> = records
+        .iter()
+        .map(|r| r["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 400, "each change once");
+    assert_eq!(
+        ids.iter().copied().collect::<BTreeSet<_>>(),
+        (1..=400).collect()
+    );
+    let held = records
+        .iter()
+        .find(|r| r["after"]["id"] == json!(101))
+        .unwrap();
+    let confirmed = confirmed_while_down.as_str().unwrap();
+    assert!(
+        lsn(confirmed) < order_key(held).0,
+        "the checkpoint passed undelivered changes while the broker was down: {confirmed} >= {}",
+        held["source"]["lsn"]
+    );
+    db.drop().await;
+}
+
+/// `cdc-agent check` reaches the brokers; brokers that are not there are a failed check.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_the_brokers() {
+    let cluster = MockCluster::new(2).unwrap();
+    let (db, p) = kafka_pipeline(
+        "kafka_check",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "public.t",
+        &cluster.bootstrap_servers(),
+        "native",
+    )
+    .await;
+    let out = p.run_cmd(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("(2 brokers)"), "{text}");
+
+    let nowhere = format!("127.0.0.1:{}", common::free_port());
+    let sink = kafka_sink(&nowhere, &db.name, "native");
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+        Some(&sink),
+    );
+    let out = p.run_cmd(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("Kafka does not answer"), "{text}");
+    db.drop().await;
+}
