@@ -155,6 +155,9 @@ pub struct SinkConfig {
     pub memory_limit_mb: Option<u64>,
     /// Message sinks: the change record (`native`) or Debezium's envelope.
     pub format: Option<MessageFormat>,
+    /// Message sinks: BEGIN/END messages per source transaction on `<prefix>.transaction`
+    /// (Debezium's `provide.transaction.metadata`; default false).
+    pub transaction_metadata: Option<bool>,
     /// nats: the subject template (default `{prefix}.{schema}.{table}`).
     pub subject: Option<EnvString>,
     /// nats: `{prefix}` in the subject, and Debezium's `source.name` (default: agent.name).
@@ -418,10 +421,12 @@ impl Config {
             return fail("sink.memory_limit_mb", "is for the duckdb sink only");
         }
         let sink = &self.sink;
-        if sink.format.is_some() && !matches!(sink.kind, SinkType::Nats | SinkType::Kafka) {
+        if (sink.format.is_some() || sink.transaction_metadata.is_some())
+            && !matches!(sink.kind, SinkType::Nats | SinkType::Kafka)
+        {
             return fail(
-                "sink.format",
-                "is for message sinks (type = \"nats\" or \"kafka\")",
+                "sink.format / sink.transaction_metadata",
+                "are for message sinks (type = \"nats\" or \"kafka\")",
             );
         }
         let nats_keys = [
@@ -883,6 +888,19 @@ path = "out.jsonl"
             .unwrap_err()
             .0;
         assert!(err.contains("for the kafka sink"), "{err}");
+        let err = parse(GOOD.replace(
+            "path = \"out.jsonl\"",
+            "path = \"o\"\ntransaction_metadata = true",
+        ))
+        .unwrap_err()
+        .0;
+        assert!(err.contains("sink.transaction_metadata"), "{err}");
+        let c = parse(sink("brokers = \"k:9092\"\ntransaction_metadata = true")).unwrap();
+        assert!(
+            crate::wiring::kafka_sink_config(&c)
+                .unwrap()
+                .transaction_metadata
+        );
     }
 
     #[test]

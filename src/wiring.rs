@@ -133,6 +133,7 @@ pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig
             config.sink.duplicate_window_s.unwrap_or(120),
         ),
         format: config.sink.format.unwrap_or_default(),
+        transaction_metadata: config.sink.transaction_metadata.unwrap_or(false),
     })
 }
 
@@ -167,6 +168,7 @@ pub fn kafka_sink_config(
             .flatten()
             .map(|(k, v)| (k.clone(), v.expose().to_string()))
             .collect(),
+        transaction_metadata: sink.transaction_metadata.unwrap_or(false),
     })
 }
 

@@ -13,10 +13,12 @@ use rdkafka::mocking::MockCluster;
 use serde_json::{json, Value as Json};
 
 /// A `[sink]` table for the kafka sink; the topic prefix is the test's own.
+/// With `format = "debezium"`, transaction metadata is on too.
 fn kafka_sink(brokers: &str, name: &str, format: &str) -> String {
     format!(
         "type = \"kafka\"\nbrokers = \"{brokers}\"\ntopic_prefix = \"{name}\"\n\
-         format = \"{format}\"\nflush_interval_ms = 50"
+         format = \"{format}\"\nflush_interval_ms = 50\ntransaction_metadata = {}",
+        format == "debezium"
     )
 }
 
@@ -212,6 +214,23 @@ async fn debezium_envelope_keys_and_tombstones() {
     for m in &stored {
         assert_eq!(m.key.as_deref(), Some(&br#"{"id":1}"#[..]));
     }
+    // transaction_metadata = true: BEGIN and END of the one transaction, keyed by its id.
+    let markers = stored_messages(
+        &brokers,
+        &format!("{}.transaction", db.name),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    let markers: Vec<Json> = markers.iter().map(body).collect();
+    assert_eq!(markers[0]["status"], "BEGIN");
+    assert_eq!(markers[1]["status"], "END");
+    assert_eq!(markers[1]["event_count"], 3);
+    assert_eq!(markers[0]["id"], markers[1]["id"]);
+    assert_eq!(
+        body(&stored[1])["transaction"],
+        json!({"id": markers[0]["id"], "total_order": 2, "data_collection_order": 2})
+    );
     db.drop().await;
 }
 

@@ -15,10 +15,12 @@ fn nats_url() -> String {
 }
 
 /// A `[sink]` table for the nats sink; the stream and the subject prefix are the test's own.
+/// With `format = "debezium"`, transaction metadata is on too.
 fn nats_sink(url: &str, name: &str, format: &str) -> String {
     format!(
         "type = \"nats\"\nurl = \"{url}\"\nstream = \"{name}\"\nsubject_prefix = \"{name}\"\n\
-         format = \"{format}\"\nflush_interval_ms = 50"
+         format = \"{format}\"\nflush_interval_ms = 50\ntransaction_metadata = {}",
+        format == "debezium"
     )
 }
 
@@ -173,10 +175,27 @@ async fn debezium_envelope_on_the_wire() {
          DELETE FROM t WHERE id = 1;",
     )
     .await;
-    let stored = stored_messages(&db.name, 3, Duration::from_secs(30)).await;
+    // One transaction: BEGIN, the three changes, END (transaction_metadata = true).
+    let all = stored_messages(&db.name, 5, Duration::from_secs(30)).await;
     assert_eq!(agent.stop(), 0);
+    let marker_subject = format!("{}.transaction", db.name);
+    let (markers, stored): (Vec<Stored>, Vec<Stored>) =
+        all.into_iter().partition(|m| m.subject == marker_subject);
+    let statuses: Vec<&Json> = markers.iter().map(|m| &m.body["status"]).collect();
+    assert_eq!(statuses, [&json!("BEGIN"), &json!("END")]);
+    let tx_id = markers[0].body["id"].clone();
+    assert_eq!(markers[1].body["id"], tx_id);
+    assert_eq!(markers[1].body["event_count"], 3);
+    assert_eq!(
+        markers[1].body["data_collections"],
+        json!([{"data_collection": "public.t", "event_count": 3}])
+    );
     let ops: Vec<&Json> = stored.iter().map(|m| &m.body["op"]).collect();
     assert_eq!(ops, [&json!("c"), &json!("u"), &json!("d")]);
+    assert_eq!(
+        stored[2].body["transaction"],
+        json!({"id": tx_id, "total_order": 3, "data_collection_order": 3})
+    );
     let create = &stored[0].body;
     assert_eq!(
         create["after"],

@@ -21,6 +21,7 @@ use crate::event::{ChangeEvent, Op, Row, SourceKind};
 use crate::json::{write_row_with, write_str, write_value};
 use crate::position::Position;
 use crate::time::parse_utc_micros;
+use crate::transaction::TransactionPlace;
 use crate::value::Value;
 
 /// How a message sink encodes each change (`sink.format`).
@@ -46,8 +47,15 @@ pub fn op_letter(event: &ChangeEvent) -> &'static str {
 }
 
 /// Appends the value message of `event` to `out`. `name` is the logical server name Debezium
-/// puts in `source.name` (the topic prefix); `now_ms` the processing time (`ts_ms`).
-pub fn write_value_message(event: &ChangeEvent, name: &str, now_ms: i64, out: &mut Vec<u8>) {
+/// puts in `source.name` (the topic prefix); `now_ms` the processing time (`ts_ms`);
+/// `transaction` the change's place in its transaction when transaction metadata is on.
+pub fn write_value_message(
+    event: &ChangeEvent,
+    name: &str,
+    now_ms: i64,
+    transaction: Option<&TransactionPlace>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"{\"before\":");
     write_row(event.before.as_ref(), out);
     out.extend_from_slice(b",\"after\":");
@@ -58,7 +66,24 @@ pub fn write_value_message(event: &ChangeEvent, name: &str, now_ms: i64, out: &m
     out.extend_from_slice(op_letter(event).as_bytes());
     out.extend_from_slice(b"\",\"ts_ms\":");
     out.extend_from_slice(itoa::Buffer::new().format(now_ms).as_bytes());
-    out.extend_from_slice(b",\"transaction\":null}");
+    out.extend_from_slice(b",\"transaction\":");
+    match transaction {
+        None => out.extend_from_slice(b"null"),
+        Some(place) => {
+            out.extend_from_slice(b"{\"id\":");
+            write_str(&place.id, out);
+            out.extend_from_slice(b",\"total_order\":");
+            out.extend_from_slice(itoa::Buffer::new().format(place.total_order).as_bytes());
+            out.extend_from_slice(b",\"data_collection_order\":");
+            out.extend_from_slice(
+                itoa::Buffer::new()
+                    .format(place.data_collection_order)
+                    .as_bytes(),
+            );
+            out.push(b'}');
+        }
+    }
+    out.push(b'}');
 }
 
 /// Appends the key message (the key's columns as a JSON object, `null` without a key).

@@ -8,6 +8,7 @@
 //! * [`value`]: lossless column values.
 //! * [`json`]: the record's JSON, written fast for sinks that write every record.
 //! * [`naming`]: subject/topic templates and the change id message sinks send.
+//! * [`transaction`]: BEGIN/END transaction metadata for message sinks.
 //! * [`position`]: one position type for every source; comparing two sources is an error.
 //! * [`pipeline`]: the messages a source emits and the [`Source`]/[`Sink`] traits.
 //! * [`error`]: the two error classes (transient / definite) the runtime acts on.
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod position;
 pub mod schema;
 pub mod state;
+pub mod transaction;
 pub mod value;
 pub mod warehouse;
 

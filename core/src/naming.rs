@@ -43,12 +43,20 @@ pub fn fill(
 /// the transaction. Message sinks send it (NATS `Nats-Msg-Id`, Kafka header `cdc-id`) so that
 /// the broker or the consumer drops a change replayed after a crash.
 pub fn change_id(pipeline: &str, event: &ChangeEvent) -> String {
-    match &event.source.position {
-        Position::Postgres { lsn } => format!("{pipeline}:{lsn}:{}", event.source.seq),
-        Position::Mysql { file, pos, .. } => {
-            format!("{pipeline}:{file}:{pos}:{}", event.source.seq)
-        }
+    marker_id(pipeline, &event.source.position, event.source.seq)
+}
+
+/// The id of a message about a transaction rather than one change (`what`: `BEGIN`, `END`).
+pub fn marker_id(pipeline: &str, position: &Position, what: impl std::fmt::Display) -> String {
+    match position {
+        Position::Postgres { lsn } => format!("{pipeline}:{lsn}:{what}"),
+        Position::Mysql { file, pos, .. } => format!("{pipeline}:{file}:{pos}:{what}"),
     }
+}
+
+/// The topic or subject of transaction metadata messages: Debezium's `<prefix>.transaction`.
+pub fn transaction_channel(prefix: &str) -> String {
+    format!("{prefix}.transaction")
 }
 
 /// One cached rendering: changes come in runs of one table, and rendering a template per

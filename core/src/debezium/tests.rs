@@ -39,7 +39,7 @@ fn pg_event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
 
 fn value_message(event: &ChangeEvent) -> Json {
     let mut out = Vec::new();
-    write_value_message(event, "shop", 1_764_155_000_000, &mut out);
+    write_value_message(event, "shop", 1_764_155_000_000, None, &mut out);
     serde_json::from_slice(&out).expect("the envelope is JSON")
 }
 

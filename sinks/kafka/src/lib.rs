@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cdc_core::naming::{change_id, LastName};
+use cdc_core::naming::{change_id, marker_id, LastName};
+use cdc_core::transaction::TransactionTracker;
 use cdc_core::{ChangeEvent, CheckOutcome, Op, PipelineError, ResumePoint, Sink, SourceMessage};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -79,6 +80,8 @@ pub struct KafkaSinkConfig {
     pub tombstones: bool,
     /// Extra librdkafka properties, set after the sink's own (see [`refused_property`]).
     pub properties: Vec<(String, String)>,
+    /// BEGIN/END messages on `<prefix>.transaction` (see [`cdc_core::transaction`]).
+    pub transaction_metadata: bool,
 }
 
 /// Why a librdkafka property may not be set through `sink.properties`, if it may not: these
@@ -106,6 +109,10 @@ pub struct KafkaSink {
     key: Vec<u8>,
     value: Vec<u8>,
     last_topic: LastName,
+    transactions: TransactionTracker,
+    /// Reused buffers of BEGIN/END messages.
+    marker: Vec<u8>,
+    marker_key: Vec<u8>,
 }
 
 impl KafkaSink {
@@ -118,7 +125,66 @@ impl KafkaSink {
             key: Vec::with_capacity(256),
             value: Vec::with_capacity(4096),
             last_topic: LastName::default(),
+            transactions: TransactionTracker::default(),
+            marker: Vec::new(),
+            marker_key: Vec::new(),
         }
+    }
+
+    /// `<prefix>.transaction`, with what a topic name may not hold made `_`.
+    fn transaction_topic(&self) -> String {
+        TopicTemplate::parse("{prefix}")
+            .map(|t| t.render(&self.config.prefix, "", "", ""))
+            .map(|prefix| cdc_core::naming::transaction_channel(&prefix))
+            .unwrap_or_else(|_| cdc_core::naming::transaction_channel("cdc"))
+    }
+
+    /// Sends the BEGIN or END message in `self.marker` to the transaction topic.
+    async fn produce_marker(
+        &mut self,
+        producer: &ThreadedProducer<Tracker>,
+        id: &str,
+        header_id: &str,
+    ) -> Result<(), PipelineError> {
+        self.marker_key.clear();
+        cdc_core::transaction::write_marker_key(id, &mut self.marker_key);
+        let topic = self.transaction_topic();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "cdc-id",
+            value: Some(header_id),
+        });
+        let record = BaseRecord::to(&topic)
+            .key(self.marker_key.as_slice())
+            .payload(self.marker.as_slice())
+            .headers(headers);
+        send(producer, &self.deliveries, record).await?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// At a source commit: the END message, when transaction metadata is on.
+    async fn end_transaction(
+        &mut self,
+        position: &cdc_core::Position,
+    ) -> Result<(), PipelineError> {
+        if !self.config.transaction_metadata {
+            return Ok(());
+        }
+        let Some(producer) = self.producer.clone() else {
+            return Err(PipelineError::transient(
+                "sink",
+                "the Kafka sink is not open",
+            ));
+        };
+        self.marker.clear();
+        let mut marker = std::mem::take(&mut self.marker);
+        let id = self.transactions.on_commit(&mut marker);
+        self.marker = marker;
+        if let Some(id) = id {
+            let header_id = marker_id(&self.config.pipeline, position, "END");
+            self.produce_marker(&producer, &id, &header_id).await?;
+        }
+        Ok(())
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -158,6 +224,20 @@ impl KafkaSink {
         if let Some(failure) = self.deliveries.failure() {
             return Err(delivery_error(&failure));
         }
+        let place = if self.config.transaction_metadata {
+            self.marker.clear();
+            let mut marker = std::mem::take(&mut self.marker);
+            let place = self.transactions.on_change(event, &mut marker);
+            self.marker = marker;
+            if let (Some(place), false) = (&place, self.marker.is_empty()) {
+                let header_id = marker_id(&self.config.pipeline, &event.source.position, "BEGIN");
+                self.produce_marker(&producer, &place.id, &header_id)
+                    .await?;
+            }
+            place
+        } else {
+            None
+        };
         let (template, prefix) = (&self.config.topic, &self.config.prefix);
         let topic = self.last_topic.get(event, |db, schema, table| {
             template.render(prefix, db, schema, table)
@@ -178,6 +258,7 @@ impl KafkaSink {
                 event,
                 &self.config.prefix,
                 cdc_core::time::now_micros() / 1000,
+                place.as_ref(),
                 &mut self.value,
             ),
         }
@@ -300,6 +381,7 @@ impl Sink for KafkaSink {
         }
         self.deliveries = Arc::default();
         self.sent = 0;
+        self.transactions.reset();
         let producer = Arc::new(self.make_producer()?);
         broker_count(producer.clone()).await.map_err(|e| {
             PipelineError::transient(
@@ -315,8 +397,10 @@ impl Sink for KafkaSink {
 
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
         for message in messages {
-            if let SourceMessage::Change(event) = message {
-                self.produce(event).await?;
+            match message {
+                SourceMessage::Change(event) => self.produce(event).await?,
+                SourceMessage::Commit { position, .. } => self.end_transaction(position).await?,
+                SourceMessage::Progress { .. } => {}
             }
         }
         Ok(())

@@ -23,6 +23,7 @@ fn config(brokers: String) -> KafkaSinkConfig {
         compression: Compression::Lz4,
         tombstones: true,
         properties: vec![],
+        transaction_metadata: false,
     }
 }
 
@@ -215,6 +216,77 @@ async fn debezium_messages_carry_the_key_and_the_envelope() {
     assert_eq!(values[1]["before"]["v"], 6);
     let keys: Vec<&[u8]> = messages.iter().filter_map(|m| m.key.as_deref()).collect();
     assert_eq!(keys, [&br#"{"id":0}"#[..], br#"{"id":6}"#, br#"{"id":6}"#]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_metadata_brackets_each_transaction() {
+    let cluster = MockCluster::new(1).unwrap();
+    let mut config = config(cluster.bootstrap_servers());
+    config.format = MessageFormat::Debezium;
+    config.tombstones = false;
+    config.transaction_metadata = true;
+    let mut sink = KafkaSink::new(config);
+    sink.open().await.unwrap();
+    let commit = |n: u64| SourceMessage::Commit {
+        position: Position::Postgres {
+            lsn: Lsn(0x1000 + n),
+        },
+        resume_from: Position::Postgres {
+            lsn: Lsn(0x1000 + n + 1),
+        },
+        commit_ts: None,
+    };
+    // Two changes in one transaction (same position and tx id), then a transaction of one.
+    let mut second = change(1);
+    if let SourceMessage::Change(event) = &mut second {
+        event.source.position = Position::Postgres { lsn: Lsn(0x1000) };
+        event.source.tx_id = Some(0);
+        event.source.seq = 1;
+    }
+    sink.write(&[change(0), second, commit(0), change(2), commit(2)])
+        .await
+        .unwrap();
+    sink.flush().await.unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let markers = tokio::task::spawn_blocking(move || read_topic(&brokers, "shop.transaction"))
+        .await
+        .unwrap()
+        .unwrap();
+    let markers: Vec<serde_json::Value> = markers
+        .iter()
+        .map(|m| serde_json::from_slice(m.value.as_ref().unwrap()).unwrap())
+        .collect();
+    // Keyed by the transaction id: a transaction's BEGIN and END share a partition, in order;
+    // transactions spread over the topic's partitions.
+    let mut summary: Vec<(String, String, serde_json::Value)> = markers
+        .iter()
+        .map(|m| {
+            (
+                m["status"].as_str().unwrap().to_string(),
+                m["id"].as_str().unwrap().to_string(),
+                m["event_count"].clone(),
+            )
+        })
+        .collect();
+    summary.sort_by_key(|(_, id, _)| id.clone()); // stable: offset order within an id
+    assert_eq!(
+        summary,
+        [
+            ("BEGIN".into(), "0:4096".into(), serde_json::Value::Null),
+            ("END".into(), "0:4096".into(), serde_json::json!(2)),
+            ("BEGIN".into(), "2:4098".into(), serde_json::Value::Null),
+            ("END".into(), "2:4098".into(), serde_json::json!(1)),
+        ]
+    );
+    let changes = read(&cluster.bootstrap_servers()).await;
+    let places: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(m.value.as_ref().unwrap()).unwrap())
+        .map(|v| v["transaction"].clone())
+        .collect();
+    assert!(places.contains(
+        &serde_json::json!({"id": "0:4096", "total_order": 2, "data_collection_order": 2})
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

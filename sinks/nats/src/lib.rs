@@ -19,8 +19,11 @@ use async_nats::jetstream::context::{GetStreamErrorKind, PublishAckFuture, Publi
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
-use cdc_core::naming::{change_id, LastName};
-use cdc_core::{ChangeEvent, CheckOutcome, PipelineError, ResumePoint, Sink, SourceMessage};
+use cdc_core::naming::{change_id, marker_id, LastName};
+use cdc_core::transaction::TransactionTracker;
+use cdc_core::{
+    ChangeEvent, CheckOutcome, PipelineError, Position, ResumePoint, Sink, SourceMessage,
+};
 
 pub use cdc_core::debezium::MessageFormat;
 pub use subject::{SubjectTemplate, DEFAULT_SUBJECT};
@@ -42,6 +45,8 @@ pub struct NatsSinkConfig {
     pub duplicate_window: Duration,
     /// The change record, or Debezium's envelope with the key in the `Cdc-Key` header.
     pub format: MessageFormat,
+    /// BEGIN/END messages on `<prefix>.transaction` (see [`cdc_core::transaction`]).
+    pub transaction_metadata: bool,
 }
 
 pub struct NatsSink {
@@ -53,6 +58,9 @@ pub struct NatsSink {
     buffer: Vec<u8>,
     /// The subject of the last table published to.
     last_subject: LastName,
+    transactions: TransactionTracker,
+    /// Reused buffer of BEGIN/END messages.
+    marker: Vec<u8>,
 }
 
 impl NatsSink {
@@ -63,7 +71,26 @@ impl NatsSink {
             acks: VecDeque::new(),
             buffer: Vec::with_capacity(4096),
             last_subject: LastName::default(),
+            transactions: TransactionTracker::default(),
+            marker: Vec::new(),
         }
+    }
+
+    /// `<prefix>.transaction`, the prefix made one subject token.
+    fn transaction_subject(&self) -> String {
+        let prefix = SubjectTemplate::parse("{prefix}")
+            .map(|t| t.render(&self.config.prefix, "", "", ""))
+            .unwrap_or_else(|_| "cdc".into());
+        cdc_core::naming::transaction_channel(&prefix)
+    }
+
+    /// The subjects the stream must capture.
+    fn stream_subjects(&self) -> Vec<String> {
+        let mut subjects = vec![self.config.subject.stream_filter(&self.config.prefix)];
+        if self.config.transaction_metadata {
+            subjects.push(self.transaction_subject());
+        }
+        subjects
     }
 
     async fn connect(&self) -> Result<jetstream::Context, PipelineError> {
@@ -93,7 +120,7 @@ impl NatsSink {
         let info = if self.config.create_stream {
             let config = stream::Config {
                 name: name.clone(),
-                subjects: vec![self.config.subject.stream_filter(&self.config.prefix)],
+                subjects: self.stream_subjects(),
                 duplicate_window: self.config.duplicate_window,
                 ..Default::default()
             };
@@ -119,8 +146,79 @@ impl NatsSink {
         Ok(())
     }
 
-    /// Sends one change; its ack is awaited later (in order) by `flush` or when too many wait.
+    /// Sends one change (after its transaction's BEGIN, when it opens one); its ack is awaited
+    /// later (in order) by `flush` or when too many wait.
     async fn publish(&mut self, event: &ChangeEvent) -> Result<(), PipelineError> {
+        let place = if self.config.transaction_metadata {
+            self.marker.clear();
+            let mut marker = std::mem::take(&mut self.marker);
+            let place = self.transactions.on_change(event, &mut marker);
+            if place.is_some() && !marker.is_empty() {
+                let id = marker_id(&self.config.pipeline, &event.source.position, "BEGIN");
+                let subject = self.transaction_subject();
+                self.send(subject, &id, None, &marker).await?;
+            }
+            self.marker = marker;
+            place
+        } else {
+            None
+        };
+        let (template, prefix) = (&self.config.subject, &self.config.prefix);
+        let subject = self
+            .last_subject
+            .get(event, |db, schema, table| {
+                template.render(prefix, db, schema, table)
+            })
+            .to_string();
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        let mut key = None;
+        match self.config.format {
+            MessageFormat::Native => cdc_core::json::write_event(event, &mut buffer),
+            MessageFormat::Debezium => {
+                let mut bytes = Vec::new();
+                cdc_core::debezium::write_key_message(event, &mut bytes);
+                key = Some(String::from_utf8_lossy(&bytes).into_owned());
+                cdc_core::debezium::write_value_message(
+                    event,
+                    &self.config.prefix,
+                    cdc_core::time::now_micros() / 1000,
+                    place.as_ref(),
+                    &mut buffer,
+                );
+            }
+        }
+        let id = change_id(&self.config.pipeline, event);
+        let sent = self.send(subject, &id, key.as_deref(), &buffer).await;
+        self.buffer = buffer;
+        sent
+    }
+
+    /// At a source commit: the END message, when transaction metadata is on.
+    async fn end_transaction(&mut self, position: &Position) -> Result<(), PipelineError> {
+        if !self.config.transaction_metadata {
+            return Ok(());
+        }
+        let mut marker = std::mem::take(&mut self.marker);
+        marker.clear();
+        let mut sent = Ok(());
+        if self.transactions.on_commit(&mut marker).is_some() {
+            let id = marker_id(&self.config.pipeline, position, "END");
+            let subject = self.transaction_subject();
+            sent = self.send(subject, &id, None, &marker).await;
+        }
+        self.marker = marker;
+        sent
+    }
+
+    /// Publishes one message with its id (and Debezium key); the ack is kept to await.
+    async fn send(
+        &mut self,
+        subject: String,
+        id: &str,
+        key: Option<&str>,
+        payload: &[u8],
+    ) -> Result<(), PipelineError> {
         let Some(js) = self.jetstream.clone() else {
             return Err(PipelineError::transient(
                 "sink",
@@ -130,34 +228,12 @@ impl NatsSink {
         if self.acks.len() >= MAX_ACKS_IN_FLIGHT / 2 {
             self.await_oldest_ack().await?;
         }
-        let (template, prefix) = (&self.config.subject, &self.config.prefix);
-        let subject = self
-            .last_subject
-            .get(event, |db, schema, table| {
-                template.render(prefix, db, schema, table)
-            })
-            .to_string();
-        self.buffer.clear();
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "Nats-Msg-Id",
-            change_id(&self.config.pipeline, event).as_str(),
-        );
-        match self.config.format {
-            MessageFormat::Native => cdc_core::json::write_event(event, &mut self.buffer),
-            MessageFormat::Debezium => {
-                let mut key = Vec::new();
-                cdc_core::debezium::write_key_message(event, &mut key);
-                headers.insert("Cdc-Key", String::from_utf8_lossy(&key).as_ref());
-                cdc_core::debezium::write_value_message(
-                    event,
-                    &self.config.prefix,
-                    cdc_core::time::now_micros() / 1000,
-                    &mut self.buffer,
-                );
-            }
+        headers.insert("Nats-Msg-Id", id);
+        if let Some(key) = key {
+            headers.insert("Cdc-Key", key);
         }
-        let payload = bytes::Bytes::copy_from_slice(&self.buffer);
+        let payload = bytes::Bytes::copy_from_slice(payload);
         let ack = js
             .publish_with_headers(subject.clone(), headers, payload)
             .await
@@ -253,6 +329,7 @@ fn publish_error(
 impl Sink for NatsSink {
     async fn open(&mut self) -> Result<Option<ResumePoint>, PipelineError> {
         self.acks.clear();
+        self.transactions.reset();
         let js = self.connect().await?;
         self.ensure_stream(&js).await?;
         self.jetstream = Some(js);
@@ -262,8 +339,10 @@ impl Sink for NatsSink {
 
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
         for message in messages {
-            if let SourceMessage::Change(event) = message {
-                self.publish(event).await?;
+            match message {
+                SourceMessage::Change(event) => self.publish(event).await?,
+                SourceMessage::Commit { position, .. } => self.end_transaction(position).await?,
+                SourceMessage::Progress { .. } => {}
             }
         }
         Ok(())
