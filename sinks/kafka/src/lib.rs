@@ -89,7 +89,7 @@ pub struct KafkaSinkConfig {
 pub fn refused_property(key: &str) -> Option<&'static str> {
     match key {
         "bootstrap.servers" | "metadata.broker.list" => Some("set sink.brokers instead"),
-        "enable.idempotence" | "acks" | "request.required.acks" => {
+        "enable.idempotence" | "acks" | "request.required.acks" | "enable.gapless.guarantee" => {
             Some("the sink needs an idempotent producer with acks=all: without it a retry can duplicate or reorder a key's changes")
         }
         "delivery.report.only.error" | "dr_cb" | "dr_msg_cb" => {
@@ -194,6 +194,10 @@ impl KafkaSink {
             .set("client.id", format!("cdc-agent-{}", self.config.pipeline))
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // A failure that would leave a gap in a partition (a later message stored, an
+            // earlier one not) makes the producer fail everything after it instead: the replay
+            // from the checkpoint then repeats a suffix in order, never reorders a key.
+            .set("enable.gapless.guarantee", "true")
             .set("partitioner", "murmur2_random")
             .set("compression.type", self.config.compression.name())
             .set("linger.ms", "5")
