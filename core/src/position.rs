@@ -91,6 +91,16 @@ impl Position {
                 Position::Mysql {
                     file: fb, pos: pb, ..
                 },
+                // One file (every comparison of a stream but one per rotation): offsets decide,
+                // without parsing the names.
+            ) if fa == fb => Ok(pa.cmp(pb)),
+            (
+                Position::Mysql {
+                    file: fa, pos: pa, ..
+                },
+                Position::Mysql {
+                    file: fb, pos: pb, ..
+                },
             ) => Ok(binlog_file_index(fa)
                 .cmp(&binlog_file_index(fb))
                 .then_with(|| fa.cmp(fb))

@@ -7,6 +7,7 @@
 //! * [`source`]: the binlog stream → changes, commits and progress.
 //! * [`snapshot`]: the initial copy, consistent with the stream that follows.
 
+pub mod binary;
 pub mod chunked;
 pub mod errors;
 pub mod rows;

@@ -15,7 +15,8 @@ use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use mysql_common::io::ParseBuf;
 
-use crate::schema::DecodedTable;
+use crate::binary;
+use crate::schema::{DecodedTable, ValueKind};
 use crate::values::decode;
 
 /// A table map's column types and metadata, read once per map.
@@ -116,10 +117,29 @@ fn image<'a>(
             if meta.is_empty() && needs_metadata(*column_type) {
                 return Err(corrupt(format!("no metadata for column {}", column.name)));
             }
-            let raw: BinlogValue<'a> = buf
-                .parse((*column_type, meta.as_slice(), false, false))
-                .map_err(|e| corrupt(format!("column {}: {e}", column.name)))?;
-            decode(&table.kinds[i], raw).map_err(|why| {
+            let decoded = match (column_type, &table.kinds[i], meta.as_slice()) {
+                // The two forms mysql_common would turn into text for the agent to parse back.
+                (ColumnType::MYSQL_TYPE_NEWDECIMAL, ValueKind::Decimal, [precision, scale, ..]) => {
+                    let (precision, scale) = (usize::from(*precision), usize::from(*scale));
+                    let bytes = buf
+                        .checked_eat(binary::decimal_len(precision, scale))
+                        .ok_or_else(|| corrupt(format!("column {}: truncated", column.name)))?;
+                    binary::decimal_text(bytes, precision, scale).map(Value::Decimal)
+                }
+                (ColumnType::MYSQL_TYPE_TIMESTAMP2, ValueKind::Timestamp, [fsp, ..]) => {
+                    let bytes = buf
+                        .checked_eat(binary::timestamp_len(*fsp))
+                        .ok_or_else(|| corrupt(format!("column {}: truncated", column.name)))?;
+                    binary::timestamp_value(bytes, *fsp)
+                }
+                _ => {
+                    let raw: BinlogValue<'a> = buf
+                        .parse((*column_type, meta.as_slice(), false, false))
+                        .map_err(|e| corrupt(format!("column {}: {e}", column.name)))?;
+                    decode(&table.kinds[i], raw)
+                }
+            };
+            decoded.map_err(|why| {
                 PipelineError::definite(
                     "decode",
                     format!("{}.{}: {why}", table.info.qualified(), column.name),
