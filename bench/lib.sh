@@ -56,7 +56,7 @@ measure_agent() {
         n=0
         [[ $body =~ \"events_total\":([0-9]+) ]] && n=${BASH_REMATCH[1]}
         [ "$n" -ge "$changes" ] && break
-        sleep 0.02
+        sleep 0.05
     done
     t1=$(now)
     hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
