@@ -189,6 +189,10 @@ impl ChunkReader for MyChunkReader {
     }
 
     async fn watermark(&mut self, text: &str) -> Result<(), PipelineError> {
+        self.watermarks(&[text.to_string()]).await
+    }
+
+    async fn watermarks(&mut self, texts: &[String]) -> Result<(), PipelineError> {
         let Some((db, table)) = signal_table_parts(&self.signal_table) else {
             return Err(PipelineError::definite(
                 "config",
@@ -204,7 +208,7 @@ impl ChunkReader for MyChunkReader {
         // lock timeout between two watermark transactions is retried, not a failure.
         let mut attempt = 0;
         loop {
-            match write_watermark(conn, &signal, text).await {
+            match write_watermarks(conn, &signal, texts).await {
                 Err(mysql_async::Error::Server(e))
                     if (e.code == 1213 || e.code == 1205) && attempt < WATERMARK_RETRIES =>
                 {
@@ -266,18 +270,20 @@ const WATERMARK_RETRIES: u64 = 20;
 
 /// One watermark: inserted and deleted again (by its own key, so only that row is locked) in one
 /// transaction: the binlog carries the row, the table stays empty.
-async fn write_watermark(
+async fn write_watermarks(
     conn: &mut Conn,
     signal: &str,
-    text: &str,
+    texts: &[String],
 ) -> Result<(), mysql_async::Error> {
     let mut tx = conn
         .start_transaction(mysql_async::TxOpts::default())
         .await?;
-    tx.exec_drop(format!("INSERT INTO {signal} (mark) VALUES (?)"), (text,))
-        .await?;
-    tx.query_drop(format!("DELETE FROM {signal} WHERE id = LAST_INSERT_ID()"))
-        .await?;
+    for text in texts {
+        tx.exec_drop(format!("INSERT INTO {signal} (mark) VALUES (?)"), (text,))
+            .await?;
+        tx.query_drop(format!("DELETE FROM {signal} WHERE id = LAST_INSERT_ID()"))
+            .await?;
+    }
     tx.commit().await
 }
 

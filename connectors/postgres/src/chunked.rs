@@ -65,7 +65,12 @@ impl ChunkReader for PgChunkReader {
     }
 
     async fn watermark(&mut self, text: &str) -> Result<(), PipelineError> {
-        emit(&mut self.catalog, text).await
+        emit(&mut self.catalog, &[text]).await
+    }
+
+    async fn watermarks(&mut self, texts: &[String]) -> Result<(), PipelineError> {
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        emit(&mut self.catalog, &texts).await
     }
 
     async fn read_chunk(
@@ -156,16 +161,17 @@ async fn begin_snapshot_after_watermark(catalog: &mut Catalog) -> Result<(), Pip
 /// Its commit is flushed whatever the server's `synchronous_commit`: the walsender only sends
 /// flushed WAL, and with `synchronous_commit = off` an unflushed watermark waits for the WAL
 /// writer (`wal_writer_delay`, 200 ms by default), which held every chunk back that long.
-async fn emit(catalog: &mut Catalog, text: &str) -> Result<(), PipelineError> {
-    catalog
-        .query(&format!(
-            "BEGIN; SET LOCAL synchronous_commit = on; \
-             SELECT pg_logical_emit_message(true, {}, {}); COMMIT",
+async fn emit(catalog: &mut Catalog, texts: &[&str]) -> Result<(), PipelineError> {
+    let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = on;");
+    for text in texts {
+        sql.push_str(&format!(
+            " SELECT pg_logical_emit_message(true, {}, {});",
             quote_literal(WATERMARK_PREFIX),
             quote_literal(text)
-        ))
-        .await
-        .map(|_| ())
+        ));
+    }
+    sql.push_str(" COMMIT");
+    catalog.query(&sql).await.map(|_| ())
 }
 
 /// The next chunk: rows after the cursor in key order (`limit` 0: the whole table).
