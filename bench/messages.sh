@@ -10,6 +10,7 @@
 #
 #   bench/messages.sh                          1,000,000 changes, 3 runs of each
 #   BENCH_TRANSACTIONS=100 BENCH_RUNS=1 BENCH_LATENCY_S=5 bench/messages.sh
+#   BENCH_RUNS=0 bench/messages.sh             the latency part only
 #
 # Workload as bench/source.sh. Each run reads a slot of its own, made before the workload; each
 # NATS run publishes into a fresh stream, each Kafka run into fresh topics. A run ends when
@@ -46,8 +47,10 @@ for i in $(seq 1 "$RUNS"); do
         "${PSQL[@]}" -d cdc_nbench -At -c "SELECT pg_create_logical_replication_slot('${kind}_$i', 'pgoutput')" >/dev/null
     done
 done
-echo "bench: writing $CHANGES changes in $TX transactions"
-pg_write_bench_workload cdc_nbench "$TX" "$WORK/workload.sql"
+if [ "$RUNS" -gt 0 ]; then
+    echo "bench: writing $CHANGES changes in $TX transactions"
+    pg_write_bench_workload cdc_nbench "$TX" "$WORK/workload.sql"
+fi
 
 write_config() { # slot, kind, table[, extra [sink] lines]
     local slot=$1 kind=$2 table=$3 extra=${4:-} dir="$WORK/$1" sink
@@ -114,6 +117,10 @@ for kind in jsonl nats kafka; do
     RUST_LOG=warn "$AGENT" -c "$WORK/$slot/cdc-agent.toml" run 2>"$WORK/$slot/agent.log" &
     pid=$!
     sleep 2
+    # synchronous_commit on for these commits: the test server runs with it off, and the
+    # walsender sends only flushed WAL, so each commit would wait for the WAL writer (up to
+    # wal_writer_delay, 200 ms) before the agent could see it.
+    PGOPTIONS="-c synchronous_commit=on" \
     "$CDC_TEST_PG_BIN/pgbench" -n -h 127.0.0.1 -p "$PORT" -U postgres -f "$WORK/lat.sql" \
         --rate=100 -T "$LATENCY_S" cdc_nbench > "$WORK/$slot/pgbench.txt" 2>&1
     sleep 2
@@ -143,13 +150,14 @@ python3 - "$CHANGES" "$WORK/results.txt" "$WORK/latency.txt" <<'PY'
 import statistics, sys
 changes = int(sys.argv[1])
 rows = [list(map(float, l.split())) for l in open(sys.argv[2]) if l.strip()]
-med = lambda i: statistics.median(r[i] for r in rows)
-jsonl, nats, kafka = med(0), med(3), med(6)
-peak = lambda i: max(r[i] for r in rows) / 1024
-print(f"changes:              {changes:,} per run, {len(rows)} run(s), medians")
-print(f"cdc-agent -> jsonl:   {jsonl:6.2f} s  {changes / jsonl:10,.0f} rows/s  cpu {med(1):5.2f} s  peak RSS {peak(2):.1f} MiB")
-print(f"cdc-agent -> NATS:    {nats:6.2f} s  {changes / nats:10,.0f} rows/s  cpu {med(4):5.2f} s  peak RSS {peak(5):.1f} MiB  = {jsonl / nats:.2f} of JSON lines (target >= 0.7)")
-print(f"cdc-agent -> Kafka:   {kafka:6.2f} s  {changes / kafka:10,.0f} rows/s  cpu {med(7):5.2f} s  peak RSS {peak(8):.1f} MiB  = {jsonl / kafka:.2f} of JSON lines (target >= 0.7)")
+if rows:
+    med = lambda i: statistics.median(r[i] for r in rows)
+    jsonl, nats, kafka = med(0), med(3), med(6)
+    peak = lambda i: max(r[i] for r in rows) / 1024
+    print(f"changes:              {changes:,} per run, {len(rows)} run(s), medians")
+    print(f"cdc-agent -> jsonl:   {jsonl:6.2f} s  {changes / jsonl:10,.0f} rows/s  cpu {med(1):5.2f} s  peak RSS {peak(2):.1f} MiB")
+    print(f"cdc-agent -> NATS:    {nats:6.2f} s  {changes / nats:10,.0f} rows/s  cpu {med(4):5.2f} s  peak RSS {peak(5):.1f} MiB  = {jsonl / nats:.2f} of JSON lines (target >= 0.7)")
+    print(f"cdc-agent -> Kafka:   {kafka:6.2f} s  {changes / kafka:10,.0f} rows/s  cpu {med(7):5.2f} s  peak RSS {peak(8):.1f} MiB  = {jsonl / kafka:.2f} of JSON lines (target >= 0.7)")
 print("commit-to-ack latency at 10,000 changes/s (100 tx/s x 100 rows), per transaction,")
 print("by sink / flush_interval_ms:")
 for line in open(sys.argv[3]):

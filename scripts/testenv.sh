@@ -14,6 +14,9 @@
 #                                                       users cdc (replication) and cdc_norepl (SELECT only),
 #                                                       both with password secret-pw
 #   nats     127.0.0.1:$CDC_TEST_NATS_PORT (54222)      nats-server with JetStream (store in nats/)
+#   kafka    127.0.0.1:$CDC_TEST_KAFKA_PORT (59092)     Tansu 0.6.0, an Apache Kafka compatible broker
+#                                                       (crates.io; built once into /var/cache/cdc-agent),
+#                                                       in-memory storage
 #   debezium jars in /var/cache/cdc-agent/debezium-3.6.3 (a Debezium-format consumer for tests)
 #
 # The machine's own Postgres (port 5432) and MariaDB/MySQL (port 3306, /etc/mysql) are never
@@ -26,6 +29,7 @@ LOGICAL_PORT="${CDC_TEST_PG_PORT:-55432}"
 PLAIN_PORT="${CDC_TEST_PG_PLAIN_PORT:-55433}"
 MYSQL_PORT="${CDC_TEST_MYSQL_PORT:-53306}"
 NATS_PORT="${CDC_TEST_NATS_PORT:-54222}"
+KAFKA_PORT="${CDC_TEST_KAFKA_PORT:-59092}"
 SOCK_DIR="$BASE/sock"
 MARIADBD=/usr/sbin/mariadbd
 MARIADB_DATA="$BASE/mariadb"
@@ -614,21 +618,63 @@ start_nats() {
     # Own session, like mariadbd: a Ctrl-C of a test run must not reach it. 9>&-: see launch_mariadb.
     (cd / && exec setsid nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$BASE/nats" \
         -P "$NATS_PID" -l "$BASE/nats.log" </dev/null >/dev/null 2>&1 9>&-) &
+    wait_listening nats nats_running "$NATS_PORT" "$BASE/nats.log"
+}
+
+# wait_listening NAME RUNNING_CHECK PORT LOG: up to 10 s for the instance to accept connections.
+wait_listening() {
     local _
     for _ in $(seq 1 100); do
-        if nats_running && (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then
+        if "$2" && (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; then
             return 0
         fi
         sleep 0.1
     done
-    tail -n 20 "$BASE/nats.log" >&2 || true
-    die "instance 'nats' did not start within 10s; see $BASE/nats.log"
+    tail -n 20 "$4" >&2 || true
+    die "instance '$1' did not start within 10s; see $4"
 }
 
 stop_nats() {
     nats_running || return 1
     log "stopping instance 'nats'"
     kill -TERM "$(cat "$NATS_PID")" 2>/dev/null || true
+}
+
+# A real Kafka-protocol broker for the Kafka sink's end-to-end test: Tansu (Apache Kafka
+# compatible, written in Rust, on crates.io; no Kafka distribution is reachable from here), built
+# once with `cargo install` into a cache outside the clone, run with in-memory storage.
+TANSU_VERSION=0.6.0
+TANSU_ROOT="${CDC_TEST_TANSU_ROOT:-/var/cache/cdc-agent/tansu-$TANSU_VERSION-dynostore}"
+KAFKA_PID="$BASE/kafka.pid"
+kafka_running() {
+    local pid
+    pid="$(cat "$KAFKA_PID" 2>/dev/null)" || return 1
+    kill -0 "$pid" 2>/dev/null && grep -q tansu "/proc/$pid/cmdline" 2>/dev/null
+}
+
+start_kafka() {
+    if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
+        log "building Tansu $TANSU_VERSION (a Kafka-compatible broker) into $TANSU_ROOT; once, some minutes"
+        # dynostore: the in-memory storage engine (the default features have none).
+        CARGO_TARGET_DIR="$TANSU_ROOT/target" cargo install --quiet --locked --root "$TANSU_ROOT" \
+            --version "$TANSU_VERSION" --features dynostore tansu >&2 ||
+            die "cargo install tansu $TANSU_VERSION failed"
+        rm -rf "$TANSU_ROOT/target"
+    fi
+    kafka_running && return 0
+    log "starting instance 'kafka' (Tansu) on 127.0.0.1:$KAFKA_PORT"
+    (cd / && exec setsid "$TANSU_ROOT/bin/tansu" broker \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine memory://tansu/ \
+        </dev/null >"$BASE/kafka.log" 2>&1 9>&- & echo $! >"$KAFKA_PID")
+    wait_listening kafka kafka_running "$KAFKA_PORT" "$BASE/kafka.log"
+}
+
+stop_kafka() {
+    kafka_running || return 1
+    log "stopping instance 'kafka'"
+    kill -TERM "$(cat "$KAFKA_PID")" 2>/dev/null || true
 }
 
 # Debezium's own consumer-side libraries (for tests/debezium/DebeziumConsumer.java): the jars of
@@ -684,9 +730,10 @@ cmd_start() {
     setup_roles "$bin"
     [ "$with_mariadb" -eq 0 ] || start_mariadb
     start_nats
+    start_kafka
     ensure_debezium_libs
     log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT," \
-        "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT (eval \"\$($0 env)\")"
+        "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT, kafka on 127.0.0.1:$KAFKA_PORT (eval \"\$($0 env)\")"
 }
 
 cmd_stop() {
@@ -706,6 +753,7 @@ cmd_stop() {
     stop_instance "$bin" logical "$LOGICAL_PORT"
     stop_instance "$bin" plain "$PLAIN_PORT"
     stop_nats || log "instance 'nats' is not running"
+    stop_kafka || log "instance 'kafka' is not running"
 }
 
 cmd_status() {
@@ -732,6 +780,12 @@ cmd_status() {
         echo "nats: not running"
         rc=3
     fi
+    if kafka_running; then
+        echo "kafka: running on 127.0.0.1:$KAFKA_PORT"
+    else
+        echo "kafka: not running"
+        rc=3
+    fi
     return "$rc"
 }
 
@@ -749,6 +803,7 @@ cmd_env() {
     printf 'export CDC_TEST_MYSQL_SOCKET=%q\n' "$MARIADB_SOCK"
     printf 'export CDC_TEST_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
     printf 'export CDC_TEST_DEBEZIUM_LIBS=%q\n' "$DEBEZIUM_LIBS"
+    printf 'export CDC_TEST_KAFKA_BROKERS=%q\n' "127.0.0.1:$KAFKA_PORT"
 }
 
 case "${1:-}" in

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cdc_sink_kafka::testing::{read_topic, StoredMessage};
-use common::{order_key, Pipeline, TestDb};
+use common::{order_key, start_streaming, Pipeline, TestDb};
 use rdkafka::mocking::MockCluster;
 use serde_json::{json, Value as Json};
 
@@ -29,17 +29,10 @@ async fn kafka_pipeline(
     brokers: &str,
     format: &str,
 ) -> (TestDb, Pipeline) {
-    let db = TestDb::new(prefix).await;
-    db.exec(schema_sql).await;
-    let sink = kafka_sink(brokers, &db.name, format);
-    let p = Pipeline::with_sink(
-        &db.url,
-        &db.name,
-        &[table],
-        "snapshot = \"never\"",
-        Some(&sink),
-    );
-    (db, p)
+    common::pipeline_into(prefix, schema_sql, table, |name| {
+        kafka_sink(brokers, name, format)
+    })
+    .await
 }
 
 /// Reads the topic until it holds `ids` distinct change ids, and no more arrive for a moment.
@@ -84,12 +77,6 @@ fn lsn(text: &str) -> u64 {
 
 fn body(m: &StoredMessage) -> Json {
     serde_json::from_slice(m.value.as_ref().expect("not a tombstone")).expect("a JSON message")
-}
-
-fn start_streaming(p: &Pipeline) -> common::Agent {
-    let agent = p.start();
-    p.wait_state("streaming", Duration::from_secs(60));
-    agent
 }
 
 /// 20,000 changes, the agent SIGKILLed three times: every change is in the topic; each key's
@@ -411,5 +398,58 @@ async fn debeziums_own_serde_reads_the_messages() {
     assert_eq!(records[3]["before"]["id"], 2);
     assert_eq!(records[0]["source"]["connector"], "postgresql");
     assert_eq!(records[0]["source"]["table"], "t");
+    db.drop().await;
+}
+
+/// The agent against a real Kafka-protocol broker: Tansu (Apache Kafka compatible, from
+/// crates.io), started by scripts/testenv.sh. Every change arrives once (no crash here), keyed,
+/// each key's changes in order in one partition.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_kafka_compatible_broker_receives_every_change_in_key_order() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let brokers = common::env().var("CDC_TEST_KAFKA_BROKERS").to_string();
+    let (db, p) = kafka_pipeline(
+        "kafka_real",
+        "CREATE TABLE t (id int PRIMARY KEY, v int)",
+        "public.t",
+        &brokers,
+        "native",
+    )
+    .await;
+    let topic = format!("{}.public.t", db.name);
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let agent = start_streaming(&p);
+    db.exec(
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 500) g; \
+         UPDATE t SET v = 1 WHERE id <= 300; DELETE FROM t WHERE id > 400;",
+    )
+    .await;
+    let stored = stored_messages(&brokers, &topic, 900, Duration::from_secs(60)).await;
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(stored.len(), 900, "each change once");
+    let mut last: HashMap<i64, (i32, (u64, u64))> = HashMap::new();
+    for m in &stored {
+        let record = body(m);
+        let id = record["key"]["id"].as_i64().unwrap();
+        let order = order_key(&record);
+        if let Some((partition, previous)) = last.insert(id, (m.partition, order)) {
+            assert_eq!(partition, m.partition, "key {id} in two partitions");
+            assert!(previous < order, "key {id} out of order");
+        }
+    }
+    assert_eq!(last.len(), 500);
     db.drop().await;
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use common::{order_key, Pipeline, TestDb};
+use common::{order_key, start_streaming, Pipeline, TestDb};
 use serde_json::{json, Value as Json};
 
 fn nats_url() -> String {
@@ -24,8 +24,6 @@ fn nats_sink(url: &str, name: &str, format: &str) -> String {
     )
 }
 
-/// A fresh database with `schema_sql` applied, and a pipeline of `table` into the nats sink at
-/// `url` (the stream and prefix named after the database).
 async fn nats_pipeline(
     prefix: &str,
     schema_sql: &str,
@@ -33,24 +31,10 @@ async fn nats_pipeline(
     url: &str,
     format: &str,
 ) -> (TestDb, Pipeline) {
-    let db = TestDb::new(prefix).await;
-    db.exec(schema_sql).await;
-    let sink = nats_sink(url, &db.name, format);
-    let p = Pipeline::with_sink(
-        &db.url,
-        &db.name,
-        &[table],
-        "snapshot = \"never\"",
-        Some(&sink),
-    );
-    (db, p)
-}
-
-/// Starts the pipeline's agent and waits until it streams.
-fn start_streaming(p: &Pipeline) -> common::Agent {
-    let agent = p.start();
-    p.wait_state("streaming", Duration::from_secs(60));
-    agent
+    common::pipeline_into(prefix, schema_sql, table, |name| {
+        nats_sink(url, name, format)
+    })
+    .await
 }
 
 struct Stored {

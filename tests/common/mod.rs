@@ -394,6 +394,35 @@ pub async fn kill_at_random_moments(
     agent
 }
 
+/// A fresh database with `schema_sql` applied, and a pipeline (no snapshot) of `table` into the
+/// sink that `sink` describes for the database's name (message sinks name their stream, topic or
+/// subject prefix after it).
+pub async fn pipeline_into(
+    prefix: &str,
+    schema_sql: &str,
+    table: &str,
+    sink: impl FnOnce(&str) -> String,
+) -> (TestDb, Pipeline) {
+    let db = TestDb::new(prefix).await;
+    db.exec(schema_sql).await;
+    let sink = sink(&db.name);
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &[table],
+        "snapshot = \"never\"",
+        Some(&sink),
+    );
+    (db, p)
+}
+
+/// Starts the pipeline's agent and waits until it streams.
+pub fn start_streaming(p: &Pipeline) -> Agent {
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    agent
+}
+
 /// A fresh database with `schema` applied and an agent streaming its `tables` (no snapshot).
 pub async fn streaming(prefix: &str, schema: &str, tables: &[&str]) -> (TestDb, Pipeline, Agent) {
     let db = TestDb::new(prefix).await;

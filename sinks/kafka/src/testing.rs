@@ -20,7 +20,9 @@ pub struct StoredMessage {
     pub id: Option<String>,
 }
 
-/// Every message of `topic` up to the high watermarks at the call, by partition then offset.
+/// Every message of `topic`, by partition then offset: at least up to the high watermarks at the
+/// call, and then until none has come for a second (some Kafka-compatible brokers report a
+/// batch as one offset in their watermarks).
 pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<StoredMessage>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -51,7 +53,8 @@ pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<StoredMessage>, Stri
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
     let mut messages = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while remaining > 0 {
+    let mut last_message = Instant::now();
+    while remaining > 0 || last_message.elapsed() < Duration::from_secs(1) {
         if Instant::now() > deadline {
             return Err(format!(
                 "{topic}: {remaining} messages not read back in 60 s"
@@ -60,6 +63,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<StoredMessage>, Stri
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
+        last_message = Instant::now();
         let message = result.map_err(|e| e.to_string())?;
         let id = message.headers().and_then(|headers| {
             headers
@@ -74,7 +78,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<StoredMessage>, Stri
             value: message.payload().map(<[u8]>::to_vec),
             id,
         });
-        remaining -= 1;
+        remaining = remaining.saturating_sub(1);
     }
     messages.sort_by_key(|m| (m.partition, m.offset));
     Ok(messages)
