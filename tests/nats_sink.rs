@@ -258,17 +258,8 @@ async fn check_reports_the_broker() {
     );
 
     let nowhere = format!("nats://127.0.0.1:{}", common::free_port());
-    let sink = nats_sink(&nowhere, &db.name, "native");
-    let p = Pipeline::with_sink(
-        &db.url,
-        &db.name,
-        &["public.t"],
-        "snapshot = \"never\"",
-        Some(&sink),
-    );
-    let out = p.run_cmd(&["check"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = common::run_check(&db, "public.t", &nats_sink(&nowhere, &db.name, "native"));
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("cannot connect to NATS"), "{text}");
     db.drop().await;
 }

@@ -416,6 +416,23 @@ pub async fn pipeline_into(
     (db, p)
 }
 
+/// `cdc-agent check` of a pipeline of `table` in `db` into the sink `sink` describes: the exit
+/// code and what it printed.
+pub fn run_check(db: &TestDb, table: &str, sink: &str) -> (Option<i32>, String) {
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &[table],
+        "snapshot = \"never\"",
+        Some(sink),
+    );
+    let out = p.run_cmd(&["check"]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
 /// Starts the pipeline's agent and waits until it streams.
 pub fn start_streaming(p: &Pipeline) -> Agent {
     let agent = p.start();
