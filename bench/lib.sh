@@ -6,7 +6,7 @@ now() { date +%s.%N; }
 # pg_bench_setup: starts the test servers, builds the release binary, and sets PORT (the
 # logical-replication Postgres), PSQL (psql as postgres there, as an array) and AGENT.
 pg_bench_setup() {
-    bash scripts/testenv.sh start
+    CDC_TESTENV_FOR_TESTS=0 bash scripts/testenv.sh start
     eval "$(bash scripts/testenv.sh env)"
     PORT="${CDC_TEST_PG_PORT:-55432}"
     PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)

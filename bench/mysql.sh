@@ -20,7 +20,7 @@ CHANGES=$((TX * 1000))
 WORK="${BENCH_DIR:-/var/tmp/cdc-agent-bench-mysql}"
 ADMIN_PORT=9197
 
-bash scripts/testenv.sh start
+CDC_TESTENV_FOR_TESTS=0 bash scripts/testenv.sh start
 eval "$(bash scripts/testenv.sh env)"
 PORT="$CDC_TEST_MYSQL_PORT"
 MY=(mariadb --no-defaults -h 127.0.0.1 -P "$PORT" -u root --batch --skip-column-names)

@@ -16,7 +16,7 @@ WORK="$ROOT/.tmp/quickstart"
 SECONDS_TO_RUN="${QUICKSTART_SECONDS:-15}"
 SINK="${QUICKSTART_SINK:-duckdb}"
 
-bash scripts/testenv.sh start
+CDC_TESTENV_FOR_TESTS=0 bash scripts/testenv.sh start
 eval "$(bash scripts/testenv.sh env)"
 PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${CDC_TEST_PG_PORT:-55432}" -U postgres)
 

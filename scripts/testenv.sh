@@ -5,6 +5,8 @@
 #   scripts/testenv.sh stop     stop all instances (data is kept)
 #   scripts/testenv.sh status   show whether each instance is running
 #   scripts/testenv.sh env      print shell exports; use: eval "$(scripts/testenv.sh env)"
+#   CDC_TESTENV_FOR_TESTS=0     start: only what the quickstart and benchmarks use (no Kafka broker,
+#                               no Debezium jars)
 #
 # Instances (under $CDC_TESTENV_DIR, default /var/tmp/cdc-agent-testenv):
 #   logical  127.0.0.1:$CDC_TEST_PG_PORT (55432)        Postgres, wal_level=logical, TLS, per-user auth methods
@@ -728,8 +730,12 @@ cmd_start() {
     setup_roles "$bin"
     [ "$with_mariadb" -eq 0 ] || start_mariadb
     start_nats
-    start_kafka
-    ensure_debezium_libs
+    # The quickstart and the benchmarks need neither the Kafka broker nor Debezium's jars: on a
+    # fresh machine the broker's one-time build alone takes minutes.
+    if [ "${CDC_TESTENV_FOR_TESTS:-1}" = 1 ]; then
+        start_kafka
+        ensure_debezium_libs
+    fi
     log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT," \
         "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT, kafka on 127.0.0.1:$KAFKA_PORT (eval \"\$($0 env)\")"
 }
