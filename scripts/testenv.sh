@@ -736,8 +736,10 @@ cmd_start() {
         start_kafka
         ensure_debezium_libs
     fi
+    local kafka=""
+    kafka_running && kafka=", kafka on 127.0.0.1:$KAFKA_PORT"
     log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT," \
-        "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT, kafka on 127.0.0.1:$KAFKA_PORT (eval \"\$($0 env)\")"
+        "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT$kafka (eval \"\$($0 env)\")"
 }
 
 cmd_stop() {
