@@ -1,8 +1,8 @@
 //! NATS JetStream sink: one message per change, on a subject per table.
 //!
 //! ```text
-//!  write(changes) ──publish (Nats-Msg-Id = pipeline:position:seq)──▶ JetStream stream
-//!  flush() ──awaits every publish ack──▶ durable ──▶ the runtime records the checkpoint
+//!  write(changes) ──publish with a reply subject (Nats-Msg-Id = pipeline:position:seq)──▶ stream
+//!  flush() ──awaits every publish ack (counted on one inbox)──▶ durable ──▶ the checkpoint
 //! ```
 //!
 //! A position is confirmed only once JetStream has acknowledged every message up to it. After a
@@ -10,12 +10,13 @@
 //! so the stream's duplicate window drops them: each change is stored once as long as the agent
 //! is back within that window (`duplicate_window_s`, two minutes by default).
 
+mod acks;
 mod subject;
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{GetStreamErrorKind, PublishAckFuture, PublishErrorKind};
+use acks::AckInbox;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
@@ -28,8 +29,8 @@ use cdc_core::{
 pub use cdc_core::debezium::MessageFormat;
 pub use subject::{SubjectTemplate, DEFAULT_SUBJECT};
 
-/// Acks awaited at most at once; past half of it, `write` waits for the oldest.
-const MAX_ACKS_IN_FLIGHT: usize = 8192;
+/// Acks awaited at most at once; past half of it, `write` waits for acks to come in.
+const MAX_ACKS_IN_FLIGHT: u64 = 8192;
 
 #[derive(Clone, Debug)]
 pub struct NatsSinkConfig {
@@ -51,9 +52,9 @@ pub struct NatsSinkConfig {
 
 pub struct NatsSink {
     config: NatsSinkConfig,
-    jetstream: Option<jetstream::Context>,
-    /// Publishes not yet acknowledged, oldest first, with the subject they went to.
-    acks: VecDeque<(PublishAckFuture, String)>,
+    client: Option<async_nats::Client>,
+    /// Where the publish acks arrive, counted.
+    acks: Option<AckInbox>,
     /// Reused encoding buffer.
     buffer: Vec<u8>,
     /// The subject of the last table published to.
@@ -67,8 +68,8 @@ impl NatsSink {
     pub fn new(config: NatsSinkConfig) -> Self {
         NatsSink {
             config,
-            jetstream: None,
-            acks: VecDeque::new(),
+            client: None,
+            acks: None,
             buffer: Vec::with_capacity(4096),
             last_subject: LastName::default(),
             transactions: TransactionTracker::default(),
@@ -106,11 +107,10 @@ impl NatsSink {
                 )
                 .with_hint("check sink.url (nats://host:4222) and that the server runs")
             })?;
-        // An ack not back in 10 s fails the flush: the runtime reconnects and replays, rather
-        // than the pipeline hanging on a broker that is gone.
+        // The context only manages the stream; changes are published on the client with their
+        // acks counted by [`AckInbox`] (an ack not back in 10 s fails the flush there).
         Ok(jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
-            .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
             .build(client))
     }
 
@@ -211,7 +211,7 @@ impl NatsSink {
         sent
     }
 
-    /// Publishes one message with its id (and Debezium key); the ack is kept to await.
+    /// Publishes one message with its id (and Debezium key), its ack to come to the inbox.
     async fn send(
         &mut self,
         subject: String,
@@ -219,14 +219,17 @@ impl NatsSink {
         key: Option<&str>,
         payload: &[u8],
     ) -> Result<(), PipelineError> {
-        let Some(js) = self.jetstream.clone() else {
+        let (Some(client), Some(acks)) = (self.client.as_ref(), self.acks.as_mut()) else {
             return Err(PipelineError::transient(
                 "sink",
                 "the NATS sink is not open",
             ));
         };
-        if self.acks.len() >= MAX_ACKS_IN_FLIGHT / 2 {
-            self.await_oldest_ack().await?;
+        if acks.outstanding() >= MAX_ACKS_IN_FLIGHT / 2 {
+            acks.take_ready()?;
+            while acks.outstanding() >= MAX_ACKS_IN_FLIGHT / 2 {
+                acks.wait_one().await?;
+            }
         }
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
@@ -234,31 +237,11 @@ impl NatsSink {
             headers.insert("Cdc-Key", key);
         }
         let payload = bytes::Bytes::copy_from_slice(payload);
-        let ack = js
-            .publish_with_headers(subject.clone(), headers, payload)
+        let reply = acks.next_reply();
+        client
+            .publish_with_reply_and_headers(subject.clone(), reply, headers, payload)
             .await
-            .map_err(|e| publish_error(e.kind(), &subject, &e))?;
-        self.acks.push_back((ack, subject));
-        Ok(())
-    }
-
-    async fn await_oldest_ack(&mut self) -> Result<(), PipelineError> {
-        let Some((ack, subject)) = self.acks.pop_front() else {
-            return Ok(());
-        };
-        match ack.await {
-            Ok(ack) if ack.duplicate => {
-                tracing::debug!(%subject, sequence = ack.sequence, "replayed change dropped by the stream's duplicate window");
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => {
-                // Everything after it is unconfirmed too: the runtime replays from the checkpoint
-                // (the stored ones are then dropped as duplicates).
-                self.acks.clear();
-                Err(publish_error(e.kind(), &subject, &e))
-            }
-        }
+            .map_err(|e| publish_error(e.kind(), &subject, &e))
     }
 }
 
@@ -304,19 +287,12 @@ pub async fn check(config: &NatsSinkConfig) -> CheckOutcome {
 }
 
 fn publish_error(
-    kind: PublishErrorKind,
+    kind: async_nats::client::PublishErrorKind,
     subject: &str,
     e: &dyn std::fmt::Display,
 ) -> PipelineError {
     match kind {
-        PublishErrorKind::StreamNotFound => PipelineError::definite(
-            "config",
-            format!("no JetStream stream stores subject {subject}: {e}"),
-        )
-        .with_hint(
-            "make sink.stream capture the sink's subjects, or set sink.create_stream = true",
-        ),
-        PublishErrorKind::MaxPayloadExceeded => PipelineError::definite(
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => PipelineError::definite(
             "sink",
             format!("a change on {subject} is larger than the server's max_payload: {e}"),
         )
@@ -328,11 +304,13 @@ fn publish_error(
 #[async_trait]
 impl Sink for NatsSink {
     async fn open(&mut self) -> Result<Option<ResumePoint>, PipelineError> {
-        self.acks.clear();
+        self.acks = None;
         self.transactions.reset();
         let js = self.connect().await?;
         self.ensure_stream(&js).await?;
-        self.jetstream = Some(js);
+        let client = js.client();
+        self.acks = Some(AckInbox::open(&client).await?);
+        self.client = Some(client);
         // No position is kept in the broker: the checkpoint decides, replays are deduplicated.
         Ok(None)
     }
@@ -349,8 +327,14 @@ impl Sink for NatsSink {
     }
 
     async fn flush(&mut self) -> Result<(), PipelineError> {
-        while !self.acks.is_empty() {
-            self.await_oldest_ack().await?;
+        let (Some(client), Some(acks)) = (self.client.as_ref(), self.acks.as_mut()) else {
+            return Ok(());
+        };
+        client.flush().await.map_err(|e| {
+            PipelineError::transient("connection", format!("flushing to NATS: {e}"))
+        })?;
+        while acks.outstanding() > 0 {
+            acks.wait_one().await?;
         }
         Ok(())
     }
