@@ -223,33 +223,17 @@ mod tests {
     fn sample() -> ChangeEvent {
         let id: Arc<str> = Arc::from("id");
         let status: Arc<str> = Arc::from("status");
-        ChangeEvent {
-            op: Op::Update,
-            source: SourceMeta {
-                kind: SourceKind::Postgres,
-                db: "app".into(),
-                schema: "public".into(),
-                table: "orders".into(),
-                position: Position::Postgres {
-                    lsn: "0/16B3748".parse().unwrap(),
-                },
-                tx_id: Some(755),
-                commit_ts: Some("2026-11-26T11:02:36.123456Z".into()),
-                seq: 3,
-                snapshot: false,
-            },
-            key: Some(Row(vec![(id.clone(), Value::Int(42))])),
-            before: Some(Row(vec![
-                (id.clone(), Value::Int(42)),
-                (status.clone(), Value::Text("new".into())),
-            ])),
-            after: Some(Row(vec![
-                (id, Value::Int(42)),
-                (status, Value::Text("paid".into())),
-            ])),
-            unchanged: vec![],
-            table_schema: None,
-        }
+        let mut event = crate::testing::pg_change(Op::Update, "orders", 0x16B_3748, 755, 3);
+        event.key = Some(Row(vec![(id.clone(), Value::Int(42))]));
+        event.before = Some(Row(vec![
+            (id.clone(), Value::Int(42)),
+            (status.clone(), Value::Text("new".into())),
+        ]));
+        event.after = Some(Row(vec![
+            (id, Value::Int(42)),
+            (status, Value::Text("paid".into())),
+        ]));
+        event
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub mod pipeline;
 pub mod position;
 pub mod schema;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transaction;
 pub mod value;
 pub mod warehouse;

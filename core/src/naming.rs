@@ -105,27 +105,7 @@ mod tests {
 
     #[test]
     fn change_ids_name_the_change() {
-        let event = ChangeEvent {
-            op: crate::Op::Insert,
-            source: crate::SourceMeta {
-                kind: crate::SourceKind::Postgres,
-                db: "app".into(),
-                schema: "public".into(),
-                table: "t".into(),
-                position: Position::Postgres {
-                    lsn: crate::Lsn(0x1_0000_0010),
-                },
-                tx_id: None,
-                commit_ts: None,
-                seq: 3,
-                snapshot: false,
-            },
-            key: None,
-            before: None,
-            after: None,
-            unchanged: vec![],
-            table_schema: None,
-        };
+        let event = crate::testing::pg_change(crate::Op::Insert, "t", 0x1_0000_0010, 1, 3);
         assert_eq!(change_id("p", &event), "p:1/10:3");
         let mut last = LastName::default();
         assert_eq!(last.get(&event, |_, s, t| format!("{s}.{t}")), "public.t");

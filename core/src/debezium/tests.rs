@@ -6,35 +6,17 @@ use std::sync::Arc;
 use serde_json::{json, Value as Json};
 
 use super::*;
-use crate::event::SourceMeta;
-use crate::position::Lsn;
 
 fn row(values: Vec<(&str, Value)>) -> Row {
     Row(values.into_iter().map(|(n, v)| (Arc::from(n), v)).collect())
 }
 
 fn pg_event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
-    ChangeEvent {
-        op,
-        source: SourceMeta {
-            kind: SourceKind::Postgres,
-            db: "app".into(),
-            schema: "public".into(),
-            table: "orders".into(),
-            position: Position::Postgres {
-                lsn: Lsn(23_803_720),
-            },
-            tx_id: Some(755),
-            commit_ts: Some("2026-11-26T11:02:36.123456Z".into()),
-            seq: 0,
-            snapshot: false,
-        },
-        key: Some(row(vec![("id", Value::Int(42))])),
-        before,
-        after,
-        unchanged: vec![],
-        table_schema: None,
-    }
+    let mut event = crate::testing::pg_change(op, "orders", 23_803_720, 755, 0);
+    event.key = Some(row(vec![("id", Value::Int(42))]));
+    event.before = before;
+    event.after = after;
+    event
 }
 
 fn value_message(event: &ChangeEvent) -> Json {

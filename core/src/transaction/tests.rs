@@ -4,29 +4,12 @@
 use serde_json::{json, Value as Json};
 
 use super::*;
-use crate::event::{Op, SourceMeta};
-use crate::position::Lsn;
+use crate::event::Op;
 
 fn change(table: &str, lsn: u64, tx: u64, seq: u64, snapshot: bool) -> ChangeEvent {
-    ChangeEvent {
-        op: Op::Insert,
-        source: SourceMeta {
-            kind: SourceKind::Postgres,
-            db: "app".into(),
-            schema: "public".into(),
-            table: table.into(),
-            position: Position::Postgres { lsn: Lsn(lsn) },
-            tx_id: Some(tx),
-            commit_ts: Some("2026-11-26T11:02:36.123456Z".into()),
-            seq,
-            snapshot,
-        },
-        key: None,
-        before: None,
-        after: None,
-        unchanged: vec![],
-        table_schema: None,
-    }
+    let mut event = crate::testing::pg_change(Op::Insert, table, lsn, tx, seq);
+    event.source.snapshot = snapshot;
+    event
 }
 
 fn json(bytes: &[u8]) -> Json {

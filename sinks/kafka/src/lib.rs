@@ -133,10 +133,7 @@ impl KafkaSink {
 
     /// `<prefix>.transaction`, with what a topic name may not hold made `_`.
     fn transaction_topic(&self) -> String {
-        TopicTemplate::parse("{prefix}")
-            .map(|t| t.render(&self.config.prefix, "", "", ""))
-            .map(|prefix| cdc_core::naming::transaction_channel(&prefix))
-            .unwrap_or_else(|_| cdc_core::naming::transaction_channel("cdc"))
+        cdc_core::naming::transaction_channel(&topic::clean(&self.config.prefix))
     }
 
     /// Sends the BEGIN or END message in `self.marker` to the transaction topic.
@@ -177,10 +174,7 @@ impl KafkaSink {
             ));
         };
         self.marker.clear();
-        let mut marker = std::mem::take(&mut self.marker);
-        let id = self.transactions.on_commit(&mut marker);
-        self.marker = marker;
-        if let Some(id) = id {
+        if let Some(id) = self.transactions.on_commit(&mut self.marker) {
             let header_id = marker_id(&self.config.pipeline, position, "END");
             self.produce_marker(&producer, &id, &header_id).await?;
         }
@@ -230,9 +224,7 @@ impl KafkaSink {
         }
         let place = if self.config.transaction_metadata {
             self.marker.clear();
-            let mut marker = std::mem::take(&mut self.marker);
-            let place = self.transactions.on_change(event, &mut marker);
-            self.marker = marker;
+            let place = self.transactions.on_change(event, &mut self.marker);
             if let (Some(place), false) = (&place, self.marker.is_empty()) {
                 let header_id = marker_id(&self.config.pipeline, &event.source.position, "BEGIN");
                 self.produce_marker(&producer, &place.id, &header_id)

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use cdc_core::{
-    ChangeEvent, Lsn, Op, Position, Row, Sink, SourceKind, SourceMessage, SourceMeta, Value,
-};
+use cdc_core::{Lsn, Op, Position, Row, Sink, SourceMessage, Value};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -35,27 +33,11 @@ fn change(n: u64) -> SourceMessage {
         ("v".into(), Value::UInt(n)),
     ]);
     let op = if n % 7 == 6 { Op::Delete } else { Op::Update };
-    SourceMessage::Change(ChangeEvent {
-        op,
-        source: SourceMeta {
-            kind: SourceKind::Postgres,
-            db: "app".into(),
-            schema: "public".into(),
-            table: "orders".into(),
-            position: Position::Postgres {
-                lsn: Lsn(0x1000 + n),
-            },
-            tx_id: Some(n),
-            commit_ts: None,
-            seq: 0,
-            snapshot: false,
-        },
-        key: Some(key),
-        before: (op == Op::Delete).then(|| row.clone()),
-        after: (op != Op::Delete).then_some(row),
-        unchanged: vec![],
-        table_schema: None,
-    })
+    let mut event = cdc_core::testing::pg_change(op, "orders", 0x1000 + n, n, 0);
+    event.key = Some(key);
+    event.before = (op == Op::Delete).then(|| row.clone());
+    event.after = (op != Op::Delete).then_some(row);
+    SourceMessage::Change(event)
 }
 
 /// The `v` of a stored native record (its `after`, or its `before` for a delete).

@@ -37,7 +37,7 @@ fn is_topic_char(c: char) -> bool {
 }
 
 /// A value as part of a topic name.
-fn clean(value: &str) -> String {
+pub(crate) fn clean(value: &str) -> String {
     value
         .chars()
         .map(|c| if is_topic_char(c) { c } else { '_' })

@@ -79,10 +79,7 @@ impl NatsSink {
 
     /// `<prefix>.transaction`, the prefix made one subject token.
     fn transaction_subject(&self) -> String {
-        let prefix = SubjectTemplate::parse("{prefix}")
-            .map(|t| t.render(&self.config.prefix, "", "", ""))
-            .unwrap_or_else(|_| "cdc".into());
-        cdc_core::naming::transaction_channel(&prefix)
+        cdc_core::naming::transaction_channel(&subject::token(&self.config.prefix))
     }
 
     /// The subjects the stream must capture.

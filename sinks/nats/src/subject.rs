@@ -41,7 +41,7 @@ impl SubjectTemplate {
 }
 
 /// A value as one subject token.
-fn token(value: &str) -> String {
+pub(crate) fn token(value: &str) -> String {
     value
         .chars()
         .map(|c| match c {
