@@ -98,15 +98,17 @@ async fn every_change_in_key_order_across_sigkills() {
     .await;
     let topic = format!("{}.public.ledger", db.name);
     cluster.create_topic(&topic, 3, 3).unwrap();
-    let mut agent = start_streaming(&p);
-    let writer = common::spawn_ledger_writer(
-        db.url.clone(),
+    let agent = start_streaming(&p);
+    let agent = common::ledger_under_kills(
+        &p,
+        agent,
+        &db.url,
         TRANSACTIONS,
-        ROWS,
         Duration::from_millis(100),
-    );
-    agent = common::kill_at_random_moments(&p, agent, 3, 300, 900).await;
-    writer.await.unwrap();
+        3,
+        900,
+    )
+    .await;
     let expected = (TRANSACTIONS * 1000) as usize;
     let stored = stored_messages(&brokers, &topic, expected, Duration::from_secs(120)).await;
     assert_eq!(agent.stop(), 0);

@@ -89,7 +89,7 @@ async fn stored_messages(stream: &str, n: u64, timeout: Duration) -> Vec<Stored>
 #[tokio::test(flavor = "multi_thread")]
 async fn every_change_once_in_order_across_sigkills() {
     const TRANSACTIONS: i64 = 50;
-    const ROWS: i64 = 500; // per transaction: 500 inserts, 300 updates, 200 deletes
+    // 1,000 changes a transaction: 500 inserts, 300 updates, 200 deletes.
     let (db, p) = nats_pipeline(
         "nats_kill",
         "CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)",
@@ -98,16 +98,17 @@ async fn every_change_once_in_order_across_sigkills() {
         "native",
     )
     .await;
-    let mut agent = start_streaming(&p);
-
-    let writer = common::spawn_ledger_writer(
-        db.url.clone(),
+    let agent = start_streaming(&p);
+    let agent = common::ledger_under_kills(
+        &p,
+        agent,
+        &db.url,
         TRANSACTIONS,
-        ROWS,
         Duration::from_millis(40),
-    );
-    agent = common::kill_at_random_moments(&p, agent, 3, 300, 900).await;
-    writer.await.unwrap();
+        3,
+        900,
+    )
+    .await;
     let expected = (TRANSACTIONS * 1000) as u64;
     let stored = stored_messages(&db.name, expected, Duration::from_secs(120)).await;
     assert_eq!(agent.stop(), 0);

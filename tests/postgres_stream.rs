@@ -149,22 +149,24 @@ async fn initial_snapshot_then_stream_without_gap() {
 async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     const TRANSACTIONS: i64 = 100;
     const ROWS: i64 = 500; // per transaction: 500 inserts, 300 updates, 200 deletes = 1000 changes
-    let (db, p, mut agent) = streaming(
+    let (db, p, agent) = streaming(
         "kill",
         "CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)",
         &["public.ledger"],
     )
     .await;
 
-    let writer = common::spawn_ledger_writer(
-        db.url.clone(),
-        TRANSACTIONS,
-        ROWS,
-        Duration::from_millis(20),
-    );
     // Four kills, each 0.3 to 1.5 s after the last start.
-    agent = common::kill_at_random_moments(&p, agent, 4, 300, 1200).await;
-    writer.await.unwrap();
+    let agent = common::ledger_under_kills(
+        &p,
+        agent,
+        &db.url,
+        TRANSACTIONS,
+        Duration::from_millis(20),
+        4,
+        1200,
+    )
+    .await;
     let expected = (TRANSACTIONS * 1000) as usize;
     p.wait_records(expected, Duration::from_secs(120));
     assert_eq!(agent.stop(), 0);

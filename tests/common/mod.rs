@@ -349,6 +349,24 @@ pub fn spawn_ledger_writer(
     })
 }
 
+/// The ledger workload ([`spawn_ledger_writer`], 500 rows a transaction) written into `db_url`
+/// while the pipeline's agent is SIGKILLed `kills` times, each 300 to 300 + `spread_ms` ms after
+/// the last start; returns the agent running at the end, once every transaction is committed.
+pub async fn ledger_under_kills(
+    p: &Pipeline,
+    agent: Agent,
+    db_url: &str,
+    transactions: i64,
+    pause: Duration,
+    kills: usize,
+    spread_ms: u64,
+) -> Agent {
+    let writer = spawn_ledger_writer(db_url.to_string(), transactions, 500, pause);
+    let agent = kill_at_random_moments(p, agent, kills, 300, spread_ms).await;
+    writer.await.unwrap();
+    agent
+}
+
 /// Pseudo-random moments for SIGKILL tests: each `wait` sleeps between `min_ms` and
 /// `min_ms + spread_ms`, seeded by the process id so that runs hit different moments.
 pub struct RandomMoments {
