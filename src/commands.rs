@@ -21,6 +21,12 @@ const STATUS_REFRESH: Duration = Duration::from_secs(1);
 const SLOT_REFRESH_TICKS: u32 = 10;
 
 pub async fn run(config: Config) -> Result<ExitCode> {
+    // First of all: a stop asked for while the agent is still starting (waiting for the store
+    // lock, say) is a clean stop, not the signal's default action killing it.
+    let signals = StopSignals::register()
+        .context("cannot install the SIGINT/SIGTERM handlers the agent stops cleanly on")?;
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    tokio::spawn(forward_signals(signals, shutdown_tx));
     let name = config.agent.name.0.clone();
     // The admin endpoint is up before the state store is locked, so `status` always finds one
     // of the two.
@@ -42,14 +48,19 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         Arc::clone(&metrics),
         Arc::clone(&requests),
     ));
-    let store = Arc::new(open_store_waiting(&config.state_dir()).await?);
+    let state_dir = config.state_dir();
+    let store = tokio::select! {
+        store = open_store_waiting(&state_dir) => Arc::new(store?),
+        _ = shutdown_rx.wait_for(|stop| *stop) => {
+            tracing::info!(pipeline = %name, "stopped while waiting for the state store; nothing had started");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let _ = requests.set(Arc::new(crate::store::SourceState::new(
         Arc::clone(&store),
         &name,
     )));
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(forward_signals(shutdown_tx));
     tokio::spawn(refresh_lag(
         Arc::new(config.clone()),
         Arc::clone(&live),
@@ -96,26 +107,35 @@ async fn open_store_waiting(dir: &std::path::Path) -> Result<StateStore, StoreEr
     }
 }
 
-async fn forward_signals(shutdown: watch::Sender<bool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, registered before the agent does anything else.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
     }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+async fn forward_signals(mut signals: StopSignals, shutdown: watch::Sender<bool>) {
+    signals.next().await;
     tracing::info!("shutdown requested: draining in-flight changes and saving the checkpoint");
     let _ = shutdown.send(true);
     // A second signal means: stop now. Nothing is lost, the checkpoint only lags.
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
+    signals.next().await;
     tracing::warn!("second signal: exiting without draining");
     std::process::exit(1);
 }

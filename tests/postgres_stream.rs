@@ -351,6 +351,46 @@ async fn status_while_streaming_and_when_stopped() {
     db.drop().await;
 }
 
+/// SIGTERM while the agent is still starting (here: waiting for the state store that a running
+/// agent holds) is a clean stop with exit 0, not death by the signal's default action; the running
+/// agent is not disturbed.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_starting_stops_cleanly() {
+    let (db, p, agent) = streaming(
+        "earlystop",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        &["public.t"],
+    )
+    .await;
+    // The same pipeline (same state store) on another admin port: it waits for the store lock.
+    let second = p.dir.path().join("second.toml");
+    let text = std::fs::read_to_string(&p.config)
+        .unwrap()
+        .replace(&p.admin, &format!("127.0.0.1:{}", common::free_port()));
+    std::fs::write(&second, text).unwrap();
+    let mut waiting = common::Agent {
+        child: std::process::Command::new(env!("CARGO_BIN_EXE_cdc-agent"))
+            .arg("-c")
+            .arg(&second)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        waiting.child.try_wait().unwrap().is_none(),
+        "the second agent waits for the store lock (5 s) before it gives up"
+    );
+    assert_eq!(waiting.stop(), 0, "SIGTERM while starting exits cleanly");
+
+    db.exec("INSERT INTO t VALUES (1)").await;
+    p.wait_records(1, Duration::from_secs(20));
+    assert_eq!(agent.stop(), 0);
+    db.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn initial_only_copies_and_exits_without_leaving_a_slot() {
     let db = TestDb::new("copyonly").await;
