@@ -243,7 +243,7 @@ fn parse_position(text: &str) -> Option<Position> {
     let (file, rest) = text.rsplit_once(':').filter(|(f, _)| !f.contains(' '))?;
     let pos = rest.split_whitespace().next()?.parse().ok()?;
     Some(Position::Mysql {
-        file: file.to_string(),
+        file: Arc::from(file),
         pos,
         gtid: None,
     })

@@ -204,8 +204,8 @@ struct TableCounts {
 
 /// A run of changes to one table, of one op, snapshot or not.
 struct Run {
-    schema: Arc<str>,
-    table: Arc<str>,
+    schema: cdc_core::Name,
+    table: cdc_core::Name,
     snapshot: bool,
     op: &'static str,
     n: u64,
@@ -230,8 +230,8 @@ impl TableCounts {
         let s = &event.source;
         let op = event.op.as_str();
         if let Some(run) = &mut self.current {
-            if Arc::ptr_eq(&run.schema, &s.schema)
-                && Arc::ptr_eq(&run.table, &s.table)
+            if run.schema == s.schema
+                && run.table == s.table
                 && run.snapshot == s.snapshot
                 && run.op == op
             {
@@ -241,8 +241,8 @@ impl TableCounts {
         }
         self.settle();
         self.current = Some(Run {
-            schema: Arc::clone(&s.schema),
-            table: Arc::clone(&s.table),
+            schema: s.schema,
+            table: s.table,
             snapshot: s.snapshot,
             op,
             n: 1,

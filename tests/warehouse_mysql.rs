@@ -379,7 +379,7 @@ async fn a_schema_change_inside_a_transaction_leaves_a_resumable_point() {
         max_batch_changes: 1000,
     };
     let column = |name: &str, column_type: ColumnType| ColumnSchema {
-        name: Arc::from(name),
+        name: cdc_core::Name::new(name),
         column_type,
         source_type: String::new(),
     };
@@ -396,9 +396,9 @@ async fn a_schema_change_inside_a_transaction_leaves_a_resumable_point() {
     let after = Arc::new(after);
     let position = Position::Postgres { lsn: Lsn(100) };
     let insert = |schema: &Arc<TableSchema>, seq: u64, id: i64| {
-        let mut row = vec![(Arc::from("id"), Value::Int(id))];
+        let mut row = vec![(cdc_core::Name::new("id"), Value::Int(id))];
         if schema.columns.len() > 1 {
-            row.push((Arc::from("added"), Value::Text(format!("a{id}"))));
+            row.push((cdc_core::Name::new("added"), Value::Text(format!("a{id}"))));
         }
         SourceMessage::Change(ChangeEvent {
             op: Op::Insert,
@@ -413,7 +413,7 @@ async fn a_schema_change_inside_a_transaction_leaves_a_resumable_point() {
                 seq,
                 snapshot: false,
             },
-            key: Some(Row(vec![(Arc::from("id"), Value::Int(id))])),
+            key: Some(Row(vec![(cdc_core::Name::new("id"), Value::Int(id))])),
             before: None,
             after: Some(Row(row)),
             unchanged: vec![],

@@ -23,7 +23,7 @@ pub enum NetChange {
     Upsert {
         row: Row,
         /// Columns to leave as they are in the target.
-        unchanged: Vec<Arc<str>>,
+        unchanged: Vec<crate::name::Name>,
         /// The change that produced this state (for metadata columns).
         source: crate::event::SourceMeta,
         /// The batch's first change to this key was an insert: the source had no such row before
@@ -74,8 +74,12 @@ impl TableBatch {
         let schema = Arc::clone(&self.schema);
         let key_of = |row: &Row| {
             Row(schema
-                .key_names()
-                .filter_map(|k| row.get(k).map(|v| (Arc::from(k), v.clone())))
+                .key
+                .iter()
+                .filter_map(|&i| {
+                    let name = schema.columns.get(i)?.name;
+                    row.get(&name).map(|v| (name, v.clone()))
+                })
                 .collect())
         };
         let ChangeEvent {
@@ -114,9 +118,9 @@ impl TableBatch {
                         for col in &unchanged {
                             match row.get(col) {
                                 Some(v) if !earlier_unchanged.contains(col) => {
-                                    row_out.0.push((Arc::clone(col), v.clone()))
+                                    row_out.0.push((*col, v.clone()))
                                 }
-                                _ => still_unchanged.push(Arc::clone(col)),
+                                _ => still_unchanged.push(*col),
                             }
                         }
                         NetChange::Upsert {
@@ -206,13 +210,14 @@ fn key_string(key: &Row) -> String {
 mod tests {
     use super::*;
     use crate::event::{SourceKind, SourceMeta};
+    use crate::name::Name;
     use crate::position::{Lsn, Position};
     use crate::schema::{ColumnSchema, ColumnType};
     use crate::value::Value;
 
     fn schema() -> Arc<TableSchema> {
         let col = |n: &str| ColumnSchema {
-            name: Arc::from(n),
+            name: Name::new(n),
             column_type: ColumnType::Int64,
             source_type: "bigint".into(),
         };
@@ -225,9 +230,9 @@ mod tests {
     }
 
     fn row(id: i64, v: Option<i64>) -> Row {
-        let mut cols = vec![(Arc::from("id"), Value::Int(id))];
+        let mut cols = vec![(crate::name::Name::new("id"), Value::Int(id))];
         if let Some(v) = v {
-            cols.push((Arc::from("v"), Value::Int(v)));
+            cols.push((crate::name::Name::new("v"), Value::Int(v)));
         }
         Row(cols)
     }
@@ -253,7 +258,7 @@ mod tests {
             key,
             before,
             after,
-            unchanged: unchanged.iter().map(|c| Arc::from(*c)).collect(),
+            unchanged: unchanged.iter().map(|c| Name::new(c)).collect(),
             table_schema: None,
         }
     }
@@ -298,7 +303,7 @@ mod tests {
         ));
         let (deletes, upserts) = b.drain();
         assert!(
-            matches!(&deletes[0], NetChange::Delete { key, .. } if key == &Row(vec![(Arc::from("id"), Value::Int(1))]))
+            matches!(&deletes[0], NetChange::Delete { key, .. } if key == &Row(vec![(crate::name::Name::new("id"), Value::Int(1))]))
         );
         assert_eq!(upserts.len(), 1);
     }
@@ -307,7 +312,7 @@ mod tests {
     fn unchanged_columns_are_filled_from_earlier_changes_of_the_batch() {
         let mut b = TableBatch::new(schema());
         let mut first = row(1, Some(1));
-        first.0.push((Arc::from("big"), Value::Int(7)));
+        first.0.push((crate::name::Name::new("big"), Value::Int(7)));
         b.add(&ev(Op::Insert, None, Some(first), &[]));
         b.add(&ev(
             Op::Update,

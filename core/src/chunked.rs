@@ -753,9 +753,9 @@ mod tests {
     #[test]
     fn key_identity_ignores_names_but_not_values() {
         use crate::Value;
-        let a = Row(vec![(Arc::from("id"), Value::Int(1))]);
-        let b = Row(vec![(Arc::from("other"), Value::Int(1))]);
-        let c = Row(vec![(Arc::from("id"), Value::Int(2))]);
+        let a = Row(vec![(crate::name::Name::new("id"), Value::Int(1))]);
+        let b = Row(vec![(crate::name::Name::new("other"), Value::Int(1))]);
+        let c = Row(vec![(crate::name::Name::new("id"), Value::Int(2))]);
         assert_eq!(key_id(&a), key_id(&b));
         assert_ne!(key_id(&a), key_id(&c));
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Deserialize;
 
+use crate::name::Name;
 use crate::pipeline::ResumePoint;
 use crate::position::{Lsn, Position};
 use crate::value::Value;
@@ -47,9 +48,9 @@ impl SourceKind {
     }
 }
 
-/// Columns in table order, names shared with the connector's schema cache.
+/// Columns in table order, with their (interned) names.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Row(pub Vec<(Arc<str>, Value)>);
+pub struct Row(pub Vec<(Name, Value)>);
 
 impl Row {
     pub fn get(&self, column: &str) -> Option<&Value> {
@@ -78,9 +79,9 @@ impl Serialize for Row {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceMeta {
     pub kind: SourceKind,
-    pub db: Arc<str>,
-    pub schema: Arc<str>,
-    pub table: Arc<str>,
+    pub db: Name,
+    pub schema: Name,
+    pub table: Name,
     /// The position of the transaction the change belongs to (Postgres: commit LSN).
     pub position: Position,
     pub tx_id: Option<u64>,
@@ -131,7 +132,7 @@ pub struct ChangeEvent {
     pub before: Option<Row>,
     pub after: Option<Row>,
     /// Columns whose new value the source did not send; absent from `after`.
-    pub unchanged: Vec<Arc<str>>,
+    pub unchanged: Vec<Name>,
     /// The schema the change was decoded with (not part of the record's JSON).
     pub table_schema: Option<Arc<crate::schema::TableSchema>>,
 }
@@ -204,9 +205,9 @@ pub fn resume_point_of_record(json_line: &str) -> Option<ResumePoint> {
             lsn: src.lsn?.parse::<Lsn>().ok()?,
         },
         "mysql" => Position::Mysql {
-            file: src.file?,
+            file: src.file?.into(),
             pos: src.pos?,
-            gtid: src.gtid,
+            gtid: src.gtid.map(Into::into),
         },
         _ => return None,
     };
@@ -221,13 +222,13 @@ mod tests {
     use super::*;
 
     fn sample() -> ChangeEvent {
-        let id: Arc<str> = Arc::from("id");
-        let status: Arc<str> = Arc::from("status");
+        let id = crate::name::Name::new("id");
+        let status = crate::name::Name::new("status");
         let mut event = crate::testing::pg_change(Op::Update, "orders", 0x16B_3748, 755, 3);
-        event.key = Some(Row(vec![(id.clone(), Value::Int(42))]));
+        event.key = Some(Row(vec![(id, Value::Int(42))]));
         event.before = Some(Row(vec![
-            (id.clone(), Value::Int(42)),
-            (status.clone(), Value::Text("new".into())),
+            (id, Value::Int(42)),
+            (status, Value::Text("new".into())),
         ]));
         event.after = Some(Row(vec![
             (id, Value::Int(42)),

@@ -216,11 +216,8 @@ fn needs_escape(bytes: &[u8]) -> bool {
             return true;
         }
     }
-    let tail = words.remainder();
-    // The tail padded with spaces, which need no escape.
-    let mut w = [b' '; 8];
-    w[..tail.len()].copy_from_slice(tail);
-    word_needs_escape(u64::from_le_bytes(w))
+    // The tail byte by byte: padding it into a word took a `memcpy` call of variable length.
+    words.remainder().iter().any(|&b| ESCAPE[b as usize])
 }
 
 fn write_escaped(bytes: &[u8], out: &mut Vec<u8>) {
@@ -269,7 +266,6 @@ fn word_needs_escape(word: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::event::{Op, SourceKind};
@@ -290,7 +286,10 @@ mod tests {
     }
 
     fn row(values: Vec<(&str, Value)>) -> Row {
-        Row(values.into_iter().map(|(n, v)| (Arc::from(n), v)).collect())
+        Row(values
+            .into_iter()
+            .map(|(n, v)| (crate::name::Name::from(n), v))
+            .collect())
     }
 
     fn every_value() -> Row {

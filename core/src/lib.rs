@@ -6,6 +6,7 @@
 //!
 //! * [`event`]: the canonical change record ([`ChangeEvent`]) and its JSON form.
 //! * [`value`]: lossless column values.
+//! * [`name`]: interned names of columns and tables, copied for free.
 //! * [`json`]: the record's JSON, written fast for sinks that write every record.
 //! * [`naming`]: subject/topic templates and the change id message sinks send.
 //! * [`transaction`]: BEGIN/END transaction metadata for message sinks.
@@ -20,6 +21,7 @@ pub mod debezium;
 pub mod error;
 pub mod event;
 pub mod json;
+pub mod name;
 pub mod naming;
 pub mod pipeline;
 pub mod position;
@@ -34,6 +36,7 @@ pub mod warehouse;
 pub use check::CheckOutcome;
 pub use error::{ErrorClass, PipelineError};
 pub use event::{ChangeEvent, Op, Row, SourceKind, SourceMeta};
+pub use name::Name;
 pub use pipeline::{
     channel, BufferGauge, Checkpoint, Envelope, EventSender, ResumePoint, Sink, Source,
     SourceMessage, SourceProgress, StreamContext,

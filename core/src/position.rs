@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,11 +64,13 @@ pub enum Position {
     /// it is the LSN from which the server must send (the end of the last durable commit).
     Postgres { lsn: Lsn },
     /// A binlog coordinate: the end of the transaction (the position of the next event).
+    ///
+    /// The names are shared (`Arc`): every change of a transaction carries a copy of its position.
     Mysql {
-        file: String,
+        file: Arc<str>,
         pos: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        gtid: Option<String>,
+        gtid: Option<Arc<str>>,
     },
 }
 

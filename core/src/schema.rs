@@ -4,7 +4,7 @@
 //! events of the table until the source announces a change), so a sink can apply a schema change
 //! before the first row that needs it.
 
-use std::sync::Arc;
+use crate::name::Name;
 
 /// A column type, portable across targets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +43,7 @@ pub enum ColumnType {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnSchema {
-    pub name: Arc<str>,
+    pub name: Name,
     pub column_type: ColumnType,
     /// The source's own spelling of the type (`numeric(10,2)`, `character varying(20)`).
     pub source_type: String,
@@ -51,8 +51,8 @@ pub struct ColumnSchema {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableSchema {
-    pub schema: Arc<str>,
-    pub table: Arc<str>,
+    pub schema: Name,
+    pub table: Name,
     pub columns: Vec<ColumnSchema>,
     /// Indexes into `columns` of the key (primary key, else replica identity).
     pub key: Vec<usize>,

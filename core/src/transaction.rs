@@ -118,7 +118,7 @@ pub fn transaction_id(event: &ChangeEvent) -> String {
         },
         Position::Mysql {
             gtid: Some(gtid), ..
-        } => gtid.clone(),
+        } => gtid.to_string(),
         Position::Mysql { file, pos, .. } => format!("{file}:{pos}"),
     }
 }

@@ -64,11 +64,19 @@ impl PartialEq for Value {
 impl Value {
     /// A JSON value from its text. Invalid JSON is kept as text rather than lost.
     pub fn json_from_text(text: String) -> Value {
-        // Servers only send valid JSON here; the copy is the cheap insurance for when one does not.
-        let fallback = text.clone();
-        match RawValue::from_string(text) {
+        // Parsed from a borrow, so invalid JSON is still there to keep (one parse and one copy;
+        // `RawValue::from_string` would consume the text).
+        match serde_json::from_str::<Box<RawValue>>(&text) {
             Ok(raw) => Value::Json(raw),
-            Err(_) => Value::Text(fallback),
+            Err(_) => Value::Text(text),
+        }
+    }
+
+    /// [`Value::json_from_text`] of borrowed text: one allocation (the value's) when it is JSON.
+    pub fn json_from_str(text: &str) -> Value {
+        match serde_json::from_str::<Box<RawValue>>(text) {
+            Ok(raw) => Value::Json(raw),
+            Err(_) => Value::Text(text.to_string()),
         }
     }
 
@@ -152,5 +160,17 @@ mod tests {
             json(&Value::Array(vec![Value::Int(1), Value::Null])),
             "[1,null]"
         );
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_kept_as_text() {
+        for make in [
+            |t: &str| Value::json_from_text(t.to_string()),
+            Value::json_from_str,
+        ] {
+            assert_eq!(make(" [1, 2] "), Value::json_from_text("[1, 2]".into()));
+            assert_eq!(make("{\"a\": 1"), Value::Text("{\"a\": 1".into()));
+            assert_eq!(make("1 2"), Value::Text("1 2".into()));
+        }
     }
 }

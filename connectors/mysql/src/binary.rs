@@ -57,61 +57,87 @@ pub fn decimal_text(bytes: &[u8], precision: usize, scale: usize) -> Result<Stri
         value ^ group_mask
     };
     let intg = precision - scale;
-    let mut out = String::with_capacity(precision + 3);
+    // The digits go into one buffer on the stack, then into the result: one allocation (a decimal
+    // was five when its parts were built apart, a third of a binlog row's).
+    let mut text = Digits::default();
     if negative {
-        out.push('-');
+        text.push(b'-');
     }
-    let mut int_digits = String::new();
+    let sign_len = text.len;
     let prefix = intg % DIGITS_PER_GROUP;
     if prefix > 0 {
         let x = group(BYTES_FOR_DIGITS[prefix]);
         if x != 0 {
-            int_digits.push_str(&x.to_string());
+            text.push_unpadded(x);
         }
     }
     for _ in 0..intg / DIGITS_PER_GROUP {
         let x = group(4);
-        if int_digits.is_empty() {
-            if x != 0 {
-                int_digits.push_str(&x.to_string());
-            }
-        } else {
-            push_padded(&mut int_digits, x, DIGITS_PER_GROUP);
+        if text.len > sign_len {
+            text.push_padded(x, DIGITS_PER_GROUP);
+        } else if x != 0 {
+            text.push_unpadded(x);
         }
     }
-    let mut frac_digits = String::with_capacity(scale);
-    for _ in 0..scale / DIGITS_PER_GROUP {
-        push_padded(&mut frac_digits, group(4), DIGITS_PER_GROUP);
+    if text.len == sign_len {
+        if scale == 0 {
+            // A zero of scale 0 (or nothing at all): `0`, never `-0`.
+            return Ok("0".into());
+        }
+        text.push(b'0');
     }
-    let suffix = scale % DIGITS_PER_GROUP;
-    if suffix > 0 {
-        push_padded(&mut frac_digits, group(BYTES_FOR_DIGITS[suffix]), suffix);
+    if scale > 0 {
+        text.push(b'.');
+        for _ in 0..scale / DIGITS_PER_GROUP {
+            text.push_padded(group(4), DIGITS_PER_GROUP);
+        }
+        let suffix = scale % DIGITS_PER_GROUP;
+        if suffix > 0 {
+            text.push_padded(group(BYTES_FOR_DIGITS[suffix]), suffix);
+        }
     }
-    if int_digits.is_empty() && frac_digits.is_empty() {
-        // A zero of scale 0 (or nothing at all): `0`, never `-0`.
-        return Ok("0".into());
-    }
-    if int_digits.is_empty() {
-        out.push('0');
-    } else {
-        out.push_str(&int_digits);
-    }
-    if !frac_digits.is_empty() {
-        out.push('.');
-        out.push_str(&frac_digits);
-    }
-    Ok(out)
+    String::from_utf8(text.bytes[..text.len].to_vec()).map_err(|e| e.to_string())
 }
 
-/// `x` with leading zeros to `width` digits (groups hold at most 9 digits).
-fn push_padded(out: &mut String, x: u32, width: usize) {
-    let mut digits = [b'0'; DIGITS_PER_GROUP];
-    let mut n = x;
-    for slot in digits[..width].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
+/// A decimal's text: at most 65 digits, a sign, a point and a leading zero.
+struct Digits {
+    bytes: [u8; 72],
+    len: usize,
+}
+
+impl Default for Digits {
+    fn default() -> Self {
+        Digits {
+            bytes: [0; 72],
+            len: 0,
+        }
     }
-    out.extend(digits[..width].iter().map(|&d| d as char));
+}
+
+impl Digits {
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    /// `x` without leading zeros (`x` > 0).
+    fn push_unpadded(&mut self, x: u32) {
+        let width = x.checked_ilog10().map_or(1, |digits| digits as usize + 1);
+        self.push_padded(x, width);
+    }
+
+    /// `x` with leading zeros to `width` digits (groups hold at most 9 digits).
+    fn push_padded(&mut self, x: u32, width: usize) {
+        let end = (self.len + width).min(self.bytes.len());
+        let mut n = x;
+        for slot in self.bytes[self.len..end].iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        self.len = end;
+    }
 }
 
 /// Bytes of a binary TIMESTAMP with `fsp` fractional digits.

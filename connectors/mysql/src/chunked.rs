@@ -7,12 +7,11 @@
 //! binlog carries the row in commit order like any change; the binlog session recognises the
 //! table by name and hands the text to the snapshot.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use cdc_core::chunked::{
     ChunkReader, ChunkReaders, ChunkRows, Cursor, OpenedTable, SnapshotMethod,
 };
+use cdc_core::Name;
 use cdc_core::{PipelineError, Position};
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
@@ -246,7 +245,7 @@ impl ChunkReader for MyChunkReader {
                 .map(|&i| row.get(i).and_then(cursor_value))
                 .collect()
         });
-        let db: Arc<str> = Arc::from(decoded.info.db.as_str());
+        let db = Name::new(decoded.info.db.as_str());
         let events = rows
             .into_iter()
             .map(|values| snapshot_event(&decoded, &db, values))

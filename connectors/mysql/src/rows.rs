@@ -7,8 +7,7 @@
 //! An image is `null bitmap (one bit per present column)` then the present, non-null values in
 //! column order; an update row is a before image then an after image.
 
-use std::sync::Arc;
-
+use cdc_core::Name;
 use cdc_core::{PipelineError, Row, Value};
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
@@ -39,7 +38,7 @@ impl ColumnTypes {
 }
 
 /// A row image: the values present, and the names of the columns it left out.
-pub type Image = (Row, Vec<Arc<str>>);
+pub type Image = (Row, Vec<Name>);
 
 /// A row of a rows event: its before and after images, where the event has them.
 pub type RowImages = (Option<Image>, Option<Image>);
@@ -105,7 +104,7 @@ fn image<'a>(
     let mut nth = 0;
     for (i, column) in table.schema.columns.iter().enumerate() {
         if !present[i] {
-            missing.push(Arc::clone(&column.name));
+            missing.push(column.name);
             continue;
         }
         let null = nulls[nth / 8] & (1 << (nth % 8)) != 0;
@@ -146,7 +145,7 @@ fn image<'a>(
                 )
             })?
         };
-        values.push((Arc::clone(&column.name), value));
+        values.push((column.name, value));
     }
     Ok((Row(values), missing))
 }
@@ -180,7 +179,7 @@ fn needs_metadata(column_type: ColumnType) -> bool {
 pub fn build_row(
     decoded: &DecodedTable,
     mut image: mysql_async::binlog::row::BinlogRow,
-) -> Result<(Row, Vec<Arc<str>>), PipelineError> {
+) -> Result<(Row, Vec<Name>), PipelineError> {
     let mut values = Vec::with_capacity(decoded.kinds.len());
     let mut missing = Vec::new();
     // Images list present columns in order; with FULL images that is every column.
@@ -203,7 +202,7 @@ pub fn build_row(
             })
         };
         let Some(value) = index.and_then(|at| image.take(at)) else {
-            missing.push(Arc::clone(&column.name));
+            missing.push(column.name);
             continue;
         };
         let value = decode(&decoded.kinds[i], value).map_err(|why| {
@@ -212,7 +211,7 @@ pub fn build_row(
                 format!("{}.{}: {why}", decoded.info.qualified(), column.name),
             )
         })?;
-        values.push((Arc::clone(&column.name), value));
+        values.push((column.name, value));
     }
     Ok((Row(values), missing))
 }

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cdc_core::Name;
 use cdc_core::{ColumnSchema, ColumnType, PipelineError, Position, StateTree, TableSchema};
 use mysql_async::binlog::events::TableMapEvent;
 use mysql_async::prelude::Queryable;
@@ -104,14 +105,14 @@ impl DecodedTable {
             .columns
             .iter()
             .map(|c| ColumnSchema {
-                name: Arc::from(c.name.as_str()),
+                name: Name::new(c.name.as_str()),
                 column_type: column_type(c),
                 source_type: c.column_type.clone(),
             })
             .collect();
         let schema = Arc::new(TableSchema {
-            schema: Arc::from(info.db.as_str()),
-            table: Arc::from(info.table.as_str()),
+            schema: Name::new(info.db.as_str()),
+            table: Name::new(info.table.as_str()),
             columns,
             key: info.key.clone(),
         });

@@ -174,7 +174,7 @@ pub async fn current_position(conn: &mut Conn) -> Result<Position, PipelineError
     let pos: Option<u64> = row.get(1);
     match (file, pos) {
         (Some(file), Some(pos)) => Ok(Position::Mysql {
-            file,
+            file: file.into(),
             pos,
             gtid: None,
         }),
@@ -214,7 +214,9 @@ pub fn bytes_behind(files: &[(String, u64)], from: &Position) -> Option<u64> {
     let Position::Mysql { file, pos, .. } = from else {
         return None;
     };
-    let start = files.iter().position(|(name, _)| name == file)?;
+    let start = files
+        .iter()
+        .position(|(name, _)| name.as_str() == &**file)?;
     let mut total = files[start].1.saturating_sub(*pos);
     for (_, size) in &files[start + 1..] {
         total += size;
@@ -290,10 +292,12 @@ pub async fn preflight(config: &MysqlConfig, checkpoint: Option<&Position>) -> V
     out.push(server_id_check(&mut conn, config.server_id).await);
     if let Some(Position::Mysql { file, .. }) = checkpoint {
         match binlog_files(&mut conn).await {
-            Ok(files) if files.iter().any(|(f, _)| f == file) => out.push(CheckOutcome::ok(
-                "checkpoint",
-                format!("binlog file {file} is still on the server"),
-            )),
+            Ok(files) if files.iter().any(|(f, _)| f.as_str() == &**file) => {
+                out.push(CheckOutcome::ok(
+                    "checkpoint",
+                    format!("binlog file {file} is still on the server"),
+                ))
+            }
             Ok(files) => out.push(fail(
                 "checkpoint",
                 purged_error(file, files.first().map(|(f, _)| f.as_str())),

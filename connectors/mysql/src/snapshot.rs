@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use cdc_core::Name;
 use cdc_core::{
     ChangeEvent, EventSender, Op, PipelineError, Position, Row, SourceKind, SourceMessage,
     SourceMeta, StreamContext, Value,
@@ -61,7 +62,7 @@ pub async fn copy(
         }
         // The whole table: a chunk without a limit.
         let (sql, _) = crate::chunked::chunk_sql(&decoded, &Cursor::Start, 0)?;
-        let db_name: Arc<str> = Arc::from(db.as_str());
+        let db_name = Name::new(db.as_str());
         let mut result = conn
             .exec_iter(sql.as_str(), ())
             .await
@@ -121,7 +122,7 @@ pub fn quote_name(name: &str) -> String {
 /// A row read by a query as a snapshot insert (its position and seq are the caller's to set).
 pub fn snapshot_event(
     decoded: &DecodedTable,
-    db_name: &Arc<str>,
+    db_name: &Name,
     values: Vec<My>,
 ) -> Result<ChangeEvent, PipelineError> {
     let mut cells = Vec::with_capacity(values.len());
@@ -138,7 +139,7 @@ pub fn snapshot_event(
                 format!("{}.{}: {why}", decoded.info.qualified(), column.name),
             )
         })?;
-        cells.push((Arc::clone(&column.name), value));
+        cells.push((column.name, value));
     }
     let after = Row(cells);
     let key = Row(decoded
@@ -151,11 +152,11 @@ pub fn snapshot_event(
         op: Op::Insert,
         source: SourceMeta {
             kind: SourceKind::Mysql,
-            db: Arc::clone(db_name),
-            schema: Arc::clone(db_name),
-            table: Arc::clone(&decoded.schema.table),
+            db: *db_name,
+            schema: *db_name,
+            table: decoded.schema.table,
             position: Position::Mysql {
-                file: String::new(),
+                file: Arc::from(""),
                 pos: 0,
                 gtid: None,
             },
@@ -211,7 +212,7 @@ async fn begin_consistent_snapshot(
             get("binlog_snapshot_position").and_then(|p| p.parse().ok()),
         ) {
             (Some(file), Some(pos)) if !file.is_empty() => Ok(Position::Mysql {
-                file,
+                file: file.into(),
                 pos,
                 gtid: None,
             }),

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cdc_core::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
 use cdc_core::time::format_utc_micros_short;
+use cdc_core::Name;
 use cdc_core::{
     ChangeEvent, EventSender, Op, PipelineError, Position, Row, Source, SourceKind, SourceMessage,
     SourceMeta, StateTree, StreamContext,
@@ -113,7 +114,7 @@ impl MysqlSource {
                     unreachable!()
                 };
                 let files = binlog_files(conn).await?;
-                if !files.iter().any(|(f, _)| f == file) {
+                if !files.iter().any(|(f, _)| f.as_str() == &**file) {
                     return Err(purged_error(file, files.first().map(|(f, _)| f.as_str())));
                 }
                 Ok(Some(p))
@@ -249,7 +250,7 @@ impl Source for MysqlSource {
             open: None,
             meta_conn: None,
             last_progress: Instant::now(),
-            db_name: Arc::from(""),
+            db_name: Name::new(""),
             format_seen: false,
             checksums,
             stale: HashMap::new(),
@@ -323,7 +324,7 @@ struct MappedTable {
 /// One binlog connection's worth of state.
 struct Session {
     /// The binlog file being read.
-    file: String,
+    file: Arc<str>,
     /// Replicated tables by `db.table`, with the columns in force at the current position.
     tables: HashMap<String, Arc<DecodedTable>>,
     /// Table ids of the current binlog, with their map event and (if replicated) columns.
@@ -332,7 +333,7 @@ struct Session {
     /// A second connection for `information_schema` while the first streams.
     meta_conn: Option<Conn>,
     last_progress: Instant,
-    db_name: Arc<str>,
+    db_name: Name,
     /// Tables a DDL named, with the offset after it: their columns are read at the next map.
     stale: HashMap<String, Position>,
     /// A format description event has been read (the reader knows the checksum algorithm).
@@ -345,9 +346,9 @@ struct Session {
     signal_table: String,
 }
 
-fn position(file: &str, pos: u64, gtid: Option<String>) -> Position {
+fn position(file: &Arc<str>, pos: u64, gtid: Option<Arc<str>>) -> Position {
     Position::Mysql {
-        file: file.to_string(),
+        file: Arc::clone(file),
         pos,
         gtid,
     }
@@ -388,7 +389,7 @@ impl Session {
                 if !self.format_seen && self.checksums && name.len() > 4 {
                     name = &name[..name.len() - 4];
                 }
-                self.file = String::from_utf8_lossy(name).into_owned();
+                self.file = Arc::from(String::from_utf8_lossy(name));
                 // Table ids are per binlog file.
                 self.table_maps.clear();
                 if self.open.is_none() {
@@ -494,7 +495,7 @@ impl Session {
 
     fn begin(&mut self, start: u64, gtid: Option<String>, timestamp: u32, by_gtid: bool) {
         self.open = Some(OpenTransaction {
-            position: position(&self.file, start, gtid),
+            position: position(&self.file, start, gtid.map(Arc::from)),
             commit_ts: Arc::from(format_utc_micros_short(i64::from(timestamp) * 1_000_000)),
             seq: 0,
             by_gtid,
@@ -802,22 +803,22 @@ impl Session {
         key: Option<Row>,
         before: Option<Row>,
         after: Option<Row>,
-        unchanged: Vec<Arc<str>>,
+        unchanged: Vec<Name>,
         out: &mut EventSender,
     ) -> Result<(), PipelineError> {
         let Some(open) = self.open.as_mut() else {
             return Err(decode_error("a row change outside a transaction"));
         };
         if self.db_name.as_ref() != decoded.schema.schema.as_ref() {
-            self.db_name = Arc::clone(&decoded.schema.schema);
+            self.db_name = decoded.schema.schema;
         }
         let event = ChangeEvent {
             op,
             source: SourceMeta {
                 kind: SourceKind::Mysql,
-                db: Arc::clone(&self.db_name),
-                schema: Arc::clone(&decoded.schema.schema),
-                table: Arc::clone(&decoded.schema.table),
+                db: self.db_name,
+                schema: decoded.schema.schema,
+                table: decoded.schema.table,
                 position: open.position.clone(),
                 tx_id: None,
                 commit_ts: Some(Arc::clone(&open.commit_ts)),
@@ -836,15 +837,12 @@ impl Session {
 }
 
 fn key_of(decoded: &DecodedTable, row: &Row) -> Row {
-    Row(decoded
-        .info
-        .key
-        .iter()
-        .filter_map(|&i| {
-            let name = &decoded.schema.columns.get(i)?.name;
-            row.get(name).map(|v| (Arc::clone(name), v.clone()))
-        })
-        .collect())
+    let mut key = Vec::with_capacity(decoded.info.key.len());
+    key.extend(decoded.info.key.iter().filter_map(|&i| {
+        let name = &decoded.schema.columns.get(i)?.name;
+        row.get(name).map(|v| (*name, v.clone()))
+    }));
+    Row(key)
 }
 
 fn hex(bytes: &[u8]) -> String {

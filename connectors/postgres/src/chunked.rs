@@ -3,10 +3,9 @@
 //! watermarks as transactional logical messages (`pg_logical_emit_message`), which reach the
 //! replication stream in commit order like any transaction.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use cdc_core::chunked::{ChunkReader, ChunkReaders, ChunkRows, Cursor, OpenedTable};
+use cdc_core::Name;
 use cdc_core::{Lsn, PipelineError};
 
 use crate::schema::{quote_ident, quote_literal, Catalog, Relation, TypeCache};
@@ -20,7 +19,7 @@ pub const WATERMARK_PREFIX: &str = "cdc-agent-snapshot";
 /// Makes a [`PgChunkReader`] per worker.
 pub struct PgChunkReaders {
     pub params: ConnectParams,
-    pub db: Arc<str>,
+    pub db: Name,
     pub tables: Vec<TableRef>,
 }
 
@@ -29,7 +28,7 @@ impl ChunkReaders for PgChunkReaders {
         Box::new(PgChunkReader {
             catalog: Catalog::new(self.params.clone()),
             types: TypeCache::default(),
-            db: Arc::clone(&self.db),
+            db: self.db,
             tables: self.tables.clone(),
             relation: None,
         })
@@ -40,7 +39,7 @@ impl ChunkReaders for PgChunkReaders {
 struct PgChunkReader {
     catalog: Catalog,
     types: TypeCache,
-    db: Arc<str>,
+    db: Name,
     tables: Vec<TableRef>,
     relation: Option<Relation>,
 }

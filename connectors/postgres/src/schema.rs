@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use cdc_core::{ColumnSchema, ColumnType, PipelineError, TableSchema};
+use cdc_core::{ColumnSchema, ColumnType, Name, PipelineError, TableSchema};
 
 use crate::errors::classify;
 use crate::values::{builtin_kind, ValueKind};
@@ -28,7 +28,7 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
 
 #[derive(Debug, Clone)]
 pub struct Column {
-    pub name: Arc<str>,
+    pub name: Name,
     pub type_oid: u32,
     pub type_modifier: i32,
     pub kind: ValueKind,
@@ -39,8 +39,8 @@ pub struct Column {
 #[derive(Debug)]
 pub struct Relation {
     pub oid: u32,
-    pub schema: Arc<str>,
-    pub name: Arc<str>,
+    pub schema: Name,
+    pub name: Name,
     pub columns: Vec<Column>,
     /// Indexes of the record's key columns: the primary key, else the replica identity.
     pub key: Vec<usize>,
@@ -68,18 +68,18 @@ impl Relation {
         } else {
             vec![]
         };
-        let schema: Arc<str> = Arc::from(schema);
-        let name: Arc<str> = Arc::from(name);
+        let schema = Name::new(schema);
+        let name = Name::new(name);
         let table_schema = Arc::new(TableSchema {
-            schema: Arc::clone(&schema),
-            table: Arc::clone(&name),
+            schema,
+            table: name,
             columns: columns
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
                     let source_type = type_names.get(i).cloned().unwrap_or_default();
                     ColumnSchema {
-                        name: Arc::clone(&c.name),
+                        name: c.name,
                         column_type: column_type(
                             c.type_oid,
                             c.type_modifier,

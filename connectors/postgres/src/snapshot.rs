@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use cdc_core::Name;
 use cdc_core::{
     ChangeEvent, EventSender, Lsn, Op, PipelineError, Position, Row, SourceKind, SourceMeta,
 };
@@ -33,7 +34,7 @@ pub struct SnapshotRun<'a> {
     pub params: &'a ConnectParams,
     pub catalog: &'a mut Catalog,
     pub types: &'a mut TypeCache,
-    pub db: Arc<str>,
+    pub db: Name,
     pub snapshot_name: &'a str,
     /// Snapshot rows sort before every streamed transaction: they carry the position just before
     /// the consistent point, where the first streamed commit may already sit.
@@ -125,7 +126,7 @@ pub(crate) async fn describe_table(
             .and_then(|s| s.parse().ok())
             .unwrap_or(25);
         columns.push(Column {
-            name: Arc::from(r.get(i, "attname").unwrap_or_default()),
+            name: Name::new(r.get(i, "attname").unwrap_or_default()),
             type_oid,
             type_modifier: r
                 .get(i, "atttypmod")
@@ -177,7 +178,7 @@ pub(crate) fn parse_estimate(result: &crate::wire::QueryResult) -> Option<u64> {
 /// query's fields.
 pub(crate) fn snapshot_event(
     relation: &Relation,
-    db: &Arc<str>,
+    db: &Name,
     mut fields: RowFields<'_>,
     position: Lsn,
     seq: u64,
@@ -191,7 +192,7 @@ pub(crate) fn snapshot_event(
             None => cdc_core::Value::Null,
             Some(text) => decode_text(&column.kind, text),
         };
-        values.push((Arc::clone(&column.name), value));
+        values.push((column.name, value));
     }
     let after = Row(values);
     let key = Row(relation
@@ -203,9 +204,9 @@ pub(crate) fn snapshot_event(
         op: Op::Insert,
         source: SourceMeta {
             kind: SourceKind::Postgres,
-            db: Arc::clone(db),
-            schema: Arc::clone(&relation.schema),
-            table: Arc::clone(&relation.name),
+            db: *db,
+            schema: relation.schema,
+            table: relation.name,
             position: Position::Postgres { lsn: position },
             tx_id: None,
             commit_ts: None,
@@ -224,7 +225,7 @@ pub(crate) fn snapshot_event(
 async fn copy_table(
     conn: &mut Connection,
     relation: &Relation,
-    db: &Arc<str>,
+    db: &Name,
     position: Lsn,
     seq: &mut u64,
     out: &mut EventSender,

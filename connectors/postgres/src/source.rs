@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use cdc_core::Name;
 use cdc_core::{
     ChangeEvent, EventSender, Lsn, Op, PipelineError, Position, Row, Source, SourceKind,
     SourceMessage, SourceMeta, SourceProgress, StateTree, StreamContext, Value,
@@ -54,7 +55,7 @@ const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 pub struct PostgresSource {
     config: PostgresConfig,
     params: ConnectParams,
-    db: Arc<str>,
+    db: Name,
     catalog: Catalog,
     types: TypeCache,
     tables: Vec<TableRef>,
@@ -121,7 +122,7 @@ impl PostgresSource {
         Ok(PostgresSource {
             state,
             method,
-            db: Arc::from(params.dbname.as_str()),
+            db: Name::new(params.dbname.as_str()),
             params,
             config,
             catalog,
@@ -215,7 +216,7 @@ impl PostgresSource {
                 params: &self.params,
                 catalog: &mut self.catalog,
                 types: &mut self.types,
-                db: Arc::clone(&self.db),
+                db: self.db,
                 snapshot_name: &name,
                 position: Lsn(consistent.0.saturating_sub(1)),
                 shutdown: self.shutdown.clone(),
@@ -348,7 +349,7 @@ impl PostgresSource {
         let mut resolved = Vec::with_capacity(columns.len());
         for c in &columns {
             resolved.push(Column {
-                name: Arc::from(c.name),
+                name: Name::new(c.name),
                 type_oid: c.type_oid,
                 type_modifier: c.type_modifier,
                 kind: self.types.resolve(c.type_oid, &mut self.catalog).await?,
@@ -416,7 +417,7 @@ impl Source for PostgresSource {
                 WorkerSetup {
                     readers: Box::new(PgChunkReaders {
                         params: self.params.clone(),
-                        db: Arc::clone(&self.db),
+                        db: self.db,
                         tables: self.tables.clone(),
                     }),
                     tables: self.tables.iter().map(TableRef::qualified).collect(),
@@ -725,7 +726,7 @@ impl Session {
         op: Op,
         old: Option<(OldKind, Tuple<'_>)>,
         new: Option<Tuple<'_>>,
-        db: &Arc<str>,
+        db: &Name,
         out: &mut EventSender,
     ) -> Result<(), PipelineError> {
         let rel = self.relation_for(oid)?;
@@ -769,8 +770,8 @@ impl Session {
         key: Option<Row>,
         before: Option<Row>,
         after: Option<Row>,
-        unchanged: Vec<Arc<str>>,
-        db: &Arc<str>,
+        unchanged: Vec<Name>,
+        db: &Name,
     ) -> Result<ChangeEvent, PipelineError> {
         let open = self.open.as_mut().ok_or_else(|| {
             PipelineError::transient("decode", "a row change outside a transaction")
@@ -781,9 +782,9 @@ impl Session {
             op,
             source: SourceMeta {
                 kind: SourceKind::Postgres,
-                db: Arc::clone(db),
-                schema: Arc::clone(&rel.schema),
-                table: Arc::clone(&rel.name),
+                db: *db,
+                schema: rel.schema,
+                table: rel.name,
                 position: open.position.clone(),
                 tx_id: Some(open.xid as u64),
                 commit_ts: Some(Arc::clone(&open.commit_ts)),
@@ -890,7 +891,7 @@ fn build_row(
     rel: &Relation,
     tuple: &Tuple<'_>,
     identity_only: bool,
-) -> Result<(Row, Vec<Arc<str>>), PipelineError> {
+) -> Result<(Row, Vec<Name>), PipelineError> {
     if tuple.len() != rel.columns.len() {
         return Err(PipelineError::transient(
             "decode",
@@ -911,7 +912,7 @@ fn build_row(
         let value = match value {
             TupleValue::Null => Value::Null,
             TupleValue::Unchanged => {
-                unchanged.push(Arc::clone(&column.name));
+                unchanged.push(column.name);
                 continue;
             }
             TupleValue::Text(bytes) => match std::str::from_utf8(bytes) {
@@ -919,7 +920,7 @@ fn build_row(
                 Err(_) => decode_text(&column.kind, &String::from_utf8_lossy(bytes)),
             },
         };
-        values.push((Arc::clone(&column.name), value));
+        values.push((column.name, value));
     }
     Ok((Row(values), unchanged))
 }

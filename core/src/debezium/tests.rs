@@ -1,14 +1,15 @@
 //! Golden tests: our Debezium messages against Debezium's documented forms (PostgreSQL and MySQL
 //! connector docs, "Data change events"), with the documented differences in value encoding.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value as Json};
 
 use super::*;
 
 fn row(values: Vec<(&str, Value)>) -> Row {
-    Row(values.into_iter().map(|(n, v)| (Arc::from(n), v)).collect())
+    Row(values
+        .into_iter()
+        .map(|(n, v)| (crate::name::Name::from(n), v))
+        .collect())
 }
 
 fn pg_event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {

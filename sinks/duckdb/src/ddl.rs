@@ -289,7 +289,6 @@ fn decimal_ps(t: &str) -> Option<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
 
@@ -300,7 +299,7 @@ mod tests {
             columns: columns
                 .iter()
                 .map(|(n, t)| ColumnSchema {
-                    name: Arc::from(*n),
+                    name: cdc_core::Name::new(n),
                     column_type: t.clone(),
                     source_type: String::new(),
                 })

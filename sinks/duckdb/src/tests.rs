@@ -30,7 +30,7 @@ fn table(name: &str, columns: &[(&str, ColumnType)]) -> Arc<TableSchema> {
         columns: columns
             .iter()
             .map(|(n, t)| ColumnSchema {
-                name: Arc::from(*n),
+                name: cdc_core::Name::new(n),
                 column_type: t.clone(),
                 source_type: String::new(),
             })
@@ -42,7 +42,7 @@ fn table(name: &str, columns: &[(&str, ColumnType)]) -> Arc<TableSchema> {
 fn row(values: &[(&str, Value)]) -> Row {
     Row(values
         .iter()
-        .map(|(n, v)| (Arc::from(*n), v.clone()))
+        .map(|(n, v)| (cdc_core::Name::new(n), v.clone()))
         .collect())
 }
 
@@ -328,7 +328,7 @@ async fn net_effect_unchanged_columns_and_resume() {
         SourceMessage::Change(e) => e,
         _ => unreachable!(),
     };
-    toast_update.unchanged = vec![Arc::from("big")];
+    toast_update.unchanged = vec![cdc_core::Name::new("big")];
     sink.write(&[
         change(&t, 10, Op::Insert, None, Some(r(1, "a"))),
         change(&t, 10, Op::Insert, None, Some(r(2, "a"))),

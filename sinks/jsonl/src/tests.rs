@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::sync::Arc;
 
 use cdc_core::{ChangeEvent, Lsn, Op, Position, Row, SourceKind, SourceMeta, Value};
 
@@ -19,9 +18,15 @@ fn change(lsn: u64, seq: u64) -> SourceMessage {
             seq,
             snapshot: false,
         },
-        key: Some(Row(vec![(Arc::from("id"), Value::Int(seq as i64))])),
+        key: Some(Row(vec![(
+            cdc_core::Name::new("id"),
+            Value::Int(seq as i64),
+        )])),
         before: None,
-        after: Some(Row(vec![(Arc::from("id"), Value::Int(seq as i64))])),
+        after: Some(Row(vec![(
+            cdc_core::Name::new("id"),
+            Value::Int(seq as i64),
+        )])),
         unchanged: vec![],
         table_schema: None,
     })

@@ -187,7 +187,6 @@ fn numeric_ps(t: &str) -> Option<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
 
@@ -198,7 +197,7 @@ mod tests {
             columns: columns
                 .iter()
                 .map(|(n, t)| ColumnSchema {
-                    name: Arc::from(*n),
+                    name: cdc_core::Name::new(n),
                     column_type: t.clone(),
                     source_type: String::new(),
                 })

@@ -138,7 +138,7 @@ fn decode_cow(kind: &ValueKind, text: Cow<'_, str>) -> Value {
         ValueKind::Float => decode_float(text),
         ValueKind::Numeric if is_numeric(&text) => Value::Decimal(text.into_owned()),
         ValueKind::Text => Value::Text(text.into_owned()),
-        ValueKind::Json => Value::json_from_text(text.into_owned()),
+        ValueKind::Json => Value::json_from_str(&text),
         ValueKind::Bytea => match decode_bytea(&text) {
             Some(bytes) => Value::Bytes(bytes),
             None => Value::Text(text.into_owned()),
