@@ -13,7 +13,8 @@ pg_bench_setup() {
     cargo build --release --quiet
     local target_dir
     target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    AGENT="$target_dir/release/cdc-agent"
+    # BENCH_AGENT: another build to measure (an older commit, say) in place of this one.
+    AGENT="${BENCH_AGENT:-$target_dir/release/cdc-agent}"
 }
 
 # pg_write_bench_workload DB TRANSACTIONS SQL_FILE: the benchmarks' workload (bench/source.sh),

@@ -26,7 +26,7 @@ PORT="$CDC_TEST_MYSQL_PORT"
 MY=(mariadb --no-defaults -h 127.0.0.1 -P "$PORT" -u root --batch --skip-column-names)
 cargo build --release --quiet
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-AGENT="$TARGET_DIR/release/cdc-agent"
+AGENT="${BENCH_AGENT:-$TARGET_DIR/release/cdc-agent}"
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 "${MY[@]}" -e "DROP DATABASE IF EXISTS cdc_bench; CREATE DATABASE cdc_bench;

@@ -28,7 +28,7 @@ pub fn write_event(event: &ChangeEvent, out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
-        write_str(name, out);
+        out.extend_from_slice(name.json());
     }
     out.extend_from_slice(b"]}");
 }
@@ -37,11 +37,11 @@ fn write_source(source: &SourceMeta, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(source.kind.as_str().as_bytes());
     out.extend_from_slice(b"\",\"db\":");
-    write_str(&source.db, out);
+    out.extend_from_slice(source.db.json());
     out.extend_from_slice(b",\"schema\":");
-    write_str(&source.schema, out);
+    out.extend_from_slice(source.schema.json());
     out.extend_from_slice(b",\"table\":");
-    write_str(&source.table, out);
+    out.extend_from_slice(source.table.json());
     match &source.position {
         Position::Postgres { lsn } => {
             // An LSN's text is hex digits and a slash: nothing to escape. By hand: `write!` was
@@ -113,7 +113,7 @@ pub fn write_row_with(row: Option<&Row>, out: &mut Vec<u8>, value: fn(&Value, &m
         if i > 0 {
             out.push(b',');
         }
-        write_str(name, out);
+        out.extend_from_slice(name.json());
         out.push(b':');
         value(v, out);
     }

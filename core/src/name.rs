@@ -4,11 +4,12 @@
 //! each copy was an atomic increment and each drop a decrement, on counters that the thread
 //! decoding rows and the thread writing them both touched: cache lines bouncing between cores on
 //! every value. A [`Name`] is a pointer to text interned once for the life of the process, copied
-//! for free. Names come from catalogs (a bounded set: the columns of the replicated tables, and
-//! of their past versions), so what is interned stays small.
+//! for free; it also holds its JSON string, so the record writer copies a name rather than
+//! escaping it for every value. Names come from catalogs (a bounded set: the columns of the
+//! replicated tables, and of their past versions), so what is interned stays small.
 
 use std::borrow::Borrow;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
@@ -18,49 +19,66 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A name interned for the life of the process: `Copy`, compared and hashed as its text.
 #[derive(Clone, Copy)]
-pub struct Name(&'static str);
+pub struct Name(&'static Interned);
 
-fn interned() -> &'static Mutex<HashSet<&'static str>> {
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+/// A name's text, and the JSON string of it (quoted and escaped): the record writer copies
+/// that instead of escaping the name again for every value.
+struct Interned {
+    text: Box<str>,
+    json: Box<[u8]>,
+}
+
+fn interned() -> &'static Mutex<HashMap<&'static str, &'static Interned>> {
+    static NAMES: OnceLock<Mutex<HashMap<&'static str, &'static Interned>>> = OnceLock::new();
     NAMES.get_or_init(Default::default)
 }
 
 impl Name {
     /// The interned copy of `text` (interned on first use).
     pub fn new(text: &str) -> Name {
-        // A poisoned lock only means another thread panicked while inserting: the set is intact.
+        // A poisoned lock only means another thread panicked while inserting: the map is intact.
         let mut names = interned()
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(&name) = names.get(text) {
             return Name(name);
         }
-        let name: &'static str = Box::leak(text.to_owned().into_boxed_str());
-        names.insert(name);
+        let mut json = Vec::with_capacity(text.len() + 2);
+        crate::json::write_str(text, &mut json);
+        let name: &'static Interned = Box::leak(Box::new(Interned {
+            text: text.into(),
+            json: json.into_boxed_slice(),
+        }));
+        names.insert(&name.text, name);
         Name(name)
     }
 
     pub fn as_str(&self) -> &'static str {
-        self.0
+        &self.0.text
+    }
+
+    /// The name as a JSON string: quoted, escaped as [`crate::json::write_str`] escapes.
+    pub fn json(&self) -> &'static [u8] {
+        &self.0.json
     }
 }
 
 impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Name {
     fn as_ref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for Name {
     fn borrow(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
@@ -75,20 +93,20 @@ impl Eq for Name {}
 
 impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl Hash for Name {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // As the text hashes, so that `Borrow<str>` lookups find it.
-        self.0.hash(state)
+        self.as_str().hash(state)
     }
 }
 
@@ -100,19 +118,19 @@ impl PartialOrd for Name {
 
 impl Ord for Name {
     fn cmp(&self, other: &Name) -> std::cmp::Ordering {
-        self.0.cmp(other.0)
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -148,19 +166,19 @@ impl From<&Arc<str>> for Name {
 
 impl From<Name> for String {
     fn from(name: Name) -> String {
-        name.0.to_string()
+        name.as_str().to_string()
     }
 }
 
 impl From<Name> for Arc<str> {
     fn from(name: Name) -> Arc<str> {
-        Arc::from(name.0)
+        Arc::from(name.as_str())
     }
 }
 
 impl Serialize for Name {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -183,10 +201,11 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, Name::new("customer_id2"));
         assert_eq!(a, "customer_id");
-        let set: HashSet<Name> = [a].into_iter().collect();
+        let set: std::collections::HashSet<Name> = [a].into_iter().collect();
         assert!(set.contains("customer_id"));
         assert_eq!(serde_json::to_string(&a).unwrap(), "\"customer_id\"");
         let back: Name = serde_json::from_str("\"customer_id\"").unwrap();
         assert_eq!(back, a);
+        assert_eq!(Name::new("a\"b\\c").json(), b"\"a\\\"b\\\\c\"");
     }
 }
