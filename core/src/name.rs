@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -149,30 +149,6 @@ impl From<&String> for Name {
 impl From<String> for Name {
     fn from(text: String) -> Name {
         Name::new(&text)
-    }
-}
-
-impl From<Arc<str>> for Name {
-    fn from(text: Arc<str>) -> Name {
-        Name::new(&text)
-    }
-}
-
-impl From<&Arc<str>> for Name {
-    fn from(text: &Arc<str>) -> Name {
-        Name::new(text)
-    }
-}
-
-impl From<Name> for String {
-    fn from(name: Name) -> String {
-        name.as_str().to_string()
-    }
-}
-
-impl From<Name> for Arc<str> {
-    fn from(name: Name) -> Arc<str> {
-        Arc::from(name.as_str())
     }
 }
 

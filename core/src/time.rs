@@ -93,7 +93,7 @@ fn format_utc_time(sod: u64, frac: u64, always_fraction: bool) -> ([u8; 16], usi
 
 /// The low `slot.len()` decimal digits of `n`, with leading zeros (divisions by the constant
 /// 10, which compile to multiplications).
-fn put_digits(slot: &mut [u8], mut n: u64) {
+pub fn put_digits(slot: &mut [u8], mut n: u64) {
     for digit in slot.iter_mut().rev() {
         *digit = b'0' + (n % 10) as u8;
         n /= 10;

@@ -4,7 +4,7 @@
 //! showed those round trips as a sixth of the agent's CPU. Each yields exactly what the general
 //! path yields (tests compare the two).
 
-use cdc_core::time::format_utc_micros_short;
+use cdc_core::time::{format_utc_micros_short, put_digits};
 use cdc_core::Value;
 
 /// Decimal digits per 4-byte group in MySQL's binary DECIMAL.
@@ -131,11 +131,7 @@ impl Digits {
     /// `x` with leading zeros to `width` digits (groups hold at most 9 digits).
     fn push_padded(&mut self, x: u32, width: usize) {
         let end = (self.len + width).min(self.bytes.len());
-        let mut n = x;
-        for slot in self.bytes[self.len..end].iter_mut().rev() {
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
+        put_digits(&mut self.bytes[self.len..end], u64::from(x));
         self.len = end;
     }
 }
