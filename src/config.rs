@@ -181,6 +181,12 @@ pub struct SinkConfig {
     pub tombstones: Option<bool>,
     /// kafka: librdkafka producer properties (e.g. `"linger.ms" = "20"`), set after the sink's.
     pub properties: Option<std::collections::BTreeMap<String, Secret>>,
+    /// kafka: create missing topics with this many partitions (default: the agent creates none).
+    pub topic_partitions: Option<u32>,
+    /// kafka: the replication factor of topics the agent creates (default: the brokers').
+    pub topic_replication: Option<u16>,
+    /// kafka: topic-level settings of topics the agent creates (e.g. `"cleanup.policy" = "compact"`).
+    pub topic_config: Option<std::collections::BTreeMap<String, EnvString>>,
 }
 
 pub use cdc_core::debezium::MessageFormat;
@@ -449,10 +455,13 @@ impl Config {
             sink.compression.is_some(),
             sink.tombstones.is_some(),
             sink.properties.is_some(),
+            sink.topic_partitions.is_some(),
+            sink.topic_replication.is_some(),
+            sink.topic_config.is_some(),
         ];
         if kafka_keys.contains(&true) && sink.kind != SinkType::Kafka {
             return fail(
-                "sink.brokers / topic / topic_prefix / compression / tombstones / properties",
+                "sink.brokers / topic / topic_prefix / compression / tombstones / properties / topic_partitions / topic_replication / topic_config",
                 "are for the kafka sink (type = \"kafka\")",
             );
         }
@@ -603,7 +612,7 @@ impl Config {
                 }
                 if self.sink.url.is_some() || self.sink.path.is_some() || self.sink.schema.is_some()
                 {
-                    return fail("sink.url / sink.path / sink.schema", "are not used by the kafka sink (it takes brokers, topic, topic_prefix, format, compression, tombstones, properties)");
+                    return fail("sink.url / sink.path / sink.schema", "are not used by the kafka sink (it takes brokers, topic, topic_prefix, format, compression, tombstones, properties, topic_partitions, topic_replication, topic_config)");
                 }
                 let template = self
                     .sink
@@ -620,6 +629,26 @@ impl Config {
                             "may hold only letters, digits, '.', '_' and '-'",
                         );
                     }
+                }
+                if self.sink.topic_partitions == Some(0) {
+                    return fail(
+                        "sink.topic_partitions",
+                        "must be at least 1 (leave it out to create no topics)",
+                    );
+                }
+                if self.sink.topic_replication == Some(0) {
+                    return fail(
+                        "sink.topic_replication",
+                        "must be at least 1 (leave it out for the brokers' default)",
+                    );
+                }
+                if self.sink.topic_partitions.is_none()
+                    && (self.sink.topic_replication.is_some() || self.sink.topic_config.is_some())
+                {
+                    return fail(
+                        "sink.topic_replication / topic_config",
+                        "apply to topics the agent creates: set sink.topic_partitions too",
+                    );
                 }
                 for key in self.sink.properties.iter().flat_map(|p| p.keys()) {
                     if let Some(why) = cdc_sink_kafka::refused_property(key) {

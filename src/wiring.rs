@@ -169,6 +169,18 @@ pub fn kafka_sink_config(
             .map(|(k, v)| (k.clone(), v.expose().to_string()))
             .collect(),
         transaction_metadata: sink.transaction_metadata.unwrap_or(false),
+        topic_creation: sink
+            .topic_partitions
+            .map(|partitions| cdc_sink_kafka::TopicCreation {
+                partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+                replication: sink.topic_replication.map(i32::from),
+                config: sink
+                    .topic_config
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.0.clone()))
+                    .collect(),
+            }),
     })
 }
 

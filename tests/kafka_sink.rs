@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use cdc_sink_kafka::testing::{read_topic, StoredMessage};
+use cdc_sink_kafka::testing::{read_topic, read_topic_with, StoredMessage};
 use common::{order_key, start_streaming, Pipeline, TestDb};
 use rdkafka::mocking::MockCluster;
 use serde_json::{json, Value as Json};
@@ -445,5 +445,122 @@ async fn a_real_kafka_compatible_broker_receives_every_change_in_key_order() {
         }
     }
     assert_eq!(last.len(), 500);
+    db.drop().await;
+}
+
+fn tls_sink(brokers: &str, name: &str, properties: &[(&str, &str)]) -> String {
+    let properties: Vec<String> = properties
+        .iter()
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\""))
+        .collect();
+    format!(
+        "{}\ntopic_partitions = 5\nproperties = {{ {} }}",
+        kafka_sink(brokers, name, "native"),
+        properties.join(", ")
+    )
+}
+
+/// TLS to a real Kafka-protocol broker (Tansu behind TLS with the test CA's certificate): the
+/// agent creates the topic with the partitions asked for (librdkafka's mock cluster has no
+/// CreateTopics) and every change arrives. A CA that did
+/// not sign the broker's certificate, and a SASL login the broker refuses (a broker requiring
+/// SCRAM that knows no such user), are each named by `check` with the fix, and stop `run`
+/// instead of being retried forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_behind_tls_receives_every_change_and_refusals_are_named() {
+    let env = common::env();
+    let brokers = env.var("CDC_TEST_KAFKA_TLS_BROKERS").to_string();
+    let ca = env.var("CDC_TEST_PG_CA").to_string();
+    let tls = [
+        ("security.protocol", "ssl"),
+        ("ssl.ca.location", ca.as_str()),
+    ];
+    let (db, p) = common::pipeline_into(
+        "kafka_tls",
+        "CREATE TABLE t (id int PRIMARY KEY, v int)",
+        "public.t",
+        |name| tls_sink(&brokers, name, &tls),
+    )
+    .await;
+    let out = p.run_cmd(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    let agent = start_streaming(&p);
+    db.exec(
+        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 200) g; \
+         UPDATE t SET v = 1 WHERE id <= 100;",
+    )
+    .await;
+    let topic = format!("{}.public.t", db.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let (b, t, ca) = (brokers.clone(), topic.clone(), ca.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            let tls = [
+                ("security.protocol", "ssl"),
+                ("ssl.ca.location", ca.as_str()),
+            ];
+            read_topic_with(&b, &t, &tls).unwrap_or_default()
+        })
+        .await
+        .unwrap();
+        if stored.len() >= 300 || Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(agent.stop(), 0);
+    let ids: HashSet<&Option<String>> = stored.iter().map(|m| &m.id).collect();
+    assert_eq!(ids.len(), 300, "every change once");
+    let partitions: HashSet<i32> = stored.iter().map(|m| m.partition).collect();
+    assert_eq!(
+        partitions,
+        (0..5).collect(),
+        "the agent created the topic with 5 partitions (200 keys use them all)"
+    );
+
+    let wrong_ca = env.var("CDC_TEST_PG_WRONG_CA").to_string();
+    let unverified = tls_sink(
+        &brokers,
+        &db.name,
+        &[("security.protocol", "ssl"), ("ssl.ca.location", &wrong_ca)],
+    );
+    let (code, text) = common::run_check(&db, "public.t", &unverified);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("certificate did not verify"), "{text}");
+    assert!(text.contains("ssl.ca.location"), "the fix is named: {text}");
+
+    let sasl_brokers = env.var("CDC_TEST_KAFKA_SASL_BROKERS").to_string();
+    let refused = tls_sink(
+        &sasl_brokers,
+        &db.name,
+        &[
+            ("security.protocol", "sasl_ssl"),
+            ("ssl.ca.location", &ca),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "cdc"),
+            ("sasl.password", "not-it"),
+        ],
+    );
+    let (code, text) = common::run_check(&db, "public.t", &refused);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("SASL authentication failed"), "{text}");
+    assert!(text.contains("sasl.password"), "the fix is named: {text}");
+    assert!(
+        !text.contains("not-it"),
+        "the password is not printed: {text}"
+    );
+    let p = common::Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+        Some(&refused),
+    );
+    let code = p.start().wait_exit(Duration::from_secs(60));
+    assert_ne!(code, 0, "a refused login stops the agent");
+    let log = p.log();
+    assert!(log.contains("SASL authentication failed"), "{log}");
+    assert!(!log.contains("not-it"), "the password is not logged: {log}");
     db.drop().await;
 }

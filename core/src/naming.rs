@@ -2,6 +2,7 @@
 //! `{schema}`, `{table}` filled in), and the id that names one change across replays.
 
 use crate::event::ChangeEvent;
+use crate::name::Name;
 use crate::position::Position;
 
 /// The placeholders a subject or topic template may hold.
@@ -63,7 +64,7 @@ pub fn transaction_channel(prefix: &str) -> String {
 /// message showed in profiles.
 #[derive(Default)]
 pub struct LastName {
-    table: Option<(String, String, String)>,
+    table: Option<(Name, Name, Name)>,
     name: String,
 }
 
@@ -75,16 +76,11 @@ impl LastName {
         render: impl FnOnce(&str, &str, &str) -> String,
     ) -> &str {
         let source = &event.source;
-        let same = self.table.as_ref().is_some_and(|(db, schema, table)| {
-            **db == *source.db && **schema == *source.schema && **table == *source.table
-        });
-        if !same {
+        let table = (source.db, source.schema, source.table);
+        // Interned names: comparing them compares pointers.
+        if self.table != Some(table) {
             self.name = render(&source.db, &source.schema, &source.table);
-            self.table = Some((
-                source.db.to_string(),
-                source.schema.to_string(),
-                source.table.to_string(),
-            ));
+            self.table = Some(table);
         }
         &self.name
     }

@@ -192,6 +192,18 @@ fn a_kafka_sink_checks_brokers_topic_and_properties() {
             "brokers = \"k:9092\"\nproperties = { acks = \"1\" }",
             "sink.properties.\"acks\"",
         ),
+        (
+            "brokers = \"k:9092\"\ntopic_partitions = 0",
+            "sink.topic_partitions",
+        ),
+        (
+            "brokers = \"k:9092\"\ntopic_partitions = 3\ntopic_replication = 0",
+            "sink.topic_replication",
+        ),
+        (
+            "brokers = \"k:9092\"\ntopic_replication = 3",
+            "set sink.topic_partitions too",
+        ),
     ] {
         let err = parse(sink(lines)).unwrap_err().0;
         assert!(err.contains(key), "{lines}: {err}");
@@ -211,6 +223,18 @@ fn a_kafka_sink_checks_brokers_topic_and_properties() {
     .unwrap_err()
     .0;
     assert!(err.contains("sink.transaction_metadata"), "{err}");
+    let c = parse(sink(
+        "brokers = \"k:9092\"\ntopic_partitions = 6\ntopic_config = { \"cleanup.policy\" = \"compact\" }",
+    ))
+    .unwrap();
+    assert_eq!(
+        crate::wiring::kafka_sink_config(&c).unwrap().topic_creation,
+        Some(cdc_sink_kafka::TopicCreation {
+            partitions: 6,
+            replication: None,
+            config: vec![("cleanup.policy".into(), "compact".into())],
+        })
+    );
     let c = parse(sink("brokers = \"k:9092\"\ntransaction_metadata = true")).unwrap();
     assert!(
         crate::wiring::kafka_sink_config(&c)

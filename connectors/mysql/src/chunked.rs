@@ -114,7 +114,7 @@ pub fn signal_marks(
     }
     let mut marks = Vec::new();
     for row in rows.rows(map) {
-        let (_, after) = row.map_err(crate::source::decode_error)?;
+        let (_, after) = row.map_err(crate::errors::decode_error)?;
         let Some(after) = after else { continue };
         for i in 0..after.len() {
             if let Some(BinlogValue::Value(mysql_async::Value::Bytes(bytes))) = after.as_ref(i) {

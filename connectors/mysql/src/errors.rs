@@ -60,6 +60,11 @@ pub fn classify(e: Error, doing: &str) -> PipelineError {
     }
 }
 
+/// A binlog event that cannot be read as the server says it is written.
+pub(crate) fn decode_error(what: impl std::fmt::Display) -> PipelineError {
+    PipelineError::definite("decode", format!("binlog event: {what}"))
+}
+
 #[cfg(test)]
 mod tests {
     use mysql_async::ServerError;

@@ -12,6 +12,7 @@ pub mod chunked;
 pub mod errors;
 pub mod rows;
 pub mod schema;
+mod session;
 pub mod setup;
 pub mod snapshot;
 pub mod source;

@@ -13,6 +13,7 @@ pub mod chunked;
 mod errors;
 pub mod pgoutput;
 pub mod schema;
+mod session;
 pub mod setup;
 pub mod snapshot;
 pub mod source;

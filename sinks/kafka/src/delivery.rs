@@ -12,6 +12,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 
+use crate::security::{Refusal, Refusals};
+
 /// The first delivery that failed since the producer was made.
 #[derive(Clone, Debug)]
 pub struct Failure {
@@ -28,6 +30,8 @@ pub struct Deliveries {
     failure: Mutex<Option<Failure>>,
     /// Woken at every report: a flush or a full queue waits on it.
     progress: tokio::sync::Notify,
+    /// The last time the brokers refused the client (credentials, TLS), if they did.
+    pub refusals: Refusals,
 }
 
 impl Deliveries {
@@ -81,9 +85,13 @@ impl ClientContext for Tracker {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // Client-level errors (a broker down, all brokers down) are retried by librdkafka; what
-        // is lost shows up as failed deliveries, which stop the checkpoint. A transport failure
-        // was logged already by `log`.
-        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::BrokerTransportFailure) {
+        // is lost shows up as failed deliveries, which stop the checkpoint. A refusal (bad
+        // credentials, a certificate that does not verify) is kept for `open` and `check` to
+        // report. A transport failure was logged already by `log`.
+        if let Some(refusal) = Refusal::of(&error, reason) {
+            tracing::error!(%error, "Kafka refused the agent: {reason}");
+            self.0.refusals.record(refusal);
+        } else if error.rdkafka_error_code() != Some(RDKafkaErrorCode::BrokerTransportFailure) {
             tracing::warn!(%error, "Kafka client: {reason}");
         }
     }

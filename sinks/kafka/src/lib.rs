@@ -14,9 +14,11 @@
 //! them; Kafka itself keeps them (at-least-once after a crash, as Debezium).
 
 mod delivery;
+mod security;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod topic;
+mod topics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,8 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 pub use cdc_core::debezium::MessageFormat;
 use delivery::{Deliveries, Failure, Tracker};
 pub use topic::{TopicTemplate, DEFAULT_TOPIC, MAX_TOPIC_LEN};
+pub use topics::TopicCreation;
+use topics::TopicCreator;
 
 /// How long `open` and `check` wait for the brokers' metadata.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,6 +86,9 @@ pub struct KafkaSinkConfig {
     pub properties: Vec<(String, String)>,
     /// BEGIN/END messages on `<prefix>.transaction` (see [`cdc_core::transaction`]).
     pub transaction_metadata: bool,
+    /// Create missing topics before the first write to them (else the brokers must, or the
+    /// topics must exist).
+    pub topic_creation: Option<TopicCreation>,
 }
 
 /// Why a librdkafka property may not be set through `sink.properties`, if it may not: these
@@ -103,6 +110,8 @@ pub fn refused_property(key: &str) -> Option<&'static str> {
 pub struct KafkaSink {
     config: KafkaSinkConfig,
     producer: Option<Arc<ThreadedProducer<Tracker>>>,
+    /// Creates missing topics (with `topic_creation`).
+    topics: Option<TopicCreator>,
     deliveries: Arc<Deliveries>,
     /// Messages handed to the producer since it was made.
     sent: u64,
@@ -120,6 +129,7 @@ impl KafkaSink {
         KafkaSink {
             config,
             producer: None,
+            topics: None,
             deliveries: Arc::default(),
             sent: 0,
             key: Vec::with_capacity(256),
@@ -146,6 +156,7 @@ impl KafkaSink {
         self.marker_key.clear();
         cdc_core::transaction::write_marker_key(id, &mut self.marker_key);
         let topic = self.transaction_topic();
+        self.ensure_topic(&topic).await?;
         let headers = OwnedHeaders::new().insert(Header {
             key: "cdc-id",
             value: Some(header_id),
@@ -199,7 +210,29 @@ impl KafkaSink {
         for (key, value) in &self.config.properties {
             config.set(key, value);
         }
+        security::apply_defaults(&mut config);
         config
+    }
+
+    /// The brokers' metadata could not be read: a refusal the client saw on the way (bad
+    /// credentials, TLS) stops the pipeline with its fix; anything else is retried.
+    fn unreachable(&self, error: &str) -> PipelineError {
+        match self.deliveries.refusals.last() {
+            Some(refusal) => refusal.to_error(&self.config.brokers),
+            None => PipelineError::transient(
+                "connection",
+                format!("cannot reach Kafka at {}: {error}", self.config.brokers),
+            )
+            .with_hint("check sink.brokers (host:9092[,host:9092]) and that the brokers run"),
+        }
+    }
+
+    /// Creates `topic` if it is missing and topic creation is on.
+    async fn ensure_topic(&mut self, topic: &str) -> Result<(), PipelineError> {
+        match self.topics.as_mut() {
+            Some(topics) => topics.ensure(topic).await,
+            None => Ok(()),
+        }
     }
 
     fn make_producer(&self) -> Result<ThreadedProducer<Tracker>, PipelineError> {
@@ -235,9 +268,9 @@ impl KafkaSink {
             None
         };
         let (template, prefix) = (&self.config.topic, &self.config.prefix);
-        let topic = self.last_topic.get(event, |db, schema, table| {
-            template.render(prefix, db, schema, table)
-        });
+        let render =
+            |db: &str, schema: &str, table: &str| template.render(prefix, db, schema, table);
+        let topic = self.last_topic.get(event, render);
         if topic.len() > MAX_TOPIC_LEN {
             return Err(PipelineError::definite(
                 "config",
@@ -245,6 +278,13 @@ impl KafkaSink {
             )
             .with_hint("shorten sink.topic or sink.topic_prefix"));
         }
+        if let Some(topics) = self.topics.as_mut() {
+            if !topics.is_ready(topic) {
+                let topic = topic.to_string();
+                topics.ensure(&topic).await?;
+            }
+        }
+        let topic = self.last_topic.get(event, render);
         self.key.clear();
         cdc_core::debezium::write_key_message(event, &mut self.key);
         self.value.clear();
@@ -359,11 +399,21 @@ pub async fn check(config: &KafkaSinkConfig) -> CheckOutcome {
             "sink",
             format!("Kafka answers at {} ({n} brokers)", config.brokers),
         ),
-        Err(e) => CheckOutcome::fail(
-            "sink",
-            format!("Kafka does not answer at {}: {e}", config.brokers),
-            "check sink.brokers (host:9092[,host:9092]) and that the brokers run",
-        ),
+        Err(e) => match sink.deliveries.refusals.last() {
+            Some(refusal) => CheckOutcome::fail(
+                "sink",
+                format!(
+                    "Kafka at {}: {}: {}",
+                    config.brokers, refusal.what, refusal.detail
+                ),
+                refusal.hint,
+            ),
+            None => CheckOutcome::fail(
+                "sink",
+                format!("Kafka does not answer at {}: {e}", config.brokers),
+                "check sink.brokers (host:9092[,host:9092]) and that the brokers run",
+            ),
+        },
     }
 }
 
@@ -379,13 +429,13 @@ impl Sink for KafkaSink {
         self.sent = 0;
         self.transactions.reset();
         let producer = Arc::new(self.make_producer()?);
-        broker_count(producer.clone()).await.map_err(|e| {
-            PipelineError::transient(
-                "connection",
-                format!("cannot reach Kafka at {}: {e}", self.config.brokers),
-            )
-            .with_hint("check sink.brokers (host:9092[,host:9092]) and that the brokers run")
-        })?;
+        broker_count(producer.clone())
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        self.topics = match &self.config.topic_creation {
+            Some(creation) => Some(TopicCreator::new(&self.client_config(), creation.clone())?),
+            None => None,
+        };
         self.producer = Some(producer);
         // No position is kept in Kafka: the checkpoint decides; replays carry the same cdc-id.
         Ok(None)

@@ -24,12 +24,24 @@ pub struct StoredMessage {
 /// call, and then until none has come for a second (some Kafka-compatible brokers report a
 /// batch as one offset in their watermarks).
 pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<StoredMessage>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    read_topic_with(brokers, topic, &[])
+}
+
+/// [`read_topic`] with more consumer properties (TLS, SASL).
+pub fn read_topic_with(
+    brokers: &str,
+    topic: &str,
+    properties: &[(&str, &str)],
+) -> Result<Vec<StoredMessage>, String> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", "cdc-agent-read-back")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| e.to_string())?;
+        .set("enable.auto.commit", "false");
+    for (key, value) in properties {
+        config.set(*key, *value);
+    }
+    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)

@@ -22,6 +22,7 @@ fn config(brokers: String) -> KafkaSinkConfig {
         tombstones: true,
         properties: vec![],
         transaction_metadata: false,
+        topic_creation: None,
     }
 }
 
