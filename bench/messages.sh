@@ -12,9 +12,10 @@
 #   BENCH_TRANSACTIONS=100 BENCH_RUNS=1 BENCH_LATENCY_S=5 bench/messages.sh
 #   BENCH_RUNS=0 bench/messages.sh             the latency part only
 #
-# Workload as bench/source.sh. Each run reads a slot of its own, made before the workload; each
-# NATS run publishes into a fresh stream, each Kafka run into fresh topics. A run ends when
-# /status counts every change as durable (all acks / delivery reports in).
+# Workload as bench/source.sh. Each run reads a slot of its own, made before the workload (the
+# sinks' order rotates from run to run); each NATS run publishes into a fresh stream, each Kafka
+# run into fresh topics. A run ends when /status counts every change as durable (all acks /
+# delivery reports in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -86,16 +87,20 @@ $extra
 TOML
 }
 
+# The order of the sinks rotates from run to run: the first reader after the workload was
+# written runs while Postgres still checkpoints it, and must not always be the same sink.
+KINDS=(jsonl nats kafka)
 : > "$WORK/results.txt"
 for i in $(seq 1 "$RUNS"); do
-    line=""
-    for kind in jsonl nats kafka; do
+    declare -A result=()
+    for k in 0 1 2; do
+        kind=${KINDS[$(((k + i - 1) % 3))]}
         write_config "${kind}_$i" "$kind" bench
         r=$(measure_agent "$AGENT" "$WORK/${kind}_$i" "$CHANGES")
-        line="$line $r"
+        result[$kind]="$r"
         echo "run $i: $kind (s, cpu s, peak KiB) $r"
     done
-    echo "$line" >> "$WORK/results.txt"
+    echo "${result[jsonl]} ${result[nats]} ${result[kafka]}" >> "$WORK/results.txt"
 done
 
 # Latency at a steady rate: pgbench commits 100 transactions of 100 inserts a second while the

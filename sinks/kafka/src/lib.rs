@@ -400,14 +400,9 @@ pub async fn check(config: &KafkaSinkConfig) -> CheckOutcome {
             format!("Kafka answers at {} ({n} brokers)", config.brokers),
         ),
         Err(e) => match sink.deliveries.refusals.last() {
-            Some(refusal) => CheckOutcome::fail(
-                "sink",
-                format!(
-                    "Kafka at {}: {}: {}",
-                    config.brokers, refusal.what, refusal.detail
-                ),
-                refusal.hint,
-            ),
+            Some(refusal) => {
+                CheckOutcome::fail("sink", refusal.message(&config.brokers), refusal.hint)
+            }
             None => CheckOutcome::fail(
                 "sink",
                 format!("Kafka does not answer at {}: {e}", config.brokers),

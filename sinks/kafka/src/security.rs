@@ -81,12 +81,13 @@ impl Refusal {
         }
     }
 
+    /// What happened, naming the brokers.
+    pub fn message(&self, brokers: &str) -> String {
+        format!("Kafka at {brokers}: {}: {}", self.what, self.detail)
+    }
+
     pub fn to_error(&self, brokers: &str) -> PipelineError {
-        PipelineError::definite(
-            "config",
-            format!("Kafka at {brokers}: {}: {}", self.what, self.detail),
-        )
-        .with_hint(self.hint)
+        PipelineError::definite("config", self.message(brokers)).with_hint(self.hint)
     }
 }
 
