@@ -83,6 +83,9 @@ pub(super) fn timestamp_text(s: &str) -> Option<Temporal> {
 /// `2026-11-26 12:45:00.123456+00` → `2026-11-26T12:45:00.123456Z`. With TimeZone=UTC the offset
 /// is always zero; any other offset is converted to UTC all the same.
 pub(super) fn timestamptz_text(s: &str) -> Option<Temporal> {
+    if let Some(iso) = utc_four_digit_year(s) {
+        return Some(Temporal::Rewritten(iso));
+    }
     if is_infinity(s) {
         return Some(Temporal::AsGiven);
     }
@@ -108,6 +111,33 @@ pub(super) fn timestamptz_text(s: &str) -> Option<Temporal> {
         return Some(Temporal::Rewritten(out));
     }
     shift_to_utc(date, time, offset_secs).map(Temporal::Rewritten)
+}
+
+/// The form nearly every value takes (the agent's sessions run with TimeZone=UTC):
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]+00`, checked byte by byte and rewritten with one copy. The
+/// general path below splits and searches the text; on a snapshot it cost more than any other
+/// value's decoding.
+pub(super) fn utc_four_digit_year(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let fraction = b.get(19..b.len().checked_sub(3)?)?;
+    let digits = |at: &[usize]| at.iter().all(|&i| b[i].is_ascii_digit());
+    let shaped = b.ends_with(b"+00")
+        && digits(&[0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+        && (b[4], b[7], b[10], b[13], b[16]) == (b'-', b'-', b' ', b':', b':')
+        && match fraction {
+            [] => true,
+            [b'.', rest @ ..] => !rest.is_empty() && rest.iter().all(u8::is_ascii_digit),
+            _ => false,
+        };
+    if !shaped {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len() - 1);
+    out.push_str(&s[..10]);
+    out.push('T');
+    out.push_str(&s[11..s.len() - 3]);
+    out.push('Z');
+    Some(out)
 }
 
 /// A UTC offset as printed after a time: `+HH`, `+HH:MM`, `+HH:MM:SS` (historic zones have

@@ -368,9 +368,47 @@ fn timestamptz_with_other_offsets_is_converted_to_utc() {
     );
 }
 
+/// The byte-by-byte path for `YYYY-MM-DD HH:MM:SS[.f]+00` gives what the general one gives, and
+/// leaves everything else to it.
+#[test]
+fn the_common_timestamptz_form_matches_the_general_path() {
+    for s in [
+        "2026-11-26 12:45:00+00",
+        "2026-11-26 12:45:00.1+00",
+        "2026-11-26 12:45:00.123456+00",
+        "0001-01-01 00:00:00+00",
+    ] {
+        let fast = super::temporal::utc_four_digit_year(s).expect(s);
+        let (date, time) = s.split_once(' ').unwrap();
+        assert_eq!(
+            fast,
+            format!("{date}T{}Z", time.strip_suffix("+00").unwrap())
+        );
+    }
+    for s in [
+        "2026-11-26 12:45:00.+00",
+        "2026-11-26 12:45:00+01",
+        "2026-11-26 12:45:00+00:30",
+        "12026-11-26 12:45:00+00",
+        "2026-11-26T12:45:00+00",
+        "2026-11-26 12:45:0x+00",
+        "0044-03-15 12:00:00+00 BC",
+        "+00",
+        "",
+    ] {
+        assert_eq!(super::temporal::utc_four_digit_year(s), None, "{s:?}");
+    }
+    assert_eq!(
+        d(ValueKind::TimestampTz, "12026-11-26 12:45:00+00"),
+        Value::TimestampTz("12026-11-26T12:45:00Z".into()),
+        "five-digit years take the general path"
+    );
+}
+
 #[test]
 fn malformed_timestamptz_is_text() {
     for s in [
+        "2026-11-26 12:45:00.+00",
         "2026-11-26 12:45:00",
         "2026-11-26 12:45:00+5",
         "2026-11-26 12:45:00+00:0",
