@@ -118,6 +118,10 @@ pub struct RowFields<'a> {
     left: usize,
     index: usize,
     columns: &'a [String],
+    /// The whole message as text, when it is valid UTF-8 (no NULL and no length byte of 0x80 or
+    /// more): a field is then a slice of it, with no check of its own.
+    text: Option<&'a str>,
+    body_len: usize,
 }
 
 impl<'a> RowFields<'a> {
@@ -129,6 +133,10 @@ impl<'a> RowFields<'a> {
             left: n.max(0) as usize,
             index: 0,
             columns,
+            // One pass over the row instead of one call per field: field by field, the
+            // validation of short values cost more than decoding some of them.
+            text: std::str::from_utf8(body).ok(),
+            body_len: body.len(),
         })
     }
 
@@ -144,7 +152,13 @@ impl<'a> RowFields<'a> {
         if len < 0 {
             return Ok(Some(None));
         }
+        let start = self.body_len - self.reader.buf.len();
         let value = self.reader.take(len as usize)?;
+        // A slice of valid text is valid if it starts and ends on character boundaries
+        // (`str::get` checks them).
+        if let Some(text) = self.text.and_then(|t| t.get(start..start + value.len())) {
+            return Ok(Some(Some(text)));
+        }
         let value = std::str::from_utf8(value).map_err(|_| {
             let column = self.columns.get(index).map_or("?", String::as_str);
             protocol(format!("value of column {column:?} is not valid UTF-8"))
@@ -250,5 +264,55 @@ mod tests {
             parse_error_fields(b"C42P01").is_err(),
             "truncated must be an error"
         );
+    }
+
+    /// A DataRow body: the field count, then each field's length (-1: NULL) and bytes.
+    fn data_row(fields: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut body = (fields.len() as i16).to_be_bytes().to_vec();
+        for field in fields {
+            match field {
+                Some(bytes) => {
+                    body.extend((bytes.len() as i32).to_be_bytes());
+                    body.extend(*bytes);
+                }
+                None => body.extend((-1i32).to_be_bytes()),
+            }
+        }
+        body
+    }
+
+    fn fields(body: &[u8]) -> Result<Vec<Option<String>>, WireError> {
+        let columns = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        RowFields::parse(body, &columns)?.into_owned()
+    }
+
+    #[test]
+    fn row_fields_are_text_whether_the_row_is_checked_whole_or_field_by_field() {
+        let long = "x".repeat(200); // its length's low byte is 0xC8: the row is not UTF-8 whole
+        let cases: [&[Option<&[u8]>]; 3] = [
+            &[Some(b"42"), Some("d\u{e9}j\u{e0}".as_bytes()), Some(b"")],
+            &[Some(b"42"), None, Some("\u{1F600}".as_bytes())],
+            &[Some(long.as_bytes()), Some(b"1"), None],
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let expected: Vec<Option<String>> = case
+                .iter()
+                .map(|f| f.map(|b| String::from_utf8(b.to_vec()).unwrap()))
+                .collect();
+            assert_eq!(fields(&data_row(case)).unwrap(), expected, "case {i}");
+        }
+        // A field of 195 bytes (length byte 0xC3) that starts with 0xA9: with its length byte it
+        // makes "\u{e9}", so the row is valid UTF-8 as a whole, but the field alone is not.
+        let mut torn = vec![0xA9];
+        torn.extend([b'a'; 194]);
+        let body = data_row(&[Some(&torn), Some(b"a"), Some(b"b")]);
+        assert!(std::str::from_utf8(&body).is_ok());
+        assert!(
+            fields(&body).is_err(),
+            "a field that is not UTF-8 is an error"
+        );
+        let bad = data_row(&[Some(b"ok"), Some(&[0xFF, 0xFE]), None]);
+        let e = fields(&bad).unwrap_err().to_string();
+        assert!(e.contains("\"b\"") && e.contains("UTF-8"), "{e}");
     }
 }
