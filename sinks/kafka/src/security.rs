@@ -70,7 +70,10 @@ impl Refusal {
                     hint: "set sink.properties \"ssl.ca.location\" to the CA file that signed the brokers' certificates (the default is the machine's CA bundle), and connect by a name the certificate holds",
                 })
             }
-            RDKafkaErrorCode::SSL if lower.contains("wrong version") || lower.contains("record") => {
+            // OpenSSL before 3.2 says "wrong version number", later ones "record layer failure".
+            RDKafkaErrorCode::SSL
+                if lower.contains("wrong version") || lower.contains("record layer failure") =>
+            {
                 Some(Refusal {
                     what: "TLS handshake failed",
                     detail,
@@ -164,5 +167,18 @@ mod tests {
             None,
             "a reset during TLS is an outage"
         );
+        assert_eq!(
+            Refusal::of(
+                &code(RDKafkaErrorCode::SSL),
+                "SSL transport error: bad record mac"
+            ),
+            None,
+            "a corrupted record is not a misconfiguration"
+        );
+        assert!(Refusal::of(
+            &code(RDKafkaErrorCode::SSL),
+            "SSL handshake failed: error:0A00010B:SSL routines::wrong version number"
+        )
+        .is_some());
     }
 }
