@@ -2,6 +2,7 @@
 //! command; exit codes are the spec's (0 ok, 1 runtime failure, 2 bad usage or config).
 
 mod admin;
+mod allocator;
 mod backoff;
 mod cli;
 mod commands;

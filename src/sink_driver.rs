@@ -22,6 +22,8 @@ use crate::store::{PipelineMeta, StateStore, TableCount};
 
 /// Batches taken from the channel per write.
 const BATCH: usize = 16;
+/// Messages per write, about: a batch holds up to 256.
+const BATCH_CAPACITY: usize = BATCH * 256;
 
 pub struct SinkDriver {
     pub sink: Box<dyn Sink>,
@@ -41,7 +43,7 @@ impl SinkDriver {
     /// boundary. Returns the sink's error, if any: the runtime decides whether to retry.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Envelope>) -> Result<(), PipelineError> {
         let mut envelopes = Vec::with_capacity(BATCH);
-        let mut messages = Vec::with_capacity(BATCH);
+        let mut messages = Vec::with_capacity(BATCH_CAPACITY);
         let mut permits = Vec::with_capacity(BATCH);
         let mut pending: Option<Checkpoint> = None;
         let mut at_boundary = true;
@@ -108,8 +110,12 @@ impl SinkDriver {
             }
             self.metrics.add_read(&by_table_and_op(&read.take()));
             self.metrics.set_in_flight(commit_times.len() as u64);
-            let batch = std::mem::replace(&mut messages, Vec::with_capacity(BATCH * 256));
-            self.sink.write_owned(batch).await?;
+            self.sink.write_owned(&mut messages).await?;
+            // Refilled next time: the allocation is kept (see `Sink::write_owned`).
+            messages.clear();
+            if messages.capacity() == 0 {
+                messages.reserve(BATCH_CAPACITY);
+            }
             // The bytes are written (or buffered by the sink): the source may read on.
             permits.clear();
             if at_boundary && pending.is_some() && last_flush.elapsed() >= self.flush_interval {

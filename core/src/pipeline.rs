@@ -412,10 +412,16 @@ pub trait Sink: Send {
     /// Writes messages in order. May buffer; nothing is durable before [`Sink::flush`].
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError>;
 
-    /// [`Sink::write`], with the messages given away: a sink that keeps rows (a warehouse batch)
-    /// takes them without copying. The runtime calls this one.
-    async fn write_owned(&mut self, messages: Vec<SourceMessage>) -> Result<(), PipelineError> {
-        self.write(&messages).await
+    /// [`Sink::write`], with the messages to take: a sink that keeps rows (a warehouse batch)
+    /// takes them without copying, leaving the vector empty or swapping in one of its own. What
+    /// is left in it is dropped by the caller, which refills the same vector: a batch vector
+    /// (thousands of messages) freed and allocated again per write made glibc's allocator
+    /// consolidate its free lists every time. The runtime calls this one.
+    async fn write_owned(
+        &mut self,
+        messages: &mut Vec<SourceMessage>,
+    ) -> Result<(), PipelineError> {
+        self.write(messages).await
     }
 
     /// Makes everything written so far durable. Only called at a transaction boundary.

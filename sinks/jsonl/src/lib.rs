@@ -1,7 +1,8 @@
 //! JSON lines sink: one canonical change record per line, in source commit order.
 //!
 //! ```text
-//!  runtime ──write(messages)──▶ in-memory buffer ──▶ file (append) ──flush()──▶ fsync ──▶ durable
+//!  runtime ──write(messages)──▶ in-memory buffer ──1 MiB──▶ writer thread: file (append)
+//!          ──flush()──▶ writer thread: fsync ──▶ durable
 //! ```
 //!
 //! Exactly once into a file: on open the sink reads the last complete line back and reports its
@@ -10,38 +11,32 @@
 //! back what it wrote: delivery is then at least once from the last checkpoint.
 
 mod tail;
+mod writer;
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::fs::OpenOptions;
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use cdc_core::event::resume_point_of_record;
 use cdc_core::{PipelineError, ResumePoint, Sink, SourceMessage};
 
-/// Buffered bytes that trigger a write to the file between flushes.
-const WRITE_CHUNK_BYTES: usize = 1 << 20;
-
-enum Output {
-    /// `end`: the file's length, where the next write lands.
-    File {
-        path: PathBuf,
-        file: File,
-        end: u64,
-    },
-    Stdout(io::Stdout),
-}
+use writer::{Failure, Output, Writer, WriterGone, WRITE_CHUNK_BYTES};
 
 pub struct JsonlSink {
-    output: Output,
+    /// The file (None: stdout), for error messages.
+    path: Option<PathBuf>,
+    /// The output until the writer thread takes it (at open, or at the first write).
+    output: Option<Output>,
+    writer: Option<Writer>,
     buffer: Vec<u8>,
 }
 
 impl JsonlSink {
     /// `path` is a file to append to, or `-` for stdout.
     pub fn new(path: &str) -> Result<Self, PipelineError> {
-        let output = if path == "-" {
-            Output::Stdout(io::stdout())
+        let (path, output) = if path == "-" {
+            (None, Output::Stdout(io::stdout()))
         } else {
             let path = PathBuf::from(path);
             let file = OpenOptions::new()
@@ -52,53 +47,59 @@ impl JsonlSink {
                 .truncate(false)
                 .open(&path)
                 .map_err(|e| file_error("open", &path, e))?;
-            Output::File { path, file, end: 0 }
+            (Some(path.clone()), Output::File { path, file, end: 0 })
         };
         Ok(JsonlSink {
-            output,
+            path,
+            output: Some(output),
+            writer: None,
             buffer: Vec::with_capacity(WRITE_CHUNK_BYTES + 64 * 1024),
         })
     }
 
-    fn write_buffer(&mut self) -> Result<(), PipelineError> {
+    fn writer(&mut self) -> Result<&mut Writer, PipelineError> {
+        if self.writer.is_none() {
+            let Some(output) = self.output.take() else {
+                return Err(self.failure(writer::gone()));
+            };
+            let writer = Writer::start(output).map_err(|e| {
+                PipelineError::transient(
+                    "sink",
+                    format!("cannot start the JSON lines writer thread: {e}"),
+                )
+            })?;
+            self.writer = Some(writer);
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| PipelineError::transient("sink", "no JSON lines writer"))
+    }
+
+    /// Hands the buffer to the writer thread.
+    async fn write_buffer(&mut self) -> Result<(), PipelineError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        match &mut self.output {
-            Output::File { path, file, end } => {
-                file.write_all(&self.buffer)
-                    .map_err(|e| file_error("write", path, e))?;
-                start_writeback(file, *end, self.buffer.len());
-                *end += self.buffer.len() as u64;
+        let full = std::mem::take(&mut self.buffer);
+        match self.writer()?.write(full).await {
+            Ok(empty) => {
+                self.buffer = empty;
+                Ok(())
             }
-            Output::Stdout(out) => out
-                .write_all(&self.buffer)
-                .map_err(|e| PipelineError::transient("sink", format!("writing to stdout: {e}")))?,
+            Err(WriterGone) => Err(self.failure(writer::gone())),
         }
-        self.buffer.clear();
-        Ok(())
+    }
+
+    fn failure(&self, failure: Failure) -> PipelineError {
+        match &self.path {
+            Some(path) => file_error(failure.what, path, failure.error),
+            None => PipelineError::transient(
+                "sink",
+                format!("{} to stdout: {}", failure.what, failure.error),
+            ),
+        }
     }
 }
-
-/// Asks the kernel to start writing `len` bytes at `offset` to disk now, without waiting, so the
-/// next flush's fsync finds them (mostly) written instead of writing a whole interval's worth while
-/// the pipeline waits. Advisory: an error only means the fsync does all the work.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: usize) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a file descriptor this sink owns and keeps open.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
 
 fn file_error(what: &str, path: &Path, e: io::Error) -> PipelineError {
     let message = format!("cannot {what} the JSON lines file {}: {e}", path.display());
@@ -114,7 +115,7 @@ fn file_error(what: &str, path: &Path, e: io::Error) -> PipelineError {
 #[async_trait]
 impl Sink for JsonlSink {
     async fn open(&mut self) -> Result<Option<ResumePoint>, PipelineError> {
-        let Output::File { path, file, end } = &mut self.output else {
+        let Some(Output::File { path, file, end }) = &mut self.output else {
             return Ok(None);
         };
         let last_line = tail::cut_torn_line_and_read_last(file)
@@ -147,23 +148,30 @@ impl Sink for JsonlSink {
                 cdc_core::json::write_event(event, &mut self.buffer);
                 self.buffer.push(b'\n');
                 if self.buffer.len() >= WRITE_CHUNK_BYTES {
-                    self.write_buffer()?;
+                    self.write_buffer().await?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), PipelineError> {
-        self.write_buffer()?;
-        match &mut self.output {
-            // fsync blocks for milliseconds: keep it off the async worker's event loop.
-            Output::File { path, file, .. } => tokio::task::block_in_place(|| file.sync_data())
-                .map_err(|e| file_error("fsync", path, e)),
-            Output::Stdout(out) => out
-                .flush()
-                .map_err(|e| PipelineError::transient("sink", format!("flushing stdout: {e}"))),
+    /// The records go to the writer thread whole: it encodes them there.
+    async fn write_owned(
+        &mut self,
+        messages: &mut Vec<SourceMessage>,
+    ) -> Result<(), PipelineError> {
+        self.write_buffer().await?;
+        match self.writer()?.write_records(messages).await {
+            Ok(()) => Ok(()),
+            Err(WriterGone) => Err(self.failure(writer::gone())),
         }
+    }
+
+    async fn flush(&mut self) -> Result<(), PipelineError> {
+        self.write_buffer().await?;
+        // The fsync waits on the writer thread, not on the async worker.
+        let result = self.writer()?.sync().await;
+        result.map_err(|failure| self.failure(failure))
     }
 }
 

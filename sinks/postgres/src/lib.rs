@@ -350,8 +350,11 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
-    async fn write_owned(&mut self, messages: Vec<SourceMessage>) -> Result<(), PipelineError> {
-        for message in messages {
+    async fn write_owned(
+        &mut self,
+        messages: &mut Vec<SourceMessage>,
+    ) -> Result<(), PipelineError> {
+        for message in messages.drain(..) {
             self.take(message).await?;
         }
         Ok(())
