@@ -67,7 +67,8 @@ pub(crate) struct Writer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The writer thread is gone: it stopped on an error, reported by the next sync.
+/// The writer thread is gone (it only ends early by panicking): the sink must be replaced, which
+/// the runtime's retry does.
 #[derive(Debug)]
 pub(crate) struct WriterGone;
 
