@@ -22,8 +22,8 @@ use crate::store::{PipelineMeta, StateStore, TableCount};
 
 /// Batches taken from the channel per write.
 const BATCH: usize = 16;
-/// Messages per write, about: a batch holds up to 256.
-const BATCH_CAPACITY: usize = BATCH * 256;
+/// Messages per write, at most.
+const BATCH_CAPACITY: usize = BATCH * cdc_core::pipeline::BATCH_MESSAGES;
 
 pub struct SinkDriver {
     pub sink: Box<dyn Sink>,

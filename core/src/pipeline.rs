@@ -105,7 +105,7 @@ pub struct Checkpoint {
 
 /// Messages a source sends at once: passing batches instead of single changes keeps the cost of
 /// the channel (and of waking the sink) off the per-row path.
-const BATCH_MESSAGES: usize = 256;
+pub const BATCH_MESSAGES: usize = 256;
 /// Bytes of row data that close a batch early (wide rows).
 const BATCH_BYTES: usize = 256 << 10;
 

@@ -1,7 +1,7 @@
 //! JSON lines sink: one canonical change record per line, in source commit order.
 //!
 //! ```text
-//!  runtime ──write(messages)──▶ in-memory buffer ──1 MiB──▶ writer thread: file (append)
+//!  runtime ──write(messages)──▶ writer thread: encode, append to the file (1 MiB at a time)
 //!          ──flush()──▶ writer thread: fsync ──▶ durable
 //! ```
 //!
@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use cdc_core::event::resume_point_of_record;
 use cdc_core::{PipelineError, ResumePoint, Sink, SourceMessage};
 
-use writer::{Failure, Output, Writer, WriterGone, WRITE_CHUNK_BYTES};
+use writer::{Failure, Output, Writer, WriterGone};
 
 pub struct JsonlSink {
     /// The file (None: stdout), for error messages.
@@ -29,7 +29,6 @@ pub struct JsonlSink {
     /// The output until the writer thread takes it (at open, or at the first write).
     output: Option<Output>,
     writer: Option<Writer>,
-    buffer: Vec<u8>,
 }
 
 impl JsonlSink {
@@ -53,7 +52,6 @@ impl JsonlSink {
             path,
             output: Some(output),
             writer: None,
-            buffer: Vec::with_capacity(WRITE_CHUNK_BYTES + 64 * 1024),
         })
     }
 
@@ -73,21 +71,6 @@ impl JsonlSink {
         self.writer
             .as_mut()
             .ok_or_else(|| PipelineError::transient("sink", "no JSON lines writer"))
-    }
-
-    /// Hands the buffer to the writer thread.
-    async fn write_buffer(&mut self) -> Result<(), PipelineError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let full = std::mem::take(&mut self.buffer);
-        match self.writer()?.write(full).await {
-            Ok(empty) => {
-                self.buffer = empty;
-                Ok(())
-            }
-            Err(WriterGone) => Err(self.failure(writer::gone())),
-        }
     }
 
     fn failure(&self, failure: Failure) -> PipelineError {
@@ -142,17 +125,9 @@ impl Sink for JsonlSink {
         }
     }
 
+    /// A copy goes to the writer thread (the runtime hands its records over whole instead).
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
-        for message in messages {
-            if let SourceMessage::Change(event) = message {
-                cdc_core::json::write_event(event, &mut self.buffer);
-                self.buffer.push(b'\n');
-                if self.buffer.len() >= WRITE_CHUNK_BYTES {
-                    self.write_buffer().await?;
-                }
-            }
-        }
-        Ok(())
+        self.write_owned(&mut messages.to_vec()).await
     }
 
     /// The records go to the writer thread whole: it encodes them there.
@@ -160,7 +135,6 @@ impl Sink for JsonlSink {
         &mut self,
         messages: &mut Vec<SourceMessage>,
     ) -> Result<(), PipelineError> {
-        self.write_buffer().await?;
         match self.writer()?.write_records(messages).await {
             Ok(()) => Ok(()),
             Err(WriterGone) => Err(self.failure(writer::gone())),
@@ -168,7 +142,6 @@ impl Sink for JsonlSink {
     }
 
     async fn flush(&mut self) -> Result<(), PipelineError> {
-        self.write_buffer().await?;
         // The fsync waits on the writer thread, not on the async worker.
         let result = self.writer()?.sync().await;
         result.map_err(|failure| self.failure(failure))

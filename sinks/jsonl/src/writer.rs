@@ -22,11 +22,11 @@ use std::thread::JoinHandle;
 use cdc_core::SourceMessage;
 use tokio::sync::{mpsc, oneshot};
 
-/// Jobs (full buffers, batches of records) handed over and not yet written.
+/// Batches of records handed over and not yet written.
 const IN_FLIGHT: usize = 2;
 
 /// Encoded bytes written at once.
-pub(crate) const WRITE_CHUNK_BYTES: usize = 1 << 20;
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 /// Where the thread writes.
 pub(crate) enum Output {
@@ -40,8 +40,6 @@ pub(crate) enum Output {
 }
 
 enum Job {
-    /// Bytes already encoded.
-    Bytes(Vec<u8>),
     /// Records to encode and write, here rather than on the async worker.
     Records(Vec<SourceMessage>),
     /// Everything handed over before it is written, then made durable; the result goes back.
@@ -58,8 +56,6 @@ pub(crate) struct Failure {
 /// The sink's handle on its writer thread.
 pub(crate) struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
-    /// Emptied byte buffers, for reuse.
-    spare: std_mpsc::Receiver<Vec<u8>>,
     /// The vectors of written records, emptied.
     written: std_mpsc::Receiver<Vec<SourceMessage>>,
     /// One of them, to hand back to the caller.
@@ -75,13 +71,11 @@ pub(crate) struct WriterGone;
 impl Writer {
     pub(crate) fn start(output: Output) -> io::Result<Writer> {
         let (jobs, rx) = mpsc::channel(IN_FLIGHT);
-        let (spare_tx, spare) = std_mpsc::channel();
         let (written_tx, written) = std_mpsc::channel();
         let state = Thread {
             output,
             buffer: Vec::with_capacity(WRITE_CHUNK_BYTES + 64 * 1024),
             failed: None,
-            spare: spare_tx,
             written: written_tx,
         };
         let thread = std::thread::Builder::new()
@@ -89,25 +83,14 @@ impl Writer {
             .spawn(move || state.run(rx))?;
         Ok(Writer {
             jobs: Some(jobs),
-            spare,
             written,
             spare_records: None,
             thread: Some(thread),
         })
     }
 
-    /// Hands `buffer` to the thread (waiting while [`IN_FLIGHT`] jobs are queued) and returns
-    /// an empty one to fill next.
-    pub(crate) async fn write(&mut self, buffer: Vec<u8>) -> Result<Vec<u8>, WriterGone> {
-        let capacity = buffer.capacity();
-        self.send(Job::Bytes(buffer)).await?;
-        Ok(self
-            .spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(capacity)))
-    }
-
-    /// Hands the records to the thread to encode and write, leaving in `records` an empty
+    /// Hands the records to the thread to encode and write (waiting while [`IN_FLIGHT`] jobs are
+    /// queued), leaving in `records` an empty
     /// vector of the thread's earlier ones (its allocation reused, see `Sink::write_owned`).
     pub(crate) async fn write_records(
         &mut self,
@@ -173,7 +156,6 @@ struct Thread {
     /// After a failed write the file's end is unknown: every later job fails, and the sink (and
     /// this thread) are replaced by the runtime's retry, which cuts any torn line on open.
     failed: Option<(io::ErrorKind, String)>,
-    spare: std_mpsc::Sender<Vec<u8>>,
     written: std_mpsc::Sender<Vec<SourceMessage>>,
 }
 
@@ -181,12 +163,6 @@ impl Thread {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(job) = jobs.blocking_recv() {
             match job {
-                Job::Bytes(mut bytes) => {
-                    self.write_buffer();
-                    self.write(&bytes);
-                    bytes.clear();
-                    let _ = self.spare.send(bytes);
-                }
                 Job::Records(records) => {
                     if self.failed.is_none() {
                         for message in &records {
@@ -215,18 +191,12 @@ impl Thread {
     }
 
     fn write_buffer(&mut self) {
-        let buffer = std::mem::take(&mut self.buffer);
-        self.write(&buffer);
-        self.buffer = buffer;
-        self.buffer.clear();
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        if self.failed.is_none() && !bytes.is_empty() {
-            if let Err(e) = self.output.write(bytes) {
+        if self.failed.is_none() && !self.buffer.is_empty() {
+            if let Err(e) = self.output.write(&self.buffer) {
                 self.failed = Some((e.kind(), e.to_string()));
             }
         }
+        self.buffer.clear();
     }
 
     fn sync(&mut self) -> Result<(), Failure> {
