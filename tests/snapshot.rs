@@ -346,6 +346,14 @@ async fn a_million_rows_under_concurrent_writes(kind: Kind) {
         copied <= ROWS as u64 + transactions * 2,
         "each row is copied once ({copied} snapshot rows)"
     );
+    // Two workers (the default): the one done with `other` joined the copy of `big`, so chunks
+    // of one table were read side by side.
+    assert!(
+        p.log()
+            .contains("snapshot workers share the table's chunks"),
+        "the second worker joined the copy of big; log:\n{}",
+        p.log()
+    );
     db.drop().await;
 }
 
@@ -403,6 +411,11 @@ async fn sigkill_during_the_snapshot_resumes(kind: Kind) {
     assert!(
         p.log().contains("resumed_after_rows"),
         "the restart says where it resumed"
+    );
+    assert!(
+        p.log()
+            .contains("snapshot workers share the table's chunks"),
+        "chunks of big were copied side by side, so their progress came out of order"
     );
     assert_equal("big", &db.rows("big").await, replayed.tables.get("big"));
     assert_equal(

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use cdc_core::chunked::{
-    ChunkReader, ChunkReaders, ChunkRows, Cursor, OpenedTable, SnapshotMethod,
+    ChunkReader, ChunkReaders, ChunkRows, Cursor, Key, OpenedTable, SnapshotMethod,
 };
 use cdc_core::Name;
 use cdc_core::{PipelineError, Position};
@@ -223,13 +223,14 @@ impl ChunkReader for MyChunkReader {
 
     async fn read_chunk(
         &mut self,
-        cursor: &Cursor,
+        after: &Cursor,
+        through: Option<&[Option<String>]>,
         limit: usize,
     ) -> Result<ChunkRows, PipelineError> {
         let Some(decoded) = self.table.take() else {
             return Err(PipelineError::transient("snapshot", "no table open"));
         };
-        let result = read_rows(self.conn().await?, &decoded, cursor, limit).await;
+        let result = read_rows(self.conn().await?, &decoded, after, through, limit).await;
         let rows = match result {
             Ok(rows) => rows,
             Err(e) => {
@@ -255,6 +256,19 @@ impl ChunkReader for MyChunkReader {
             events: events?,
             last_key,
         })
+    }
+
+    async fn boundary(
+        &mut self,
+        after: &Cursor,
+        rows: usize,
+    ) -> Result<Option<Key>, PipelineError> {
+        let Some(decoded) = self.table.take() else {
+            return Err(PipelineError::transient("snapshot", "no table open"));
+        };
+        let found = boundary_row(self.conn().await?, &decoded, after, rows).await;
+        self.table = Some(decoded);
+        Ok(found?.map(|row| row.iter().map(cursor_value).collect()))
     }
 
     async fn close(&mut self) {
@@ -290,10 +304,11 @@ async fn write_watermarks(
 async fn read_rows(
     conn: &mut Conn,
     decoded: &DecodedTable,
-    cursor: &Cursor,
+    after: &Cursor,
+    through: Option<&[Option<String>]>,
     limit: usize,
 ) -> Result<Vec<Vec<My>>, PipelineError> {
-    let (sql, params) = chunk_sql(decoded, cursor, limit)?;
+    let (sql, params) = chunk_sql(decoded, after, through, limit)?;
     let name = decoded.info.qualified();
     let rows: Vec<mysql_async::Row> = conn
         .exec(sql.as_str(), params)
@@ -302,11 +317,48 @@ async fn read_rows(
     Ok(rows.into_iter().map(mysql_async::Row::unwrap).collect())
 }
 
-/// The next chunk's query and its parameters: rows after the cursor in key order (`limit` 0:
-/// the whole table).
+/// The key of the `rows`-th row after `after`, in key order (the columns of the key).
+async fn boundary_row(
+    conn: &mut Conn,
+    decoded: &DecodedTable,
+    after: &Cursor,
+    rows: usize,
+) -> Result<Option<Vec<My>>, PipelineError> {
+    let key = key_columns(decoded);
+    let mut sql = format!(
+        "SELECT {} FROM {}.{}",
+        key.join(", "),
+        quote_name(&decoded.info.db),
+        quote_name(&decoded.info.table)
+    );
+    let mut params = Vec::new();
+    if let Cursor::After(values) = after {
+        let values = cursor_params(decoded, values)?;
+        sql.push_str(&format!(
+            " WHERE {}",
+            key_compare(&key, ">", &values, &mut params)
+        ));
+    }
+    sql.push_str(&format!(
+        " ORDER BY {} LIMIT 1 OFFSET {}",
+        key.join(", "),
+        rows.saturating_sub(1)
+    ));
+    let name = decoded.info.qualified();
+    let row: Option<mysql_async::Row> = conn
+        .exec_first(sql.as_str(), params)
+        .await
+        .map_err(|e| query_error(e, &format!("finding a chunk boundary of {name}")))?;
+    Ok(row.map(mysql_async::Row::unwrap))
+}
+
+/// A chunk's query and its parameters: rows after `after` and up to `through` in key order, at
+/// most `limit` (0: no limit); with neither bound nor limit (or no key), the whole table as it
+/// lies.
 pub(crate) fn chunk_sql(
     decoded: &DecodedTable,
-    cursor: &Cursor,
+    after: &Cursor,
+    through: Option<&[Option<String>]>,
     limit: usize,
 ) -> Result<(String, Vec<My>), PipelineError> {
     let columns: Vec<String> = decoded
@@ -322,46 +374,81 @@ pub(crate) fn chunk_sql(
         quote_name(&decoded.info.table)
     );
     let mut params = Vec::new();
-    if limit == 0 {
-        return Ok((sql, params));
+    let key = key_columns(decoded);
+    let mut conditions = Vec::new();
+    if let Cursor::After(values) = after {
+        let values = cursor_params(decoded, values)?;
+        conditions.push(key_compare(&key, ">", &values, &mut params));
     }
-    let key: Vec<String> = decoded
+    if let Some(values) = through {
+        let values = cursor_params(decoded, values)?;
+        conditions.push(key_compare(&key, "<=", &values, &mut params));
+    }
+    if key.is_empty() || (conditions.is_empty() && limit == 0) {
+        return Ok((sql, Vec::new()));
+    }
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    }
+    sql.push_str(&format!(" ORDER BY {}", key.join(", ")));
+    if limit > 0 {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    Ok((sql, params))
+}
+
+/// The key's columns, quoted, in key order.
+fn key_columns(decoded: &DecodedTable) -> Vec<String> {
+    decoded
         .info
         .key
         .iter()
         .filter_map(|&i| decoded.info.columns.get(i))
         .map(|c| quote_name(&c.name))
-        .collect();
-    if let Cursor::After(values) = cursor {
-        let values: Vec<My> = values
-            .iter()
-            .map(|v| parse_cursor_value(v.as_deref()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
-                PipelineError::definite(
-                    "state",
-                    format!(
-                        "unreadable snapshot cursor for {}",
-                        decoded.info.qualified()
-                    ),
-                )
-                .with_hint("run `cdc-agent snapshot` for the table to copy it again")
-            })?;
-        // (a, b) > (x, y) spelled out: a > x OR (a = x AND b > y).
-        let mut alternatives = Vec::new();
-        for last in 0..key.len() {
-            let mut terms = Vec::new();
-            for (i, column) in key.iter().enumerate().take(last + 1) {
-                let op = if i == last { ">" } else { "=" };
-                terms.push(format!("{column} {op} ?"));
-                params.push(values.get(i).cloned().unwrap_or(My::NULL));
-            }
-            alternatives.push(format!("({})", terms.join(" AND ")));
+        .collect()
+}
+
+/// A cursor's key values as query parameters of their own type.
+fn cursor_params(
+    decoded: &DecodedTable,
+    values: &[Option<String>],
+) -> Result<Vec<My>, PipelineError> {
+    values
+        .iter()
+        .map(|v| parse_cursor_value(v.as_deref()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            PipelineError::definite(
+                "state",
+                format!(
+                    "unreadable snapshot cursor for {}",
+                    decoded.info.qualified()
+                ),
+            )
+            .with_hint("run `cdc-agent snapshot` for the table to copy it again")
+        })
+}
+
+/// `(a, b) > (x, y)` (or `<=`) spelled out, `a > x OR (a = x AND b > y)`, which both servers turn
+/// into a range scan of the key; its parameters are appended to `params`.
+fn key_compare(key: &[String], op: &str, values: &[My], params: &mut Vec<My>) -> String {
+    // The strict part of the comparison: every column but the last compares strictly.
+    let strict = if op == "<=" { "<" } else { op };
+    let mut alternatives = Vec::new();
+    for last in 0..key.len() {
+        let mut terms = Vec::new();
+        for (i, column) in key.iter().enumerate().take(last + 1) {
+            let op = match (i == last, last + 1 == key.len()) {
+                (false, _) => "=",
+                (true, true) => op,
+                (true, false) => strict,
+            };
+            terms.push(format!("{column} {op} ?"));
+            params.push(values.get(i).cloned().unwrap_or(My::NULL));
         }
-        sql.push_str(&format!(" WHERE {}", alternatives.join(" OR ")));
+        alternatives.push(format!("({})", terms.join(" AND ")));
     }
-    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(", ")));
-    Ok((sql, params))
+    format!("({})", alternatives.join(" OR "))
 }
 
 /// A key value in the cursor's text form, typed so it goes back as the same parameter type
@@ -427,6 +514,26 @@ mod tests {
         }
         assert_eq!(cursor_value(&My::NULL), None);
         assert_eq!(parse_cursor_value(Some("x:1")), None);
+    }
+
+    #[test]
+    fn composite_key_bounds_spell_out_the_row_comparison() {
+        let key = vec!["`a`".to_string(), "`b`".to_string()];
+        let values = vec![My::Int(1), My::Int(2)];
+        let mut params = Vec::new();
+        assert_eq!(
+            key_compare(&key, ">", &values, &mut params),
+            "((`a` > ?) OR (`a` = ? AND `b` > ?))"
+        );
+        assert_eq!(
+            key_compare(&key, "<=", &values, &mut params),
+            "((`a` < ?) OR (`a` = ? AND `b` <= ?))"
+        );
+        assert_eq!(params.len(), 6);
+        assert_eq!(
+            key_compare(&key[..1], "<=", &values, &mut Vec::new()),
+            "((`a` <= ?))"
+        );
     }
 
     #[test]

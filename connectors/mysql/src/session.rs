@@ -380,7 +380,7 @@ impl Session {
         let Some(snapshot) = self.snapshot.as_mut() else {
             return Ok(());
         };
-        let Some((plan, events)) = snapshot.on_watermark(text)? else {
+        let Some((span, events)) = snapshot.on_watermark(text)? else {
             return Ok(());
         };
         let open = self
@@ -399,7 +399,7 @@ impl Session {
             open.seq += 1;
             out.send(SourceMessage::Change(event)).await?;
         }
-        snapshot.chunk_sent(&plan, at)
+        snapshot.chunk_sent(&span, at)
     }
 
     async fn table_map(

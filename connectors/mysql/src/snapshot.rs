@@ -61,7 +61,7 @@ pub async fn copy(
                 .set_snapshot_estimate(format!("{db}.{table}"), rows);
         }
         // The whole table: a chunk without a limit.
-        let (sql, _) = crate::chunked::chunk_sql(&decoded, &Cursor::Start, 0)?;
+        let (sql, _) = crate::chunked::chunk_sql(&decoded, &Cursor::Start, None, 0)?;
         let db_name = Name::new(db.as_str());
         let mut result = conn
             .exec_iter(sql.as_str(), ())

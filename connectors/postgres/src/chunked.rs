@@ -4,7 +4,7 @@
 //! replication stream in commit order like any transaction.
 
 use async_trait::async_trait;
-use cdc_core::chunked::{ChunkReader, ChunkReaders, ChunkRows, Cursor, OpenedTable};
+use cdc_core::chunked::{ChunkReader, ChunkReaders, ChunkRows, Cursor, Key, OpenedTable};
 use cdc_core::Name;
 use cdc_core::{Lsn, PipelineError};
 
@@ -74,7 +74,8 @@ impl ChunkReader for PgChunkReader {
 
     async fn read_chunk(
         &mut self,
-        cursor: &Cursor,
+        after: &Cursor,
+        through: Option<&[Option<String>]>,
         limit: usize,
     ) -> Result<ChunkRows, PipelineError> {
         let Some(relation) = self.relation.as_ref() else {
@@ -87,7 +88,7 @@ impl ChunkReader for PgChunkReader {
         begin_snapshot_after_watermark(&mut self.catalog).await?;
         let read = self
             .catalog
-            .query_each(&chunk_sql(relation, cursor, limit), |fields| {
+            .query_each(&chunk_sql(relation, after, through, limit), |fields| {
                 if limit > 0 && events.len() + 1 == limit {
                     last_row = Some(fields.clone().into_owned()?);
                 }
@@ -109,6 +110,33 @@ impl ChunkReader for PgChunkReader {
                 .collect()
         });
         Ok(ChunkRows { events, last_key })
+    }
+
+    async fn boundary(
+        &mut self,
+        after: &Cursor,
+        rows: usize,
+    ) -> Result<Option<Key>, PipelineError> {
+        let Some(relation) = self.relation.as_ref() else {
+            return Err(PipelineError::transient("snapshot", "no table open"));
+        };
+        let key = key_columns(relation);
+        let mut sql = format!(
+            "SELECT {} FROM ONLY {}.{}",
+            key.join(", "),
+            quote_ident(&relation.schema),
+            quote_ident(&relation.name)
+        );
+        if let Cursor::After(values) = after {
+            sql.push_str(&format!(" WHERE {}", key_compare(&key, ">", values)));
+        }
+        sql.push_str(&format!(
+            " ORDER BY {} OFFSET {} LIMIT 1",
+            key.join(", "),
+            rows.saturating_sub(1)
+        ));
+        let result = self.catalog.query(&sql).await?;
+        Ok(result.rows.into_iter().next())
     }
 
     async fn close(&mut self) {
@@ -173,8 +201,14 @@ async fn emit(catalog: &mut Catalog, texts: &[&str]) -> Result<(), PipelineError
     catalog.query(&sql).await.map(|_| ())
 }
 
-/// The next chunk: rows after the cursor in key order (`limit` 0: the whole table).
-fn chunk_sql(relation: &Relation, cursor: &Cursor, limit: usize) -> String {
+/// A chunk's query: rows after `after` and up to `through` in key order, at most `limit` (0: no
+/// limit); with neither bound nor limit (or no key), the whole table as it lies.
+fn chunk_sql(
+    relation: &Relation,
+    after: &Cursor,
+    through: Option<&[Option<String>]>,
+    limit: usize,
+) -> String {
     let columns: Vec<String> = relation
         .columns
         .iter()
@@ -190,26 +224,42 @@ fn chunk_sql(relation: &Relation, cursor: &Cursor, limit: usize) -> String {
         quote_ident(&relation.schema),
         quote_ident(&relation.name)
     );
-    if limit == 0 {
+    let key = key_columns(relation);
+    let mut conditions = Vec::new();
+    if let Cursor::After(values) = after {
+        conditions.push(key_compare(&key, ">", values));
+    }
+    if let Some(values) = through {
+        conditions.push(key_compare(&key, "<=", values));
+    }
+    if key.is_empty() || (conditions.is_empty() && limit == 0) {
         return sql;
     }
-    let key: Vec<String> = relation
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    }
+    sql.push_str(&format!(" ORDER BY {}", key.join(", ")));
+    if limit > 0 {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    sql
+}
+
+/// The key's columns, quoted, in key order.
+fn key_columns(relation: &Relation) -> Vec<String> {
+    relation
         .key
         .iter()
         .filter_map(|&i| relation.columns.get(i))
         .map(|c| quote_ident(&c.name))
+        .collect()
+}
+
+/// `(k1, k2) op ('v1', 'v2')`: a row comparison, which the key's index serves.
+fn key_compare(key: &[String], op: &str, values: &[Option<String>]) -> String {
+    let literals: Vec<String> = values
+        .iter()
+        .map(|v| v.as_deref().map_or("NULL".to_string(), quote_literal))
         .collect();
-    if let Cursor::After(values) = cursor {
-        let literals: Vec<String> = values
-            .iter()
-            .map(|v| v.as_deref().map_or("NULL".to_string(), quote_literal))
-            .collect();
-        sql.push_str(&format!(
-            " WHERE ({}) > ({})",
-            key.join(", "),
-            literals.join(", ")
-        ));
-    }
-    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", key.join(", ")));
-    sql
+    format!("({}) {op} ({})", key.join(", "), literals.join(", "))
 }

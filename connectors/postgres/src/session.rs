@@ -294,7 +294,7 @@ impl Session {
         let Some(snapshot) = self.snapshot.as_mut() else {
             return Ok(());
         };
-        let Some((plan, events)) = snapshot.on_watermark(text)? else {
+        let Some((span, events)) = snapshot.on_watermark(text)? else {
             return Ok(());
         };
         let open = self.open.as_mut().ok_or_else(|| {
@@ -312,7 +312,7 @@ impl Session {
             self.forward(out, SourceMessage::Change(event)).await?;
         }
         match self.snapshot.as_ref() {
-            Some(snapshot) => snapshot.chunk_sent(&plan, lsn.0),
+            Some(snapshot) => snapshot.chunk_sent(&span, lsn.0),
             None => Ok(()),
         }
     }

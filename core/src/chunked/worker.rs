@@ -1,0 +1,235 @@
+//! The copy workers. Each has a connection of its own (a [`ChunkReader`]) and copies chunks of
+//! the tables asked for: a table nobody copies yet first, else it joins the table with the
+//! fewest workers, so one big table is copied by all of them.
+//!
+//! A worker alone on a table reads chunk after chunk with `LIMIT n` after the previous chunk's
+//! last key. When several share a table, the one claiming the next chunk first asks the server
+//! where it ends (the key `n` rows on, an index-only read), so the next worker can claim the
+//! chunk after it while this one reads: the chunks' reads, and their decoding, overlap.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{ChunkRead, ChunkReader, ChunkSpan, Cursor, TablePlan, WorkerReport, WorkerSetup};
+use crate::PipelineError;
+
+/// One copy of a table (a generation), shared by the workers on it and the session.
+pub(super) struct TableCopy {
+    pub table: String,
+    pub generation: u64,
+    /// Where the next chunk starts; `Done` once every chunk is claimed. Held while a chunk is
+    /// claimed: across the boundary query, or a lone worker's whole read.
+    frontier: tokio::sync::Mutex<Cursor>,
+    workers: AtomicUsize,
+    claimed: AtomicU64,
+    /// Every chunk is claimed.
+    exhausted: AtomicBool,
+    /// A newer copy of the table replaced this one.
+    cancelled: AtomicBool,
+    /// Chunks the session has sent on.
+    sent: AtomicU64,
+}
+
+impl TableCopy {
+    pub fn new(plan: &TablePlan) -> Self {
+        TableCopy {
+            table: plan.table.clone(),
+            generation: plan.generation,
+            frontier: tokio::sync::Mutex::new(plan.cursor.clone()),
+            workers: AtomicUsize::new(0),
+            claimed: AtomicU64::new(0),
+            exhausted: AtomicBool::new(plan.cursor == Cursor::Done),
+            cancelled: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    /// The session sent one of this copy's chunks on: true if it was the last.
+    pub fn chunk_sent(&self) -> bool {
+        let sent = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        // `claimed` is final once `exhausted` is set (both under the frontier lock, in order).
+        self.exhausted.load(Ordering::SeqCst) && sent == self.claimed.load(Ordering::SeqCst)
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    fn open_for_work(&self) -> bool {
+        !self.exhausted.load(Ordering::SeqCst) && !self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Records a claimed chunk ending at `to`; called with the frontier lock held.
+    fn claim(&self, frontier: &mut Cursor, to: &Cursor) {
+        *frontier = to.clone();
+        self.claimed.fetch_add(1, Ordering::SeqCst);
+        if *to == Cursor::Done {
+            self.exhausted.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The copies to work on, and how many workers are running (changed under the same lock, so a
+/// copy added while the last worker quits still gets one).
+#[derive(Default)]
+pub(super) struct WorkQueue {
+    pub copies: Vec<Arc<TableCopy>>,
+    pub workers: usize,
+}
+
+pub(super) struct Worker {
+    pub setup: Arc<WorkerSetup>,
+    pub run_id: String,
+    pub counter: Arc<AtomicU64>,
+    pub queue: Arc<Mutex<WorkQueue>>,
+    pub chunks_in_memory: Arc<Semaphore>,
+    pub tx: mpsc::Sender<WorkerReport>,
+}
+
+impl Worker {
+    pub async fn run(self) {
+        let mut reader = self.setup.readers.reader();
+        while let Some(copy) = self.next_copy() {
+            let copied = self.copy(reader.as_mut(), &copy).await;
+            copy.workers.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = copied {
+                if let Ok(mut queue) = self.queue.lock() {
+                    queue.workers = queue.workers.saturating_sub(1);
+                }
+                let _ = self.tx.send(WorkerReport::Failed(e)).await;
+                break;
+            }
+        }
+        reader.close().await;
+    }
+
+    /// The copy to work on next (counted as one more worker on it), or `None`: the worker quits.
+    fn next_copy(&self) -> Option<Arc<TableCopy>> {
+        let Ok(mut queue) = self.queue.lock() else {
+            return None;
+        };
+        queue.copies.retain(|c| !c.cancelled.load(Ordering::SeqCst));
+        let next = queue
+            .copies
+            .iter()
+            .filter(|c| c.open_for_work())
+            .min_by_key(|c| c.workers.load(Ordering::SeqCst))
+            .cloned();
+        match &next {
+            Some(copy) => {
+                let workers = copy.workers.fetch_add(1, Ordering::SeqCst) + 1;
+                if workers > 1 {
+                    tracing::info!(table = %copy.table, workers, "snapshot workers share the table's chunks");
+                }
+            }
+            None => queue.workers = queue.workers.saturating_sub(1),
+        }
+        next
+    }
+
+    async fn copy(
+        &self,
+        reader: &mut dyn ChunkReader,
+        copy: &TableCopy,
+    ) -> Result<(), PipelineError> {
+        let opened = reader.open_table(&copy.table).await?;
+        if let Some(rows) = opened.estimate {
+            self.setup
+                .progress
+                .set_snapshot_estimate(copy.table.clone(), rows);
+        }
+        // Without a unique key there is no order to split or resume in: one chunk.
+        let limit = if opened.keyed {
+            self.setup.chunk_rows.max(1)
+        } else {
+            0
+        };
+        // The previous chunk's high watermark, written together with the next chunk's low one.
+        let mut high: Option<String> = None;
+        while copy.open_for_work() {
+            let permit = match Arc::clone(&self.chunks_in_memory).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // Chunks in memory are at the limit: the previous one's high watermark must
+                    // go out now, or the session could never release them.
+                    if let Some(high) = high.take() {
+                        reader.watermark(&high).await?;
+                    }
+                    Arc::clone(&self.chunks_in_memory)
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| PipelineError::transient("shutdown", "snapshot stopped"))?
+                }
+            };
+            let id = format!(
+                "{}-{}",
+                self.run_id,
+                self.counter.fetch_add(1, Ordering::Relaxed)
+            );
+            let low = format!("low {id} {}", copy.table);
+            let mut frontier = copy.frontier.lock().await;
+            let from = frontier.clone();
+            if from == Cursor::Done {
+                break;
+            }
+            let shared = limit > 0 && copy.workers.load(Ordering::SeqCst) > 1;
+            let (events, to) = if shared {
+                // Claim the chunk up to the key `limit` rows on, and let the next worker go.
+                let through = reader.boundary(&from, limit).await?;
+                let to = through.clone().map_or(Cursor::Done, Cursor::After);
+                copy.claim(&mut frontier, &to);
+                drop(frontier);
+                write_low(reader, &mut high, low).await?;
+                let rows = reader.read_chunk(&from, through.as_deref(), 0).await?;
+                (rows.events, to)
+            } else {
+                write_low(reader, &mut high, low).await?;
+                let rows = reader.read_chunk(&from, None, limit).await?;
+                let to = match rows.last_key {
+                    Some(last) if limit > 0 && rows.events.len() >= limit => Cursor::After(last),
+                    _ => Cursor::Done,
+                };
+                copy.claim(&mut frontier, &to);
+                drop(frontier);
+                (rows.events, to)
+            };
+            let read = events.len() as u64;
+            let chunk = ChunkRead {
+                id: id.clone(),
+                span: ChunkSpan {
+                    table: copy.table.clone(),
+                    generation: copy.generation,
+                    from,
+                    to,
+                    rows: read,
+                },
+                events,
+                read,
+                _permit: permit,
+            };
+            if self.tx.send(WorkerReport::Chunk(chunk)).await.is_err() {
+                return Ok(()); // the session ended
+            }
+            high = Some(format!("high {id} {}", copy.table));
+        }
+        if let Some(high) = high {
+            reader.watermark(&high).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a chunk's low watermark, after the previous chunk's high one in the same transaction
+/// (one round trip and one commit flush for both).
+async fn write_low(
+    reader: &mut dyn ChunkReader,
+    high: &mut Option<String>,
+    low: String,
+) -> Result<(), PipelineError> {
+    match high.take() {
+        Some(high) => reader.watermarks(&[high, low]).await,
+        None => reader.watermark(&low).await,
+    }
+}
