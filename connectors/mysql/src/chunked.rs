@@ -325,12 +325,7 @@ async fn boundary_row(
     rows: usize,
 ) -> Result<Option<Vec<My>>, PipelineError> {
     let key = key_columns(decoded);
-    let mut sql = format!(
-        "SELECT {} FROM {}.{}",
-        key.join(", "),
-        quote_name(&decoded.info.db),
-        quote_name(&decoded.info.table)
-    );
+    let mut sql = select_from(decoded, &key);
     let mut params = Vec::new();
     if let Cursor::After(values) = after {
         let values = cursor_params(decoded, values)?;
@@ -367,12 +362,7 @@ pub(crate) fn chunk_sql(
         .iter()
         .map(|c| quote_name(&c.name))
         .collect();
-    let mut sql = format!(
-        "SELECT {} FROM {}.{}",
-        columns.join(", "),
-        quote_name(&decoded.info.db),
-        quote_name(&decoded.info.table)
-    );
+    let mut sql = select_from(decoded, &columns);
     let mut params = Vec::new();
     let key = key_columns(decoded);
     let mut conditions = Vec::new();
@@ -395,6 +385,16 @@ pub(crate) fn chunk_sql(
         sql.push_str(&format!(" LIMIT {limit}"));
     }
     Ok((sql, params))
+}
+
+/// `SELECT columns FROM db.table`.
+fn select_from(decoded: &DecodedTable, columns: &[String]) -> String {
+    format!(
+        "SELECT {} FROM {}.{}",
+        columns.join(", "),
+        quote_name(&decoded.info.db),
+        quote_name(&decoded.info.table)
+    )
 }
 
 /// The key's columns, quoted, in key order.

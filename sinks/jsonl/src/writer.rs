@@ -248,22 +248,12 @@ impl Output {
 /// Asks the kernel to start writing `len` bytes at `offset` to disk now, without waiting, so the
 /// next flush's fsync finds them (mostly) written instead of writing a whole interval's worth while
 /// the pipeline waits. Advisory: an error only means the fsync does all the work.
-#[cfg(target_os = "linux")]
 fn start_writeback(file: &File, offset: u64, len: usize) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a file descriptor this thread owns and keeps open.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
+    #[cfg(target_os = "linux")]
+    sync_range(file, offset, len as u64, libc::SYNC_FILE_RANGE_WRITE);
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
 
 /// Waits until `len` bytes at `offset` are on disk (their writeback started long ago) and takes
 /// them out of the page cache.
@@ -274,27 +264,43 @@ fn start_writeback(_file: &File, _offset: u64, _len: usize) {}
 /// the agent's CPU in the kernel copying into newly allocated pages (memory the guest had given
 /// back to the host; a re-used page costs a third). Dropped pages are re-used by the next writes.
 /// Advisory, like [`start_writeback`]: an error only leaves the pages cached.
-#[cfg(target_os = "linux")]
 fn drop_behind(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        sync_range(
+            file,
+            offset,
+            len,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        );
+        // SAFETY: a plain syscall on a file descriptor this thread owns and keeps open.
+        unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                offset as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// `sync_file_range(2)`; its result is ignored (the callers' work is advisory).
+#[cfg(target_os = "linux")]
+fn sync_range(file: &File, offset: u64, len: u64, flags: libc::c_uint) {
     use std::os::fd::AsRawFd;
-    // SAFETY: plain syscalls on a file descriptor this thread owns and keeps open.
+    // SAFETY: a plain syscall on a file descriptor this thread owns and keeps open.
     unsafe {
         libc::sync_file_range(
             file.as_raw_fd(),
             offset as libc::off64_t,
             len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                | libc::SYNC_FILE_RANGE_WRITE
-                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-        );
-        libc::posix_fadvise(
-            file.as_raw_fd(),
-            offset as libc::off_t,
-            len as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
+            flags,
         );
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn drop_behind(_file: &File, _offset: u64, _len: u64) {}
