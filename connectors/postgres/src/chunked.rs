@@ -121,12 +121,7 @@ impl ChunkReader for PgChunkReader {
             return Err(PipelineError::transient("snapshot", "no table open"));
         };
         let key = key_columns(relation);
-        let mut sql = format!(
-            "SELECT {} FROM ONLY {}.{}",
-            key.join(", "),
-            quote_ident(&relation.schema),
-            quote_ident(&relation.name)
-        );
+        let mut sql = select_from(relation, &key);
         if let Cursor::After(values) = after {
             sql.push_str(&format!(" WHERE {}", key_compare(&key, ">", values)));
         }
@@ -214,16 +209,7 @@ fn chunk_sql(
         .iter()
         .map(|c| quote_ident(&c.name))
         .collect();
-    let mut sql = format!(
-        "SELECT {} FROM ONLY {}.{}",
-        if columns.is_empty() {
-            "NULL".to_string()
-        } else {
-            columns.join(", ")
-        },
-        quote_ident(&relation.schema),
-        quote_ident(&relation.name)
-    );
+    let mut sql = select_from(relation, &columns);
     let key = key_columns(relation);
     let mut conditions = Vec::new();
     if let Cursor::After(values) = after {
@@ -243,6 +229,20 @@ fn chunk_sql(
         sql.push_str(&format!(" LIMIT {limit}"));
     }
     sql
+}
+
+/// `SELECT columns FROM ONLY schema.table` (a table without columns: `NULL` a row).
+fn select_from(relation: &Relation, columns: &[String]) -> String {
+    format!(
+        "SELECT {} FROM ONLY {}.{}",
+        if columns.is_empty() {
+            "NULL".to_string()
+        } else {
+            columns.join(", ")
+        },
+        quote_ident(&relation.schema),
+        quote_ident(&relation.name)
+    )
 }
 
 /// The key's columns, quoted, in key order.

@@ -39,6 +39,11 @@
 mod progress;
 mod worker;
 
+pub use progress::{
+    load_plans, request, request_initial, request_status, requests, save_progress, ChunkSpan,
+    Durability, STATE_PREFIX,
+};
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -84,19 +89,12 @@ pub struct TablePlan {
     pub rows: u64,
 }
 
-pub use progress::{
-    load_plans, request, request_initial, request_status, requests, save_progress, ChunkSpan,
-    Durability, STATE_PREFIX,
-};
-
 /// A chunk read between a low and a high watermark, waiting for its high watermark.
 pub struct ChunkRead {
     pub id: String,
     /// What it covers, for the progress.
     pub span: ChunkSpan,
     pub events: Vec<ChangeEvent>,
-    /// Rows the chunk read.
-    pub read: u64,
     /// Bounds the chunks in memory: given back when the chunk has been sent on.
     _permit: OwnedSemaphorePermit,
 }
@@ -224,7 +222,8 @@ impl ChunkedSnapshot {
     }
 
     /// Starts the copies still to do: requested tables of this pipeline not durably finished,
-    /// from the newest chunk the checkpoint (`durable`, in stream order) has passed.
+    /// after the longest run of chunks from each table's start that the checkpoint (`durable`,
+    /// in stream order) has passed.
     pub fn resume(&mut self, durable: Option<u64>) -> Result<(), PipelineError> {
         let plans = self.plans(Durability::Resume(durable))?;
         self.add(plans);
@@ -408,7 +407,7 @@ impl ChunkedSnapshot {
             "high" => {
                 let window = self.windows.remove(id).unwrap_or_default();
                 let chunk = self.take_chunk(id)?;
-                let read = chunk.read;
+                let read = chunk.span.rows;
                 let events: Vec<ChangeEvent> = if window.truncated {
                     vec![]
                 } else if window.keys.is_empty() {

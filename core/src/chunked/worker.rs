@@ -206,7 +206,6 @@ impl Worker {
                     rows: read,
                 },
                 events,
-                read,
                 _permit: permit,
             };
             if self.tx.send(WorkerReport::Chunk(chunk)).await.is_err() {

@@ -222,15 +222,8 @@ impl Output {
             Output::File { file, end, .. } => {
                 file.write_all(bytes)?;
                 start_writeback(file, *end, bytes.len());
-                let before = *end;
+                drop_behind(file, *end, *end + bytes.len() as u64);
                 *end += bytes.len() as u64;
-                // The same span DROP_BEHIND_BYTES further back (in whole pages: the spans tile
-                // the file), written out by now.
-                let page_behind = |at: u64| at.saturating_sub(DROP_BEHIND_BYTES) & !4095;
-                let (from, to) = (page_behind(before), page_behind(*end));
-                if to > from {
-                    drop_behind(file, from, to - from);
-                }
                 Ok(())
             }
             Output::Stdout(out) => out.write_all(bytes),
@@ -255,8 +248,9 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
     let _ = (file, offset, len);
 }
 
-/// Waits until `len` bytes at `offset` are on disk (their writeback started long ago) and takes
-/// them out of the page cache.
+/// For a write of bytes `start..end`: waits until the same span [`DROP_BEHIND_BYTES`] further
+/// back is on disk (its writeback started long ago) and takes it out of the page cache. In whole
+/// 4 KiB pages, so the spans of consecutive writes tile the file.
 ///
 /// Why: an agent writing gigabytes of JSON lines beside a database would otherwise push the
 /// database's pages out of the host's cache with pages nobody reads again. And on this VM, fresh
@@ -264,7 +258,12 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
 /// the agent's CPU in the kernel copying into newly allocated pages (memory the guest had given
 /// back to the host; a re-used page costs a third). Dropped pages are re-used by the next writes.
 /// Advisory, like [`start_writeback`]: an error only leaves the pages cached.
-fn drop_behind(file: &File, offset: u64, len: u64) {
+fn drop_behind(file: &File, start: u64, end: u64) {
+    let page_behind = |at: u64| at.saturating_sub(DROP_BEHIND_BYTES) & !4095;
+    let (offset, len) = (page_behind(start), page_behind(end) - page_behind(start));
+    if len == 0 {
+        return;
+    }
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
