@@ -10,6 +10,7 @@ pg_bench_setup() {
     eval "$(bash scripts/testenv.sh env)"
     PORT="${CDC_TEST_PG_PORT:-55432}"
     PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
+    bash scripts/duckdb-lib.sh >/dev/null
     cargo build --release --quiet
     local target_dir
     target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"

@@ -28,6 +28,7 @@ ADMIN_PORT=9196
 
 pg_bench_setup
 NATS_URL="$CDC_TEST_NATS_URL"
+bash scripts/duckdb-lib.sh >/dev/null
 cargo build --release --quiet --example kafka_mock_cluster -p cdc-sink-kafka
 target_dir="$(dirname "$(dirname "$AGENT")")"
 

@@ -24,6 +24,7 @@ CDC_TESTENV_FOR_TESTS=0 bash scripts/testenv.sh start
 eval "$(bash scripts/testenv.sh env)"
 PORT="$CDC_TEST_MYSQL_PORT"
 MY=(mariadb --no-defaults -h 127.0.0.1 -P "$PORT" -u root --batch --skip-column-names)
+bash scripts/duckdb-lib.sh >/dev/null
 cargo build --release --quiet
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 AGENT="${BENCH_AGENT:-$TARGET_DIR/release/cdc-agent}"

@@ -61,8 +61,8 @@ run_recvlogical() { # run number -> seconds
     python3 -c "print($t1 - $t0)"
 }
 
-# The DuckDB sink is measured too when its build (scripts/duckdb-cargo.sh) is on this machine.
-DUCK_AGENT="$(bash scripts/duckdb-cargo.sh --bin-path)"
+# The DuckDB sink is in the default build (BENCH_AGENT: a build without it skips DuckDB).
+DUCK_AGENT="$AGENT"
 
 run_agent() { # run number, "postgres" or "duckdb" -> "seconds peak_kb equal"
     local i=$1 kind=$2 dir="$WORK/agent_$1_$2" secs cpu peak_kb src_sum dst_sum equal agent="$AGENT" slot="cdc_wbench_$1" sink
@@ -135,6 +135,6 @@ if rows[0][5] != "-":
     duck_kb = max(int(r[6]) for r in rows)
     print(f"cdc-agent -> duckdb:    {duck_s:6.2f} s  {changes / duck_s:10,.0f} rows/s  ({recv_s / duck_s:.2f} of pg_recvlogical; peak RSS {duck_kb / 1024:.1f} MiB)")
 else:
-    print("cdc-agent -> duckdb:    not measured (build it first: scripts/duckdb-cargo.sh --no-run)")
+    print("cdc-agent -> duckdb:    not measured (this build has no DuckDB sink)")
 print(f"target equals source:   {'yes, every run' if equal else 'NO'}")
 PY

@@ -5,10 +5,10 @@
 #
 #   scripts/quickstart.sh                          runs the demo for ~15 s into DuckDB
 #   QUICKSTART_SECONDS=60 scripts/quickstart.sh
-#   QUICKSTART_SINK=jsonl scripts/quickstart.sh    the same into a JSON lines file (no DuckDB build)
+#   QUICKSTART_SINK=jsonl scripts/quickstart.sh    the same into a JSON lines file
 #
-# With DuckDB, the first run on a machine builds DuckDB's C++ sources: about half an hour on two
-# cores. The build is cached in /var/cache/cdc-agent/target-duckdb, so later runs start at once.
+# The first run on a machine builds the agent (a few minutes on two cores) and fetches DuckDB's
+# prebuilt C library (scripts/duckdb-lib.sh); both are cached in /var/cache/cdc-agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -20,18 +20,11 @@ CDC_TESTENV_FOR_TESTS=0 bash scripts/testenv.sh start
 eval "$(bash scripts/testenv.sh env)"
 PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${CDC_TEST_PG_PORT:-55432}" -U postgres)
 
-if [ "$SINK" = duckdb ]; then
-    echo "==> building cdc-agent with DuckDB (release; the first build on a machine takes ~30 min)"
-    # Built exactly as the test suite builds it (`cargo test` also builds the binary): the same
-    # command, so the one cached C++ build of DuckDB serves both.
-    bash scripts/duckdb-cargo.sh --quiet --no-run
-    AGENT="$(bash scripts/duckdb-cargo.sh --bin-path)"
-else
-    echo "==> building cdc-agent (release)"
-    cargo build --release --quiet
-    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    AGENT="$TARGET_DIR/release/cdc-agent"
-fi
+echo "==> building cdc-agent (release; DuckDB's prebuilt C library is fetched once)"
+bash scripts/duckdb-lib.sh >/dev/null
+cargo build --release --quiet
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+AGENT="$TARGET_DIR/release/cdc-agent"
 
 echo "==> creating the demo database cdc_demo"
 rm -rf "$WORK" && mkdir -p "$WORK"

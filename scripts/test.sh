@@ -13,15 +13,14 @@ eval "$(bash scripts/testenv.sh env)"
 command -v promtool >/dev/null || { [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } || true
 
+# DuckDB's prebuilt C library, which the default build links (fetched once, hash-checked).
+bash scripts/duckdb-lib.sh >/dev/null
+
 # Format and lints first: cheap, and they fail fast.
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 
-# Integration tests spawn several agents and servers at once; two threads keep a 2-core machine
-# responsive enough for the timing-free waits in the tests.
+# Every crate's unit tests and every end-to-end test, DuckDB's included (one build). Integration
+# tests spawn several agents and servers at once; three threads keep a 2-core machine responsive
+# enough for the timing-free waits in the tests.
 cargo test -- --test-threads="${CDC_TEST_THREADS:-3}"
-
-# The DuckDB sink (behind the `duckdb` feature), its unit tests and its end-to-end tests, in a
-# target dir of their own: the duckdb crate's bundled C++ build takes half an hour or more on two
-# cores, so it is cached there and built by exactly one command (see the script).
-bash scripts/duckdb-cargo.sh

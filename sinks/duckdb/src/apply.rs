@@ -313,13 +313,18 @@ fn commit_ts(meta: &SourceMeta) -> Duck {
 pub(crate) static APPENDER_FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
 /// Fills the staging table with the appender; if it refuses the batch (a value it cannot take),
-/// with prepared multi-row INSERTs instead.
+/// with prepared multi-row INSERTs instead. Lists go the INSERT way at once: the appender of the
+/// DuckDB C API this build links (1.5) takes no list values.
 fn load(
     conn: &Connection,
     stage: &Stage,
     rows: &[Vec<Duck>],
     target: &Target<'_>,
 ) -> Result<(), PipelineError> {
+    if rows.iter().flatten().any(|v| matches!(v, Duck::List(_))) {
+        return insert_rows(conn, &stage.sql_name(), rows)
+            .map_err(|e| duck_error(e, &format!("staging changes for {}", target.name)));
+    }
     let Err(refused) = append_rows(conn, &stage.name, rows) else {
         return Ok(());
     };
@@ -342,17 +347,36 @@ fn append_rows(conn: &Connection, stage: &str, rows: &[Vec<Duck>]) -> duckdb::Re
 }
 
 /// The fallback: multi-row INSERTs with bound parameters into `stage` (a qualified name).
+///
+/// A list is spelled `list_value(?, …)` with its elements bound one by one: the DuckDB C API
+/// this build links (1.5) cannot bind a list parameter. The statement text then depends on the
+/// lists' lengths, so such rows are not grouped by a cached statement per width.
 fn insert_rows(conn: &Connection, stage: &str, rows: &[Vec<Duck>]) -> duckdb::Result<()> {
     let width = rows.first().map_or(1, Vec::len).max(1);
     let per_insert = (FALLBACK_PARAMS_PER_INSERT / width).max(1);
-    let placeholder = format!("({})", vec!["?"; width].join(", "));
     for chunk in rows.chunks(per_insert) {
-        let sql = format!(
-            "INSERT INTO {stage} VALUES {}",
-            vec![placeholder.as_str(); chunk.len()].join(", ")
-        );
+        let mut values = Vec::with_capacity(chunk.len());
+        let mut params: Vec<&Duck> = Vec::with_capacity(chunk.len() * width);
+        for row in chunk {
+            let mut placeholders = Vec::with_capacity(row.len());
+            for value in row {
+                match value {
+                    Duck::List(items) => {
+                        placeholders
+                            .push(format!("list_value({})", vec!["?"; items.len()].join(", ")));
+                        params.extend(items.iter());
+                    }
+                    other => {
+                        placeholders.push("?".to_string());
+                        params.push(other);
+                    }
+                }
+            }
+            values.push(format!("({})", placeholders.join(", ")));
+        }
+        let sql = format!("INSERT INTO {stage} VALUES {}", values.join(", "));
         conn.prepare_cached(&sql)?
-            .execute(params_from_iter(chunk.iter().flatten()))?;
+            .execute(params_from_iter(params))?;
     }
     Ok(())
 }
@@ -396,16 +420,18 @@ mod tests {
             .enumerate()
             .map(|(i, k)| format!("c{i} {}", k.sql_type()))
             .collect();
-        for table in ["appended", "inserted"] {
-            conn.execute_batch(&format!(
-                "CREATE TEMP TABLE {table} ({})",
-                columns.join(", ")
-            ))
-            .unwrap();
-        }
-        append_rows(&conn, "appended", &rows).unwrap();
+        // The appender takes no lists (DuckDB 1.5's C API): it is compared on the other columns.
+        let scalars = kinds.len() - 2;
+        conn.execute_batch(&format!(
+            "CREATE TEMP TABLE inserted ({}); CREATE TEMP TABLE appended ({})",
+            columns.join(", "),
+            columns[..scalars].join(", ")
+        ))
+        .unwrap();
+        let scalar_rows: Vec<Vec<Duck>> = rows.iter().map(|r| r[..scalars].to_vec()).collect();
+        append_rows(&conn, "appended", &scalar_rows).unwrap();
         insert_rows(&conn, "temp.main.inserted", &rows).unwrap();
-        let text = |table: &str| -> Vec<String> {
+        let text = |table: &str, width: usize| -> Vec<String> {
             let mut statement = conn
                 .prepare(&format!(
                     "SELECT CAST(COLUMNS(*) AS VARCHAR) FROM temp.main.{table}"
@@ -413,17 +439,19 @@ mod tests {
                 .unwrap();
             let rows = statement
                 .query_map([], |r| {
-                    (0..kinds.len())
+                    (0..width)
                         .map(|i| r.get::<_, Option<String>>(i))
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .unwrap();
             rows.map(|r| format!("{:?}", r.unwrap())).collect()
         };
-        let appended = text("appended");
-        assert_eq!(appended, text("inserted"));
+        let inserted = text("inserted", kinds.len());
+        let appended = text("appended", scalars);
+        let inserted_scalars: Vec<String> = text("inserted", scalars);
+        assert_eq!(appended, inserted_scalars);
         assert_eq!(
-            appended[0],
+            inserted[0],
             r#"[Some("-3"), Some("12.50"), Some("\\x00\\xFF"), Some("infinity"), Some("2026-11-26 12:45:00.5+00"), Some("1 year -2 days 00:00:03.25"), Some("[a, NULL]"), Some("['2026-11-26 12:45:00']")]"#
         );
     }

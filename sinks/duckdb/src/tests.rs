@@ -67,7 +67,7 @@ fn change(
             kind: SourceKind::Postgres,
             db: "d".into(),
             schema: "public".into(),
-            table: schema.table.clone(),
+            table: schema.table,
             position: pos(lsn),
             tx_id: None,
             commit_ts: Some("2026-11-26T11:02:36.123456Z".into()),
