@@ -127,7 +127,7 @@ impl Runtime {
         let (mut sender, rx) = channel(
             self.config.agent.channel_messages,
             self.config.agent.buffer_bytes,
-            sink_resume,
+            sink_resume.clone(),
         );
         self.metrics.set_buffer_gauge(sender.buffer_gauge());
         let (confirmed_tx, confirmed_rx) = watch::channel(resume_from.clone());
@@ -152,6 +152,7 @@ impl Runtime {
             confirmed: confirmed_rx,
             shutdown: source_stop_rx,
             progress: Arc::clone(&self.progress),
+            sink_resume,
         };
         // The source stops on the agent's shutdown, or when the sink fails (its channel closes).
         let mut shutdown_for_source = shutdown.clone();

@@ -264,3 +264,82 @@ async fn check_reports_the_broker() {
     assert!(text.contains("cannot connect to NATS"), "{text}");
     db.drop().await;
 }
+
+/// A SIGKILL in the middle of a snapshot into NATS: the restart resumes after the chunks the
+/// stream already holds (read back from the stream's last message ids), so at most the chunks
+/// in flight at the kill are stored twice, and every row is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_killed_midway_stores_at_most_the_chunks_in_flight_twice() {
+    const ROWS: u64 = 200_000;
+    const CHUNK_ROWS: u64 = 5000;
+    const WORKERS: u64 = 2;
+    let db = common::TestDb::new("nats_snapkill").await;
+    db.exec(&format!(
+        "CREATE TABLE big (id bigint PRIMARY KEY, v text);
+         INSERT INTO big SELECT g, repeat('v', 50) FROM generate_series(1, {ROWS}) g"
+    ))
+    .await;
+    let sink = nats_sink(&nats_url(), &db.name, "native");
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &["public.big"],
+        &format!("snapshot_chunk_rows = {CHUNK_ROWS}\nsnapshot_workers = {WORKERS}"),
+        Some(&sink),
+    );
+    let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let agent = p.start();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while stream_len(&js, &db.name).await <= ROWS / 3 {
+        assert!(
+            Instant::now() < deadline,
+            "a third of the table never arrived; log:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.kill9();
+    let at_kill = stream_len(&js, &db.name).await;
+    assert!(at_kill < ROWS, "killed mid-copy ({at_kill} stored)");
+
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(300));
+    // A marker row after the copy: once it is stored, so is every snapshot row before it.
+    db.exec("INSERT INTO big VALUES (0, 'marker')").await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let stored = loop {
+        let len = stream_len(&js, &db.name).await;
+        if len > ROWS {
+            let s = js.get_stream(&db.name).await.unwrap();
+            let last = s.get_raw_message(len).await.unwrap();
+            let body: Json = serde_json::from_slice(&last.payload).unwrap();
+            if body["after"]["v"] == "marker" {
+                break stored_messages(&db.name, len, Duration::from_secs(60)).await;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the marker never arrived; log:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(agent.stop(), 0);
+    let snapshot: Vec<&Stored> = stored
+        .iter()
+        .filter(|m| m.body["source"]["snapshot"] == json!(true))
+        .collect();
+    let keys: BTreeSet<i64> = snapshot
+        .iter()
+        .map(|m| m.body["after"]["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(keys.len() as u64, ROWS, "every row stored");
+    assert!(
+        snapshot.len() as u64 <= ROWS + WORKERS * CHUNK_ROWS,
+        "chunks the stream already held were copied again: {} snapshot messages for {ROWS} rows \
+         ({at_kill} stored at the kill); log:\n{}",
+        snapshot.len(),
+        p.log()
+    );
+    db.drop().await;
+}

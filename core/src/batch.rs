@@ -3,6 +3,7 @@
 //! ```text
 //!  insert k ─ update k ─ update k     ─▶ upsert k (last row)
 //!  insert k ─ delete k                ─▶ nothing (the target never had k)
+//!  snapshot insert k ─ delete k       ─▶ delete k (a re-copy: the target may have k)
 //!  delete k ─ insert k                ─▶ upsert k
 //!  update k→j (key change)            ─▶ delete k, upsert j
 //! ```
@@ -37,13 +38,37 @@ pub enum NetChange {
     },
 }
 
+/// What the batch's first change to a key says about the row the target had before the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstChange {
+    /// An update or delete: the target has (or had) the row.
+    Existing,
+    /// A streamed insert: the source had no such row, so a target in step with it has none
+    /// either. A later delete in the batch leaves nothing to do.
+    Inserted,
+    /// A snapshot row: most likely new to the target (a plain insert is worth trying), but a
+    /// re-copy (`cdc-agent snapshot`, a chunk copied again after a crash) finds it there, so a
+    /// later delete in the batch must still reach the target.
+    Copied,
+}
+
+impl FirstChange {
+    fn of(op: Op, snapshot: bool) -> FirstChange {
+        match (op, snapshot) {
+            (Op::Insert, true) => FirstChange::Copied,
+            (Op::Insert, false) => FirstChange::Inserted,
+            _ => FirstChange::Existing,
+        }
+    }
+}
+
 /// The net changes of one table, in first-seen key order.
 #[derive(Debug)]
 pub struct TableBatch {
     pub schema: Arc<TableSchema>,
-    /// Net change by key (its JSON text), with the order the key was first seen in, and whether
-    /// the batch's first change to it was an insert (the target cannot have had the row then).
-    changes: HashMap<String, (usize, NetChange, bool)>,
+    /// Net change by key (its JSON text), with the order the key was first seen in, and what the
+    /// batch's first change to it tells about the target's row before the batch.
+    changes: HashMap<String, (usize, NetChange, FirstChange)>,
     next: usize,
 }
 
@@ -91,6 +116,7 @@ impl TableBatch {
             unchanged,
             ..
         } = event;
+        let from_snapshot = source.snapshot;
         match op {
             Op::Insert | Op::Update => {
                 let Some(after) = after else { return };
@@ -137,7 +163,8 @@ impl TableBatch {
                         new_row: false,
                     },
                 };
-                self.put(new_key, merged, op == Op::Insert);
+                let first = FirstChange::of(op, from_snapshot);
+                self.put(new_key, merged, first);
             }
             Op::Delete => {
                 let key = match (key, &before) {
@@ -151,25 +178,30 @@ impl TableBatch {
         }
     }
 
-    fn put(&mut self, key: Row, change: NetChange, inserted: bool) {
+    fn put(&mut self, key: Row, change: NetChange, first: FirstChange) {
         match self.changes.entry(key_string(&key)) {
             Entry::Occupied(mut slot) => slot.get_mut().1 = change,
             Entry::Vacant(slot) => {
-                slot.insert((self.next, change, inserted));
+                slot.insert((self.next, change, first));
                 self.next += 1;
             }
         }
     }
 
-    /// A delete. A row the batch itself inserted leaves nothing behind: the target never had it.
+    /// A delete. A row the batch itself inserted from the stream leaves nothing behind: the
+    /// target never had it. A copied row may be in the target already: the delete stays.
     fn delete(&mut self, key: Row, source: crate::event::SourceMeta) {
         match self.changes.entry(key_string(&key)) {
-            Entry::Occupied(slot) if slot.get().2 => {
+            Entry::Occupied(slot) if slot.get().2 == FirstChange::Inserted => {
                 slot.remove();
             }
             Entry::Occupied(mut slot) => slot.get_mut().1 = NetChange::Delete { key, source },
             Entry::Vacant(slot) => {
-                slot.insert((self.next, NetChange::Delete { key, source }, false));
+                slot.insert((
+                    self.next,
+                    NetChange::Delete { key, source },
+                    FirstChange::Existing,
+                ));
                 self.next += 1;
             }
         }
@@ -181,9 +213,9 @@ impl TableBatch {
         let mut all: Vec<(usize, NetChange)> = self
             .changes
             .drain()
-            .map(|(_, (order, mut change, inserted))| {
+            .map(|(_, (order, mut change, first))| {
                 if let NetChange::Upsert { new_row, .. } = &mut change {
-                    *new_row = inserted;
+                    *new_row = first != FirstChange::Existing;
                 }
                 (order, change)
             })
@@ -290,6 +322,30 @@ mod tests {
             })
             .collect();
         assert_eq!(rows, [&row(1, Some(2)), &row(3, Some(9))]);
+    }
+
+    #[test]
+    fn a_copied_row_deleted_in_the_same_batch_is_deleted_in_the_target() {
+        // A re-copy sends the row as a snapshot insert though the target has it: the delete that
+        // follows in the batch must reach the target (it used to vanish with the insert).
+        let mut b = TableBatch::new(schema());
+        let mut copied = ev(Op::Insert, None, Some(row(4, Some(1))), &[]);
+        copied.source.snapshot = true;
+        b.add(&copied);
+        b.add(&ev(Op::Delete, Some(row(4, None)), None, &[]));
+        // A copied row that stays is still worth a plain insert first.
+        let mut kept = ev(Op::Insert, None, Some(row(5, Some(1))), &[]);
+        kept.source.snapshot = true;
+        b.add(&kept);
+        let (deletes, upserts) = b.drain();
+        assert!(
+            matches!(&deletes[..], [NetChange::Delete { key, .. }] if key == &Row(vec![(Name::new("id"), Value::Int(4))])),
+            "{deletes:?}"
+        );
+        assert!(
+            matches!(&upserts[..], [NetChange::Upsert { new_row: true, .. }]),
+            "{upserts:?}"
+        );
     }
 
     #[test]

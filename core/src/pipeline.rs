@@ -89,6 +89,28 @@ fn covers(
     })
 }
 
+/// The stream order before which every transaction is durable in the sink, for deciding which
+/// snapshot chunks are done: the checkpoint's, or the sink's own resume point where that is
+/// further (the checkpoint trails the sink by a flush and more under load, and a chunk the sink
+/// already holds must not be copied again). `order` maps a position to the source's stream
+/// order. A resume point inside a transaction (`seq` Some) covers only the transactions before
+/// it: that one may hold a part of a chunk. Entries strictly below the result are durable.
+pub fn durable_stream_order(
+    checkpoint: Option<&Position>,
+    sink: Option<&ResumePoint>,
+    order: impl Fn(&Position) -> Option<u64>,
+) -> Option<u64> {
+    let from_checkpoint = checkpoint.and_then(&order);
+    let from_sink = sink.and_then(|point| {
+        let at = order(&point.position)?;
+        Some(match point.seq {
+            Some(_) => at,
+            None => at.saturating_add(1),
+        })
+    });
+    from_checkpoint.max(from_sink)
+}
+
 fn position_error(e: crate::position::PositionError) -> PipelineError {
     PipelineError::definite("config", e.to_string())
 }
@@ -284,6 +306,9 @@ pub struct StreamContext {
     pub shutdown: watch::Receiver<bool>,
     /// What the source tells the agent about the server while it streams.
     pub progress: Arc<SourceProgress>,
+    /// What the sink said it holds when it opened (`Sink::open`): with the checkpoint, what
+    /// decides which snapshot chunks are durable (see [`durable_stream_order`]).
+    pub sink_resume: Option<ResumePoint>,
 }
 
 /// The source's view of the server, for `status` and metrics.
@@ -426,4 +451,50 @@ pub trait Sink: Send {
 
     /// Makes everything written so far durable. Only called at a transaction boundary.
     async fn flush(&mut self) -> Result<(), PipelineError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Lsn;
+
+    fn pg(lsn: u64) -> Position {
+        Position::Postgres { lsn: Lsn(lsn) }
+    }
+
+    fn order(position: &Position) -> Option<u64> {
+        match position {
+            Position::Postgres { lsn } => Some(lsn.0),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn chunks_count_as_durable_up_to_the_further_of_checkpoint_and_sink() {
+        let point = |lsn, seq| ResumePoint {
+            position: pg(lsn),
+            seq,
+        };
+        assert_eq!(durable_stream_order(None, None, order), None);
+        assert_eq!(durable_stream_order(Some(&pg(100)), None, order), Some(100));
+        // The sink holds more than the checkpoint says: its point wins.
+        assert_eq!(
+            durable_stream_order(Some(&pg(100)), Some(&point(500, None)), order),
+            Some(501),
+        );
+        // Inside a transaction: that transaction may hold half a chunk, so only those before.
+        assert_eq!(
+            durable_stream_order(Some(&pg(100)), Some(&point(500, Some(3))), order),
+            Some(500),
+        );
+        // A sink behind the checkpoint (it keeps nothing, or lost its file) changes nothing.
+        assert_eq!(
+            durable_stream_order(Some(&pg(900)), Some(&point(500, None)), order),
+            Some(900),
+        );
+        assert_eq!(
+            durable_stream_order(None, Some(&point(500, Some(0))), order),
+            Some(500)
+        );
+    }
 }

@@ -393,13 +393,16 @@ impl Session {
                 open.position
             ))
         })?;
+        // Stored (and flushed) before the rows go out: a sink never holds rows of a chunk the
+        // store does not know was sent (see the Postgres session).
+        snapshot.chunk_sent(&span, at)?;
         for mut event in events {
             event.source.position = open.position.clone();
             event.source.seq = open.seq;
             open.seq += 1;
             out.send(SourceMessage::Change(event)).await?;
         }
-        snapshot.chunk_sent(&span, at)
+        Ok(())
     }
 
     async fn table_map(

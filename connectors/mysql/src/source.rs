@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cdc_core::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
+use cdc_core::pipeline::durable_stream_order;
 use cdc_core::{EventSender, PipelineError, Position, Source, StateTree, StreamContext};
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -90,6 +91,19 @@ impl MysqlSource {
         out: &mut EventSender,
         context: &mut StreamContext,
     ) -> Result<Option<Position>, PipelineError> {
+        // Killed before its first checkpoint, the agent may have delivered changes already: the
+        // sink's last record is where the stream goes on (from "now" would skip what the
+        // source wrote in between). The snapshot's requests were stored before any change went
+        // out, and its progress counts up to that record.
+        // (A one-transaction copy cut short is not resumable: it starts over.)
+        let resumable = !self.config.initial_snapshot || self.method == SnapshotMethod::Watermark;
+        let resume_from = resume_from.or_else(|| {
+            let point = context.sink_resume.as_ref().filter(|_| resumable)?;
+            matches!(point.position, Position::Mysql { .. }).then(|| {
+                tracing::info!(at = %point.position, "no checkpoint yet: resuming at the sink's last record");
+                point.position.clone()
+            })
+        });
         match resume_from {
             Some(p @ Position::Mysql { .. }) => {
                 let Position::Mysql { file, .. } = &p else {
@@ -166,8 +180,12 @@ impl Source for MysqlSource {
         if let Some(e) = settings_errors(&settings).into_iter().next() {
             return Err(e);
         }
-        // Snapshot progress counts only up to what the checkpoint made durable.
-        let durable = resume_from.as_ref().and_then(stream_order);
+        // Snapshot progress counts only up to what the sink has made durable.
+        let durable = durable_stream_order(
+            resume_from.as_ref(),
+            context.sink_resume.as_ref(),
+            stream_order,
+        );
         let Some(start) = self
             .start_position(&mut conn, resume_from, out, context)
             .await?

@@ -3,6 +3,9 @@
 //! watermarks as transactional logical messages (`pg_logical_emit_message`), which reach the
 //! replication stream in commit order like any transaction.
 
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use cdc_core::chunked::{ChunkReader, ChunkReaders, ChunkRows, Cursor, Key, OpenedTable};
 use cdc_core::Name;
@@ -31,6 +34,7 @@ impl ChunkReaders for PgChunkReaders {
             db: self.db,
             tables: self.tables.clone(),
             relation: None,
+            long_running: HashSet::new(),
         })
     }
 }
@@ -42,6 +46,9 @@ struct PgChunkReader {
     db: Name,
     tables: Vec<TableRef>,
     relation: Option<Relation>,
+    /// Transactions found running for longer than a commit takes: not waited for again (see
+    /// [`begin_snapshot_after_watermark`]).
+    long_running: HashSet<i64>,
 }
 
 #[async_trait]
@@ -85,7 +92,7 @@ impl ChunkReader for PgChunkReader {
         // The cursor of the next chunk: the key of the row that fills this one.
         let mut last_row = None;
         let db = &self.db;
-        begin_snapshot_after_watermark(&mut self.catalog).await?;
+        begin_snapshot_after_watermark(&mut self.catalog, &mut self.long_running).await?;
         let read = self
             .catalog
             .query_each(&chunk_sql(relation, after, through, limit), |fields| {
@@ -142,40 +149,88 @@ impl ChunkReader for PgChunkReader {
 /// Opens the read-only transaction a chunk is read in, with a snapshot that sees every
 /// transaction whose commit precedes the low watermark in the WAL.
 ///
-/// A snapshot taken after the watermark's commit can still miss such a transaction: Postgres
-/// writes a commit record before it removes the transaction from the running set, so for a
-/// moment (longer on a loaded machine) the commit is in the stream before the window while its
-/// rows are invisible to the read, and the chunk would then overwrite the change with the older
-/// row. Such a snapshot lists, among its running transactions, one that is already committed:
-/// it is dropped and taken again (the moment passes in microseconds).
-async fn begin_snapshot_after_watermark(catalog: &mut Catalog) -> Result<(), PipelineError> {
+/// A snapshot taken right after the watermark's commit can still miss such a transaction:
+/// Postgres writes a commit record, flushes it, marks the transaction committed in clog and only
+/// then removes it from the running set. For that moment (microseconds, longer when the backend
+/// is descheduled on a loaded machine, or while it waits for a synchronous standby) the commit is
+/// in the stream before the window while its rows are invisible to the read, and the chunk would
+/// then overwrite the change with the older row. Whether the commit record is already written
+/// cannot be asked, so: every transaction running right after the watermark (the only ones that
+/// can be in that moment; any that starts later commits after the watermark) is waited for until
+/// it leaves the running set, and the chunk's snapshot is taken after that.
+///
+/// A transaction still running after [`COMMIT_MOMENT`] is a long one whose commit lies ahead (the
+/// watermark's commit was flushed before we looked, and with it every earlier commit record, so
+/// an earlier commit only lacks its clog and running-set update): it is remembered in
+/// `long_running` and not waited for again by this worker (else every chunk would wait for it; the
+/// one case left open is such a transaction committing in the very moment a later chunk's
+/// snapshot is taken, with its backend descheduled). One that clog shows committed is always
+/// waited for (a synchronous standby), up to [`COMMITTED_LIMIT`].
+async fn begin_snapshot_after_watermark(
+    catalog: &mut Catalog,
+    long_running: &mut HashSet<i64>,
+) -> Result<(), PipelineError> {
     // txid_* rather than pg_current_snapshot()/pg_xact_status(): Postgres 10 and later.
-    const CHECK: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
-        SELECT count(*) FROM txid_snapshot_xip(txid_current_snapshot()) AS x \
-        WHERE txid_status(x) = 'committed'";
-    // About a second of retries: the moment is microseconds, even on a loaded machine.
-    for _ in 0..1000 {
-        let checked = match catalog.query(CHECK).await {
-            Ok(result) => result
-                .rows
-                .first()
-                .and_then(|row| row.first().cloned().flatten()),
-            Err(e) => {
-                let _ = catalog.query("ROLLBACK").await;
-                return Err(e);
-            }
-        };
-        if checked.as_deref() == Some("0") {
-            return Ok(());
+    const RUNNING: &str = "SELECT x::text FROM txid_snapshot_xip(txid_current_snapshot()) AS x";
+    let running = catalog.query(RUNNING).await?;
+    let mut waiting: Vec<i64> = running
+        .rows
+        .iter()
+        .filter_map(|row| row.first()?.as_deref()?.parse().ok())
+        .filter(|x| !long_running.contains(x))
+        .collect();
+    let started = Instant::now();
+    while !waiting.is_empty() {
+        let list: Vec<String> = waiting.iter().map(i64::to_string).collect();
+        let still = catalog
+            .query(&format!(
+                "SELECT x::text, txid_status(x) FROM unnest(ARRAY[{}]::bigint[]) AS x \
+                 WHERE x IN (SELECT txid_snapshot_xip(txid_current_snapshot()))",
+                list.join(",")
+            ))
+            .await?;
+        let committed = still
+            .rows
+            .iter()
+            .any(|row| row.get(1).and_then(|s| s.as_deref()) == Some("committed"));
+        waiting = still
+            .rows
+            .iter()
+            .filter_map(|row| row.first()?.as_deref()?.parse().ok())
+            .collect();
+        if waiting.is_empty() {
+            break;
         }
-        catalog.query("ROLLBACK").await?;
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        let waited = started.elapsed();
+        if committed && waited >= COMMITTED_LIMIT {
+            return Err(PipelineError::transient(
+                "snapshot",
+                "a committed transaction stayed in the running set for over 30 s (a synchronous standby that does not answer?)",
+            ));
+        }
+        if !committed && waited >= COMMIT_MOMENT {
+            if long_running.len() > 10_000 {
+                long_running.clear();
+            }
+            long_running.extend(waiting.iter().copied());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Err(PipelineError::transient(
-        "snapshot",
-        "a committed transaction stayed in the running set for over a second",
-    ))
+    // The snapshot is taken by the chunk's query, the transaction's first.
+    catalog
+        .query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map(|_| ())
 }
+
+/// How long a transaction may take from its commit record to leaving the running set, once
+/// the record is flushed: microseconds, unless the backend is descheduled. Longer: it is running.
+const COMMIT_MOMENT: Duration = Duration::from_millis(250);
+
+/// How long a transaction clog shows committed may stay in the running set (waiting for a
+/// synchronous standby) before the chunk gives up and the copy is retried.
+const COMMITTED_LIMIT: Duration = Duration::from_secs(30);
 
 /// Writes a watermark into the WAL: a transactional logical message, so it reaches the stream
 /// in commit order like any transaction.

@@ -306,15 +306,18 @@ impl Session {
         };
         let first_seq = open.seq;
         open.seq += events.len() as u64;
+        // The progress entry is stored (and flushed) before the rows go out, so a sink can never
+        // hold rows of a chunk the store does not know was sent; it counts only once the sink's
+        // durable position or the checkpoint has passed `lsn`.
+        if let Some(snapshot) = self.snapshot.as_ref() {
+            snapshot.chunk_sent(&span, lsn.0)?;
+        }
         for (seq, mut event) in (first_seq..).zip(events) {
             event.source.position = position.clone();
             event.source.seq = seq;
             self.forward(out, SourceMessage::Change(event)).await?;
         }
-        match self.snapshot.as_ref() {
-            Some(snapshot) => snapshot.chunk_sent(&span, lsn.0),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     fn relation_for(&self, oid: u32) -> Result<Arc<Relation>, PipelineError> {

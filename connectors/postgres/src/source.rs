@@ -37,6 +37,7 @@ use crate::setup::{
 use crate::snapshot::SnapshotRun;
 use crate::wire::{ConnectParams, Connection};
 use cdc_core::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
+use cdc_core::pipeline::durable_stream_order;
 
 /// After a SIGKILL the server may take a moment to notice our old walsender is gone.
 const SLOT_BUSY_RETRIES: u32 = 10;
@@ -278,7 +279,7 @@ impl PostgresSource {
             .with_hint("run `cdc-agent reset --yes` and start again with a new snapshot")),
             (None, Some(_)) if self.config.initial_snapshot && self.method == SnapshotMethod::Watermark => {
                 // The slot keeps every change since it was made; the copy resumes from the
-                // state store (from the start: no chunk is durable without a checkpoint).
+                // state store, after the chunks the sink already holds.
                 self.request_initial_snapshot()?;
                 Ok(Some(Lsn(0)))
             }
@@ -380,11 +381,15 @@ impl Source for PostgresSource {
             }
             return Ok(());
         }
-        // Snapshot progress counts only up to what the checkpoint made durable.
-        let durable = match &resume_from {
-            Some(Position::Postgres { lsn }) => Some(*lsn),
-            _ => None,
-        };
+        // Snapshot progress counts only up to what the sink has made durable.
+        let durable = durable_stream_order(
+            resume_from.as_ref(),
+            context.sink_resume.as_ref(),
+            |position| match position {
+                Position::Postgres { lsn } => Some(lsn.0),
+                _ => None,
+            },
+        );
         let mut repl = self.connect_replication().await?;
         let Some(start) = self.start_position(&mut repl, resume_from, out).await? else {
             // A shutdown interrupted the initial snapshot: nothing was committed.
@@ -408,7 +413,7 @@ impl Source for PostgresSource {
                 },
                 self.config.snapshot_workers,
             );
-            snapshot.resume(durable.map(|lsn| lsn.0))?;
+            snapshot.resume(durable)?;
             Some(snapshot)
         } else {
             None

@@ -87,6 +87,16 @@ pub struct TablePlan {
     pub cursor: Cursor,
     /// Rows copied before `cursor`.
     pub rows: u64,
+    /// Key ranges (from, through] before `cursor` still to copy: a chunk an earlier run never
+    /// made durable while chunks after it are (workers finish chunks out of order).
+    pub holes: Vec<(Cursor, Key)>,
+}
+
+impl TablePlan {
+    /// Nothing left to copy.
+    pub fn finished(&self) -> bool {
+        self.cursor == Cursor::Done && self.holes.is_empty()
+    }
 }
 
 /// A chunk read between a low and a high watermark, waiting for its high watermark.
@@ -301,13 +311,13 @@ impl ChunkedSnapshot {
         };
         for plan in plans {
             self.known.insert(plan.table.clone(), plan.generation);
-            if plan.cursor == Cursor::Done {
+            if plan.finished() {
                 continue;
             }
             self.setup
                 .progress
                 .set_table_snapshotting(&plan.table, true);
-            tracing::info!(table = %plan.table, generation = plan.generation, resumed_after_rows = plan.rows, "snapshot of table queued");
+            tracing::info!(table = %plan.table, generation = plan.generation, resumed_after_rows = plan.rows, chunks_to_copy_again = plan.holes.len(), "snapshot of table queued");
             // A newer request replaces an older copy (its chunks in flight still go out, under
             // the old generation, which no longer counts).
             for older in queue.copies.iter().filter(|c| c.table == plan.table) {

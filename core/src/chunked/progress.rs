@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::json;
 
-use super::{Cursor, TablePlan};
+use super::{Cursor, Key, TablePlan};
 use crate::{PipelineError, StateTree};
 
 /// Every key the chunked snapshot keeps in a source's state tree starts with this.
@@ -103,8 +103,15 @@ pub enum Durability {
 }
 
 /// The copy each requested table needs, after the longest run of durable chunks from its start.
-/// Entries of older generations are removed; durable ones are merged into one; durable ones
-/// beyond a gap are removed (those chunks are copied again).
+/// Entries of older generations are removed; the durable run from the start is merged into one.
+///
+/// Beyond that run, workers that finish chunks out of order can leave durable chunks past a
+/// gap (the chunk one worker had in flight when the agent stopped). The chunks after a gap are
+/// chained by their bounds, but where the gap *ends* is known only when a single run of chunks
+/// lies beyond it (its first chunk starts where the gap ends): then that run is kept and only the
+/// gap is copied again (a hole of the plan). Two workers, the default, leave at most one gap.
+/// With more gaps their order is not known here (keys compare in the database's order, not
+/// ours): the chunks past the first gap are removed and copied again.
 pub fn load_plans(
     tree: &dyn StateTree,
     durability: Durability,
@@ -127,7 +134,7 @@ pub fn load_plans(
                 Durability::Running => {}
             }
         }
-        let (chained, cursor, rows) = chain(&durable);
+        let (chained, cursor, rows) = chain(&durable, &Cursor::Start);
         let newest = chained.iter().map(|&i| &durable[i]).max_by_key(|e| e.at);
         if let Some(newest) = newest {
             // One entry for the whole run from the start, where its newest chunk was.
@@ -140,16 +147,25 @@ pub fn load_plans(
             };
             tree.put(&newest.key, &encode(&merged))?;
         }
-        let kept = newest.map(|e| e.key.as_str());
-        for entry in durable.iter().filter(|e| Some(e.key.as_str()) != kept) {
-            tree.remove(&entry.key)?;
-        }
-        plans.push(TablePlan {
+        let beyond = beyond_the_gap(&durable, &chained, &cursor);
+        let mut kept: HashSet<&str> = newest.map(|e| e.key.as_str()).into_iter().collect();
+        let mut plan = TablePlan {
             table,
             generation,
             cursor,
             rows,
-        });
+            holes: Vec::new(),
+        };
+        if let Some((gap_end, run, end, run_rows)) = beyond {
+            kept.extend(run.iter().map(|&i| durable[i].key.as_str()));
+            plan.holes.push((plan.cursor.clone(), gap_end));
+            plan.cursor = end;
+            plan.rows += run_rows;
+        }
+        for entry in durable.iter().filter(|e| !kept.contains(e.key.as_str())) {
+            tree.remove(&entry.key)?;
+        }
+        plans.push(plan);
     }
     Ok(plans)
 }
@@ -166,7 +182,7 @@ pub fn request_status(
             .iter()
             .map(|(key, value)| Entry::parse(key, value))
             .collect::<Result<Vec<_>, _>>()?;
-        let (_, cursor, _) = chain(&entries);
+        let (_, cursor, _) = chain(&entries, &Cursor::Start);
         let rows = entries.iter().map(|e| e.rows).sum();
         out.push((table, generation, rows, cursor == Cursor::Done));
     }
@@ -212,10 +228,38 @@ impl Entry {
     }
 }
 
-/// The longest run of chunks from the table's start, each starting where the previous one ends
-/// (of two from the same place, the newer): their indexes, where the run ends, and its rows.
-fn chain(entries: &[Entry]) -> (Vec<usize>, Cursor, u64) {
-    let mut cursor = Cursor::Start;
+/// The single run of durable chunks past the gap at `gap_start` (the end of the run from the
+/// table's start, `chained`), if there is exactly one: where the gap ends (the run's first
+/// key bound), the run's entries, where it ends, and its rows.
+fn beyond_the_gap(
+    entries: &[Entry],
+    chained: &[usize],
+    gap_start: &Cursor,
+) -> Option<(Key, Vec<usize>, Cursor, u64)> {
+    if *gap_start == Cursor::Done {
+        return None;
+    }
+    let rest: Vec<usize> = (0..entries.len())
+        .filter(|i| !chained.contains(i))
+        .collect();
+    // A run's first chunk starts where no durable chunk ends.
+    let mut heads = rest
+        .iter()
+        .filter(|&&i| !entries.iter().any(|e| e.to == entries[i].from));
+    let (Some(&head), None) = (heads.next(), heads.next()) else {
+        return None;
+    };
+    let Cursor::After(gap_end) = entries[head].from.clone() else {
+        return None;
+    };
+    let (run, end, rows) = chain(entries, &entries[head].from);
+    Some((gap_end, run, end, rows))
+}
+
+/// The longest run of chunks from `start`, each starting where the previous one ends (of two
+/// from the same place, the newer): their indexes, where the run ends, and its rows.
+fn chain(entries: &[Entry], start: &Cursor) -> (Vec<usize>, Cursor, u64) {
+    let mut cursor = start.clone();
     let mut rows = 0;
     let mut chained = Vec::new();
     let mut seen = HashSet::new();
@@ -300,18 +344,22 @@ mod tests {
         );
         assert_eq!(tree.scan("snapshot/progress/").unwrap().len(), 3);
 
-        // Only the first chunk durable: the second is copied again, its entry goes.
+        // Only the second chunk durable: the first is copied again, the second is kept.
         let resumed = plan(&tree, Durability::Resume(Some(0x150)));
         assert_eq!(
-            resumed.cursor,
-            Cursor::Start,
-            "chunk 10..20 alone is no run"
+            (resumed.cursor, resumed.rows, resumed.holes),
+            (
+                after("20"),
+                10,
+                vec![(Cursor::Start, vec![Some("10".to_string())])]
+            ),
+            "chunk 10..20 is kept, the gap before it is copied again"
         );
-        assert!(tree.scan("snapshot/progress/").unwrap().is_empty());
+        assert_eq!(tree.scan("snapshot/progress/").unwrap().len(), 1);
     }
 
     #[test]
-    fn durable_chunks_merge_and_those_past_a_gap_are_copied_again() {
+    fn durable_chunks_merge_and_only_the_gap_before_a_later_run_is_copied_again() {
         let tree = MemoryTree::default();
         request(&tree, &["public.t".into()]).unwrap();
         save_progress(&tree, &span(after("10"), after("20"), 10), 0x100).unwrap();
@@ -320,27 +368,53 @@ mod tests {
         save_progress(&tree, &span(after("40"), Cursor::Done, 5), 0x500).unwrap();
 
         let resumed = plan(&tree, Durability::Resume(Some(0x400)));
-        assert_eq!((resumed.cursor, resumed.rows), (after("20"), 20));
+        assert_eq!(
+            (resumed.cursor, resumed.rows, resumed.holes),
+            (
+                after("40"),
+                30,
+                vec![(after("20"), vec![Some("30".to_string())])]
+            )
+        );
         let left = tree.scan("snapshot/progress/").unwrap();
         assert_eq!(
             left.len(),
-            1,
-            "one merged entry; past the gap and unsent ones go"
+            2,
+            "one merged entry and the run past the gap; the unsent one goes"
         );
         assert!(left[0].0.ends_with("0000000000000200"));
-        // The merged entry reads back the same.
+        // The merged entries read back the same.
         assert_eq!(
             plan(&tree, Durability::Resume(Some(0x400))).cursor,
-            after("20")
+            after("40")
         );
 
-        save_progress(&tree, &span(after("20"), Cursor::Done, 25), 0x600).unwrap();
+        // The gap and the rest, copied by the next run, close the chain.
+        save_progress(&tree, &span(after("20"), after("30"), 12), 0x600).unwrap();
+        save_progress(&tree, &span(after("40"), Cursor::Done, 25), 0x610).unwrap();
         let done = plan(&tree, Durability::Resume(Some(0x700)));
-        assert_eq!((done.cursor, done.rows), (Cursor::Done, 45));
+        assert!(done.finished());
+        assert_eq!((done.cursor, done.rows), (Cursor::Done, 67));
         assert_eq!(
             request_status(&tree).unwrap(),
-            vec![("public.t".into(), 1, 45, true)]
+            vec![("public.t".into(), 1, 67, true)]
         );
+    }
+
+    #[test]
+    fn with_two_gaps_the_chunks_past_the_first_are_copied_again() {
+        // Three workers: which run past a gap comes first is not known without the key order.
+        let tree = MemoryTree::default();
+        request(&tree, &["public.t".into()]).unwrap();
+        save_progress(&tree, &span(Cursor::Start, after("10"), 10), 0x100).unwrap();
+        save_progress(&tree, &span(after("20"), after("30"), 10), 0x200).unwrap();
+        save_progress(&tree, &span(after("40"), after("50"), 10), 0x300).unwrap();
+        let resumed = plan(&tree, Durability::Resume(Some(0x400)));
+        assert_eq!(
+            (resumed.cursor, resumed.rows, resumed.holes.len()),
+            (after("10"), 10, 0)
+        );
+        assert_eq!(tree.scan("snapshot/progress/").unwrap().len(), 1);
     }
 
     #[test]

@@ -6,13 +6,17 @@
 //! last key. When several share a table, the one claiming the next chunk first asks the server
 //! where it ends (the key `n` rows on, an index-only read), so the next worker can claim the
 //! chunk after it while this one reads: the chunks' reads, and their decoding, overlap.
+//!
+//! A resumed copy may also have holes: key ranges behind its frontier that an earlier run never
+//! made durable. They are claimed first, each read as one bounded chunk.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{ChunkRead, ChunkReader, ChunkSpan, Cursor, TablePlan, WorkerReport, WorkerSetup};
+use super::{ChunkRead, ChunkReader, ChunkSpan, Cursor, Key, TablePlan, WorkerReport, WorkerSetup};
 use crate::PipelineError;
 
 /// One copy of a table (a generation), shared by the workers on it and the session.
@@ -22,10 +26,14 @@ pub(super) struct TableCopy {
     /// Where the next chunk starts; `Done` once every chunk is claimed. Held while a chunk is
     /// claimed: across the boundary query, or a lone worker's whole read.
     frontier: tokio::sync::Mutex<Cursor>,
+    /// Ranges (from, through] behind the frontier still to copy (see [`TablePlan::holes`]).
+    holes: Mutex<VecDeque<(Cursor, Key)>>,
     workers: AtomicUsize,
     claimed: AtomicU64,
-    /// Every chunk is claimed.
+    /// Every chunk is claimed: the frontier is `Done` and no hole is left.
     exhausted: AtomicBool,
+    /// The frontier reached `Done` (holes may be left).
+    frontier_done: AtomicBool,
     /// A newer copy of the table replaced this one.
     cancelled: AtomicBool,
     /// Chunks the session has sent on.
@@ -38,9 +46,11 @@ impl TableCopy {
             table: plan.table.clone(),
             generation: plan.generation,
             frontier: tokio::sync::Mutex::new(plan.cursor.clone()),
+            holes: Mutex::new(plan.holes.iter().cloned().collect()),
             workers: AtomicUsize::new(0),
             claimed: AtomicU64::new(0),
-            exhausted: AtomicBool::new(plan.cursor == Cursor::Done),
+            exhausted: AtomicBool::new(plan.finished()),
+            frontier_done: AtomicBool::new(plan.cursor == Cursor::Done),
             cancelled: AtomicBool::new(false),
             sent: AtomicU64::new(0),
         }
@@ -66,6 +76,30 @@ impl TableCopy {
         *frontier = to.clone();
         self.claimed.fetch_add(1, Ordering::SeqCst);
         if *to == Cursor::Done {
+            self.frontier_done.store(true, Ordering::SeqCst);
+            self.update_exhausted();
+        }
+    }
+
+    /// Claims the next hole, if any: (from, through].
+    fn claim_hole(&self) -> Option<(Cursor, Key)> {
+        let Ok(mut holes) = self.holes.lock() else {
+            return None;
+        };
+        let hole = holes.pop_front()?;
+        // Counted before the last hole leaves the list: `claimed` is final once `exhausted`.
+        self.claimed.fetch_add(1, Ordering::SeqCst);
+        let none_left = holes.is_empty();
+        drop(holes);
+        if none_left {
+            self.update_exhausted();
+        }
+        Some(hole)
+    }
+
+    fn update_exhausted(&self) {
+        let no_holes = self.holes.lock().map(|h| h.is_empty()).unwrap_or(true);
+        if no_holes && self.frontier_done.load(Ordering::SeqCst) {
             self.exhausted.store(true, Ordering::SeqCst);
         }
     }
@@ -169,6 +203,27 @@ impl Worker {
                 self.counter.fetch_add(1, Ordering::Relaxed)
             );
             let low = format!("low {id} {}", copy.table);
+            if let Some((from, through)) = copy.claim_hole() {
+                write_low(reader, &mut high, low).await?;
+                let rows = reader.read_chunk(&from, Some(&through), 0).await?;
+                let chunk = ChunkRead {
+                    id: id.clone(),
+                    span: ChunkSpan {
+                        table: copy.table.clone(),
+                        generation: copy.generation,
+                        from,
+                        to: Cursor::After(through),
+                        rows: rows.events.len() as u64,
+                    },
+                    events: rows.events,
+                    _permit: permit,
+                };
+                if self.tx.send(WorkerReport::Chunk(chunk)).await.is_err() {
+                    return Ok(()); // the session ended
+                }
+                high = Some(format!("high {id} {}", copy.table));
+                continue;
+            }
             let mut frontier = copy.frontier.lock().await;
             let from = frontier.clone();
             if from == Cursor::Done {

@@ -6,11 +6,12 @@
 //! ```
 //!
 //! A position is confirmed only once JetStream has acknowledged every message up to it. After a
-//! crash the agent replays from its checkpoint; the replayed messages carry the same message ids,
-//! so the stream's duplicate window drops them: each change is stored once as long as the agent
-//! is back within that window (`duplicate_window_s`, two minutes by default).
+//! crash the agent replays from its checkpoint; the sink reads the newest change the stream holds
+//! for this pipeline (`resume`) and the agent drops every replayed change up to it. The replayed
+//! messages also carry the same message ids, so the stream's duplicate window drops what is left.
 
 mod acks;
+mod resume;
 mod subject;
 
 use std::time::Duration;
@@ -62,6 +63,10 @@ pub struct NatsSink {
     transactions: TransactionTracker,
     /// Reused buffer of BEGIN/END messages.
     marker: Vec<u8>,
+    /// The stream's `max_msg_size` (headers and payload), when it has one: a larger message is
+    /// refused here, before it is sent, so that the stream never stores a change after one it
+    /// refused (which `resume` relies on).
+    max_message_size: Option<usize>,
 }
 
 impl NatsSink {
@@ -74,6 +79,7 @@ impl NatsSink {
             last_subject: LastName::default(),
             transactions: TransactionTracker::default(),
             marker: Vec::new(),
+            max_message_size: None,
         }
     }
 
@@ -112,9 +118,12 @@ impl NatsSink {
     }
 
     /// The stream must capture our subjects: made if missing (and allowed), else checked.
-    async fn ensure_stream(&self, js: &jetstream::Context) -> Result<(), PipelineError> {
+    async fn ensure_stream(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<stream::Stream, PipelineError> {
         let name = &self.config.stream;
-        let info = if self.config.create_stream {
+        let stream = if self.config.create_stream {
             let config = stream::Config {
                 name: name.clone(),
                 subjects: self.stream_subjects(),
@@ -133,14 +142,13 @@ impl NatsSink {
                 PipelineError::definite("config", format!("JetStream stream {name}: {e}"))
                     .with_hint("create the stream, or set sink.create_stream = true")
             })?
-        }
-        .cached_info()
-        .clone();
+        };
+        let info = stream.cached_info();
         if info.config.duplicate_window < Duration::from_secs(30) {
             tracing::warn!(stream = %name, window = ?info.config.duplicate_window,
                 "the stream's duplicate window is short: changes replayed after a longer outage are stored twice");
         }
-        Ok(())
+        Ok(stream)
     }
 
     /// Sends one change (after its transaction's BEGIN, when it opens one); its ack is awaited
@@ -228,6 +236,16 @@ impl NatsSink {
                 acks.wait_one().await?;
             }
         }
+        if let Some(limit) = self.max_message_size {
+            let size = message_size(id, key, payload.len());
+            if size > limit {
+                return Err(PipelineError::definite(
+                    "sink",
+                    format!("a change on {subject} is {size} bytes, over the stream's max_msg_size ({limit})"),
+                )
+                .with_hint(format!("raise max_msg_size of the JetStream stream {}", self.config.stream)));
+            }
+        }
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
         if let Some(key) = key {
@@ -240,6 +258,15 @@ impl NatsSink {
             .await
             .map_err(|e| publish_error(e.kind(), &subject, &e))
     }
+}
+
+/// A message's size as JetStream compares it with a stream's `max_msg_size`: the header block
+/// (`NATS/1.0\r\n`, a `Name: value\r\n` line per header, `\r\n`) plus the payload.
+fn message_size(id: &str, key: Option<&str>, payload: usize) -> usize {
+    let line = |name: &str, value: &str| name.len() + 2 + value.len() + 2;
+    let headers =
+        "NATS/1.0\r\n".len() + line("Nats-Msg-Id", id) + key.map_or(0, |k| line("Cdc-Key", k)) + 2;
+    headers + payload
 }
 
 /// `cdc-agent check`: the server answers, JetStream is on, and the stream exists or may be made.
@@ -304,12 +331,22 @@ impl Sink for NatsSink {
         self.acks = None;
         self.transactions.reset();
         let js = self.connect().await?;
-        self.ensure_stream(&js).await?;
+        let stream = self.ensure_stream(&js).await?;
+        let info = stream.cached_info();
+        self.max_message_size = usize::try_from(info.config.max_message_size)
+            .ok()
+            .filter(|&limit| limit > 0);
+        let stored = resume::last_stored(
+            &stream,
+            info.state.last_sequence,
+            info.state.first_sequence,
+            &self.config.pipeline,
+        )
+        .await?;
         let client = js.client();
         self.acks = Some(AckInbox::open(&client).await?);
         self.client = Some(client);
-        // No position is kept in the broker: the checkpoint decides, replays are deduplicated.
-        Ok(None)
+        Ok(stored)
     }
 
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
