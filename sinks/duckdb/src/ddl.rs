@@ -17,7 +17,7 @@
 //! | numeric(p,s), p ≤ 38 | `DECIMAL(p,s)` | exact; a NaN stops the table with a fix (see below) |
 //! | numeric (unconstrained), numeric(p,s) with p > 38 | `VARCHAR` | every digit, as the source sends it: DuckDB decimals stop at 38 digits, Postgres numeric does not, so a `DECIMAL` or `DOUBLE` would round |
 //! | text, varchar(n), char(n) | `VARCHAR` | DuckDB has no length limits |
-//! | json, jsonb | `JSON` when the DuckDB build has the json extension compiled in, else `VARCHAR` holding the JSON text | the bundled build of this repository has no json extension, and extensions are never downloaded |
+//! | json, jsonb | `JSON` when the DuckDB library has the json extension built in (the prebuilt 1.5.6 library has), else `VARCHAR` holding the JSON text | extensions are never downloaded |
 //! | bytea | `BLOB` | |
 //! | uuid | `UUID` | |
 //! | date | `DATE` | `infinity`/`-infinity` become DuckDB's infinite dates; BC dates kept |

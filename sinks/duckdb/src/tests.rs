@@ -238,7 +238,7 @@ async fn every_type_arrives_exactly() {
             "d DECIMAL(38,2)",
             "n VARCHAR",
             "s VARCHAR",
-            // The bundled build has no json extension: JSON text in a VARCHAR.
+            // Without the json extension (a bundled build may lack it): JSON text in a VARCHAR.
             if sink.features.json {
                 "j JSON"
             } else {
