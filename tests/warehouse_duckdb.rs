@@ -464,3 +464,28 @@ async fn postgres_values_arrive_exactly() {
     assert_eq!(normalize(source_rows), normalize(target_rows));
     src.drop().await;
 }
+
+/// A DuckDB `sink.path` that is a directory, or runs through a regular file, can never work: `run`
+/// exits 1 with the path and the fix instead of retrying forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duckdb_path_that_cannot_work_stops_the_agent_with_the_path() {
+    let url = common::env().var("CDC_TEST_PG_URL").to_string();
+    let files = tempfile::tempdir().unwrap();
+    let regular = files.path().join("a-file");
+    std::fs::write(&regular, "not a directory").unwrap();
+    for (name, path, fix) in [
+        ("duckisdir", files.path().to_path_buf(), "sink.path is a directory"),
+        ("ducknotdir", regular.join("t.duckdb"), "not a directory"),
+    ] {
+        let p = Pipeline::with_sink(&url, name, &[], "", Some(&sink_toml(&path, "")));
+        let code = p.start().wait_exit(Duration::from_secs(30));
+        let log = p.log();
+        assert_eq!(code, 1, "{name}: run should stop: {log}");
+        assert!(
+            log.contains(&path.display().to_string()) && log.contains(fix),
+            "{name}: the error names {} and the fix: {log}",
+            path.display()
+        );
+        assert!(!log.contains("retrying"), "{name}: not retried: {log}");
+    }
+}
