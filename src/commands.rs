@@ -330,7 +330,10 @@ pub async fn status(
         if !json {
             let state_dir = config.state_dir();
             let store = if state_dir.is_dir() {
-                format!("the state store {} holds nothing about it", state_dir.display())
+                format!(
+                    "the state store {} holds nothing about it",
+                    state_dir.display()
+                )
             } else {
                 format!("there is no state store at {}", state_dir.display())
             };

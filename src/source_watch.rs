@@ -52,7 +52,7 @@ impl SourceWatch {
             tick.tick().await;
             ticks = ticks.wrapping_add(1);
             self.refresh(ticks).await;
-            if ticks % REMEMBER_TICKS == 0 {
+            if ticks.is_multiple_of(REMEMBER_TICKS) {
                 self.remember();
             }
         }

@@ -228,7 +228,10 @@ fn run_exits_1_naming(p: &Pipeline, path: &std::path::Path, fix: &str) {
         "the error names {} and the fix ({fix}): {log}",
         path.display()
     );
-    assert!(!log.contains("retrying"), "a definite error is not retried: {log}");
+    assert!(
+        !log.contains("retrying"),
+        "a definite error is not retried: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,9 +240,7 @@ async fn file_paths_that_cannot_work_stop_the_agent_with_the_path() {
     let files = tempfile::tempdir().unwrap();
     let regular = files.path().join("a-file");
     std::fs::write(&regular, "not a directory").unwrap();
-    let jsonl = |path: &std::path::Path| {
-        format!("type = \"jsonl\"\npath = \"{}\"", path.display())
-    };
+    let jsonl = |path: &std::path::Path| format!("type = \"jsonl\"\npath = \"{}\"", path.display());
 
     // The jsonl path runs through a regular file (ENOTDIR).
     let under_file = regular.join("out.jsonl");

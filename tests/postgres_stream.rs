@@ -440,7 +440,11 @@ async fn sigterm_during_the_snapshot_stops_cleanly_and_the_next_run_finishes_it(
     let p = Pipeline::new(&db.url, &db.name, &["public.t"], "");
     assert!(!p.dir.path().join("state").exists());
     let never_ran = p.run_cmd(&["status", "--json"]);
-    assert_eq!(never_ran.status.code(), Some(3), "status of a pipeline that never ran");
+    assert_eq!(
+        never_ran.status.code(),
+        Some(3),
+        "status of a pipeline that never ran"
+    );
     assert!(
         !p.dir.path().join("state").exists(),
         "status must not create the state store"

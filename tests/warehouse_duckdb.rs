@@ -474,7 +474,11 @@ async fn a_duckdb_path_that_cannot_work_stops_the_agent_with_the_path() {
     let regular = files.path().join("a-file");
     std::fs::write(&regular, "not a directory").unwrap();
     for (name, path, fix) in [
-        ("duckisdir", files.path().to_path_buf(), "sink.path is a directory"),
+        (
+            "duckisdir",
+            files.path().to_path_buf(),
+            "sink.path is a directory",
+        ),
         ("ducknotdir", regular.join("t.duckdb"), "not a directory"),
     ] {
         let p = Pipeline::with_sink(&url, name, &[], "", Some(&sink_toml(&path, "")));

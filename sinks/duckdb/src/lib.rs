@@ -500,8 +500,8 @@ pub(crate) fn duck_error(e: duckdb::Error, doing: &str) -> PipelineError {
         "not a directory",
         "file name too long",
     ]
-        .iter()
-        .any(|t| lower.contains(t))
+    .iter()
+    .any(|t| lower.contains(t))
     {
         return PipelineError::definite("sink", message)
             .with_hint("make sink.path a file the agent can create and write");
