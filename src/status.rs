@@ -370,13 +370,25 @@ impl LiveStatus {
             let mut report = s.report.clone();
             report.state = s.current_state();
             let state = report.state;
-            let chunked = !s.snapshotting_tables.is_empty();
+            // While the source runs, what it says now (the refresh copies it only once a second).
+            let snapshotting_tables = match &s.progress {
+                Some(progress) if state.is_running() => {
+                    if progress.is_streaming() || progress.is_snapshotting() {
+                        let resumable = progress.snapshot_resumable();
+                        report.snapshot_resumable = Some(resumable);
+                        report.snapshot_method = Some(snapshot_method(resumable).to_string());
+                    }
+                    progress.snapshotting_tables()
+                }
+                _ => s.snapshotting_tables.clone(),
+            };
+            let chunked = !snapshotting_tables.is_empty();
             report.tables = s
                 .tables
                 .values()
                 .map(|t| {
                     // With chunked snapshots the other tables stream meanwhile.
-                    let table_state = if s.snapshotting_tables.contains(&t.table) {
+                    let table_state = if snapshotting_tables.contains(&t.table) {
                         PipelineState::Snapshotting
                     } else if chunked && state == PipelineState::Snapshotting {
                         PipelineState::Streaming
@@ -427,14 +439,7 @@ impl LiveStatus {
     pub fn set_snapshot_method(&self, resumable: bool) {
         self.with(|s| {
             s.report.snapshot_resumable = Some(resumable);
-            s.report.snapshot_method = Some(
-                if resumable {
-                    "watermark"
-                } else {
-                    "transaction"
-                }
-                .to_string(),
-            );
+            s.report.snapshot_method = Some(snapshot_method(resumable).to_string());
         })
     }
 
@@ -487,6 +492,15 @@ impl LiveStatus {
                 s.snapshot_samples.insert(table.clone(), (now, copied));
             }
         })
+    }
+}
+
+/// The `snapshot_method` field: `watermark` chunks (resumable) or one `transaction`.
+fn snapshot_method(resumable: bool) -> &'static str {
+    if resumable {
+        "watermark"
+    } else {
+        "transaction"
     }
 }
 

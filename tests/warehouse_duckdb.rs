@@ -191,6 +191,12 @@ async fn equal_after_sigkills_and_no_change_applied_twice() {
          COMMIT;",
     )
     .await;
+    // The kills check the ledger row's position in the file: it must be there before the first.
+    common::wait_until("the seed in the file", Duration::from_secs(60), || {
+        let status = p.status_json();
+        async move { status["events_total"].as_u64().is_some_and(|n| n >= 2) }
+    })
+    .await;
 
     let writer_url = src.url.clone();
     let writer = tokio::spawn(async move {
