@@ -457,11 +457,16 @@ async fn sigterm_during_the_snapshot_stops_cleanly_and_the_next_run_finishes_it(
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let status = p.status_json();
-        let durable = status["tables"][0]["rows_snapshotted"].as_u64().unwrap_or(0);
+        let durable = status["tables"][0]["rows_snapshotted"]
+            .as_u64()
+            .unwrap_or(0);
         if durable >= 20_000 || status["state"] != "snapshotting" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no rows copied: {status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rows copied: {status}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(agent.stop(), 0, "SIGTERM during a snapshot exits cleanly");
