@@ -45,7 +45,8 @@ pub enum Command {
     Run,
     /// Preflight, read-only: connections, server settings, privileges, tables.
     Check,
-    /// Where the pipeline stands and how far behind it is.
+    /// Where the pipeline stands and how far behind it is (exits 3 for a pipeline that never
+    /// ran).
     Status {
         /// Machine-readable output.
         #[arg(long)]

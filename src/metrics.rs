@@ -208,7 +208,7 @@ impl Metrics {
         gauge(
             &mut out,
             "cdc_freshness_seconds",
-            "Seconds since the commit of the newest applied change; 0 when caught up and idle.",
+            "Seconds the target trails the source: since the newest applied commit or the last moment the pipeline was known caught up, whichever is later; 0 when caught up.",
             r.lag_seconds,
         );
         gauge(
@@ -217,11 +217,20 @@ impl Metrics {
             "Same as cdc_freshness_seconds (the status field's name).",
             r.lag_seconds,
         );
+        // Unknown while the source does not answer: no sample at all, so that neither a 0 nor a
+        // NaN passes for a reading (`cdc_source_up` says why).
+        let _ = writeln!(
+            out,
+            "# HELP cdc_lag_bytes Bytes between the source's current position and the confirmed position (absent while the source does not answer).\n# TYPE cdc_lag_bytes gauge"
+        );
+        if let Some(bytes) = r.lag_bytes {
+            let _ = writeln!(out, "cdc_lag_bytes{{pipeline=\"{p}\"}} {bytes}");
+        }
         gauge(
             &mut out,
-            "cdc_lag_bytes",
-            "Bytes between the source's current position and the confirmed position.",
-            r.lag_bytes.map(|v| v as f64),
+            "cdc_source_up",
+            "1 when the source answered the last time the agent asked, 0 when it did not (NaN: not asked yet).",
+            r.source_reachable.map(|up| f64::from(u8::from(up))),
         );
         gauge(
             &mut out,

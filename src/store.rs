@@ -5,6 +5,8 @@
 //!   MySQL source's table columns by binlog position), written through [`SourceState`].
 //! * `meta`: pipeline name → what the pipeline was set up with (slot, publication) and counters
 //!   `status` shows when the agent is stopped.
+//! * `source_seen`: pipeline name → what the agent last read of the source server
+//!   ([`SourceSighting`]), so that `status` after a restart during an outage shows it.
 //!
 //! A running agent holds sled's lock on the directory; `status` then asks the admin endpoint.
 
@@ -22,6 +24,13 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: sled::Error,
+    },
+    /// A file error no retry fixes (the directory is a file, not writable, ...): with the fix.
+    #[error("state store {path}: {error} (fix: {hint})")]
+    Unusable {
+        path: PathBuf,
+        error: std::io::Error,
+        hint: String,
     },
     #[error("state store {path}: a stored record is unreadable ({source}); run `cdc-agent reset --yes` to start over")]
     Corrupt {
@@ -54,12 +63,25 @@ pub struct TableCount {
     pub rows_snapshotted: u64,
 }
 
+/// The source server as the agent last read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceSighting {
+    /// The server's current position then, as `status` prints it.
+    pub position: String,
+    /// When it was read (UTC).
+    pub read_at: String,
+    /// The last moment the pipeline was known to be caught up (UTC): freshness grows from here
+    /// while the source cannot be asked.
+    pub caught_up_at: Option<String>,
+}
+
 pub struct StateStore {
     path: PathBuf,
     db: sled::Db,
     checkpoint: sled::Tree,
     meta: sled::Tree,
     schema_history: sled::Tree,
+    source_seen: sled::Tree,
 }
 
 impl StateStore {
@@ -76,6 +98,12 @@ impl StateStore {
                 sled::Error::Io(ref io) if io.to_string().contains("lock") => {
                     StoreError::Locked(path.to_path_buf())
                 }
+                sled::Error::Io(io) if is_definite(&io) => StoreError::Unusable {
+                    path: path.to_path_buf(),
+                    hint: cdc_core::error::io_error_hint(io.kind(), "agent.state_dir")
+                        .unwrap_or_else(|| "check agent.state_dir".into()),
+                    error: io,
+                },
                 source => StoreError::Sled {
                     path: path.to_path_buf(),
                     source,
@@ -91,6 +119,7 @@ impl StateStore {
             checkpoint: tree("checkpoint")?,
             meta: tree("meta")?,
             schema_history: tree("schema_history")?,
+            source_seen: tree("source_seen")?,
             path: path.to_path_buf(),
             db,
         })
@@ -164,12 +193,35 @@ impl StateStore {
         self.put(&self.meta, pipeline, meta)
     }
 
+    pub fn source_sighting(&self, pipeline: &str) -> Result<Option<SourceSighting>, StoreError> {
+        self.get(&self.source_seen, pipeline)
+    }
+
+    /// Records what the agent saw of the source, without waiting for the disk: losing the last
+    /// few seconds of it costs nothing but a slightly older "last known" after a crash.
+    pub fn save_source_sighting(
+        &self,
+        pipeline: &str,
+        sighting: &SourceSighting,
+    ) -> Result<(), StoreError> {
+        self.put(&self.source_seen, pipeline, sighting)
+    }
+
+    /// Waits until everything recorded is on disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
     /// Forgets everything about the pipeline.
     pub fn clear(&self, pipeline: &str) -> Result<(), StoreError> {
         self.checkpoint
             .remove(pipeline)
             .map_err(|e| self.sled_err(e))?;
         self.meta.remove(pipeline).map_err(|e| self.sled_err(e))?;
+        self.source_seen
+            .remove(pipeline)
+            .map_err(|e| self.sled_err(e))?;
         for entry in self.schema_history.scan_prefix(format!("{pipeline}/")) {
             let (key, _) = entry.map_err(|e| self.sled_err(e))?;
             self.schema_history
@@ -179,6 +231,10 @@ impl StateStore {
         self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }
+}
+
+fn is_definite(io: &std::io::Error) -> bool {
+    cdc_core::error::io_error_class(io.kind()) == cdc_core::ErrorClass::Definite
 }
 
 /// One pipeline's part of the `schema_history` tree, handed to its source.

@@ -62,3 +62,65 @@ impl PipelineError {
         self.class == ErrorClass::Transient
     }
 }
+
+/// Whether a file system error can heal without the operator: a missing directory, a path that
+/// is a directory or runs through a regular file, a missing permission, a read-only mount, a
+/// name the file system refuses or a file past the size limit stay what they
+/// are however often the write is retried, so they are definite. A full disk or quota, an
+/// interrupted or timed-out call and I/O errors of the device are transient: space is freed, a
+/// mount comes back.
+pub fn io_error_class(kind: std::io::ErrorKind) -> ErrorClass {
+    use std::io::ErrorKind as K;
+    match kind {
+        K::NotFound
+        | K::PermissionDenied
+        | K::NotADirectory
+        | K::IsADirectory
+        | K::ReadOnlyFilesystem
+        | K::InvalidFilename
+        | K::FileTooLarge => ErrorClass::Definite,
+        _ => ErrorClass::Transient,
+    }
+}
+
+/// The one-line fix for a definite file error at `setting` (e.g. `sink.path`), `None` for a
+/// transient one.
+pub fn io_error_hint(kind: std::io::ErrorKind, setting: &str) -> Option<String> {
+    use std::io::ErrorKind as K;
+    Some(match kind {
+        K::NotFound => format!("{setting}: its directory must exist; create it or change {setting}"),
+        K::PermissionDenied => {
+            format!("{setting}: give the agent's user write access, or change {setting}")
+        }
+        K::NotADirectory => format!(
+            "{setting}: a part of the path is a regular file, not a directory; change {setting} or move that file"
+        ),
+        K::IsADirectory => {
+            format!("{setting} is a directory: name a file (one inside that directory, say)")
+        }
+        K::ReadOnlyFilesystem => {
+            format!("{setting} is on a read-only file system: remount it writable or change {setting}")
+        }
+        K::InvalidFilename => format!("{setting}: the file system refuses the name (too long?); shorten it"),
+        K::FileTooLarge => format!("{setting}: the file reached the file system's size limit; rotate it or change {setting}"),
+        _ => return None,
+    })
+}
+
+/// A file system error (`setting`: the config key naming the path), classified by
+/// [`io_error_class`], with the fix when it is definite.
+pub fn file_error(
+    kind: &'static str,
+    setting: &str,
+    message: impl Into<String>,
+    error: &std::io::Error,
+) -> PipelineError {
+    let message = message.into();
+    match io_error_class(error.kind()) {
+        ErrorClass::Transient => PipelineError::transient(kind, message),
+        ErrorClass::Definite => match io_error_hint(error.kind(), setting) {
+            Some(hint) => PipelineError::definite(kind, message).with_hint(hint),
+            None => PipelineError::definite(kind, message),
+        },
+    }
+}
