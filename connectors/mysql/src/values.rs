@@ -141,8 +141,8 @@ fn sign_extend(raw: u64, bits: u32) -> i64 {
     ((raw << shift) as i64) >> shift
 }
 
-/// `YYYY-MM-DD`; MySQL's year 0000 (a leap year before 0001, astronomical numbering as the
-/// spec's) is outside 0001–9999, so it takes the expanded form: `+000000-01-01`.
+/// `YYYY-MM-DD`; MySQL's year 0000, the year before 0001 (the spec's astronomical numbering), is
+/// outside 0001–9999, so it takes the expanded form: `+000000-01-01`.
 fn push_date(out: &mut String, y: u16, m: u8, d: u8) {
     push_year(out, i64::from(y));
     out.push('-');
@@ -301,8 +301,8 @@ mod tests {
             Value::Null
         );
         assert_eq!(
-            decode(&ValueKind::DateTime, v(My::Date(0, 2, 29, 12, 0, 0, 0))).unwrap(),
-            Value::Timestamp("+000000-02-29T12:00:00".into())
+            decode(&ValueKind::DateTime, v(My::Date(0, 1, 1, 12, 0, 0, 0))).unwrap(),
+            Value::Timestamp("+000000-01-01T12:00:00".into())
         );
     }
 
