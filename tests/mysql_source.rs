@@ -110,18 +110,21 @@ async fn every_type_arrives_as_the_spec_says() {
 /// spec's expanded form. The restart reads such a record back as the file's last line.
 #[tokio::test(flavor = "multi_thread")]
 async fn json_with_line_breaks_and_the_year_0000_arrive_one_record_per_line() {
-    const VALUES: &str = "CONCAT('{\"a\" :', CHAR(10), ' [1, 2],', CHAR(13, 10, 9), '\"b\": \"x\"}'),
+    const VALUES: &str =
+        "CONCAT('{\"a\" :', CHAR(10), ' [1, 2],', CHAR(13, 10, 9), '\"b\": \"x\"}'),
                           '0000-01-01', '0000-01-01 12:00:00.5'";
     for method in ["watermark", "transaction"] {
         let db = TargetDb::new("myedges");
         db.exec("CREATE TABLE t (id int PRIMARY KEY, js json, d date, dtm datetime(6))")
             .await;
-        db.exec(&format!("INSERT INTO t VALUES (1, {VALUES})")).await;
+        db.exec(&format!("INSERT INTO t VALUES (1, {VALUES})"))
+            .await;
         let p = pipeline(&db, &["t"], &format!("snapshot_method = \"{method}\""));
         let agent = p.start();
         p.wait_state("streaming", Duration::from_secs(60));
         p.wait_records(1, Duration::from_secs(60));
-        db.exec(&format!("INSERT INTO t VALUES (2, {VALUES})")).await;
+        db.exec(&format!("INSERT INTO t VALUES (2, {VALUES})"))
+            .await;
         let records = p.wait_records(2, Duration::from_secs(60));
         let expect = |id: i64| {
             json!({"id": id, "js": {"a": [1, 2], "b": "x"}, "d": "+000000-01-01",
@@ -133,7 +136,8 @@ async fn json_with_line_breaks_and_the_year_0000_arrive_one_record_per_line() {
         assert_eq!(agent.stop(), 0);
         let agent = p.start();
         p.wait_state("streaming", Duration::from_secs(60));
-        db.exec(&format!("INSERT INTO t VALUES (3, {VALUES})")).await;
+        db.exec(&format!("INSERT INTO t VALUES (3, {VALUES})"))
+            .await;
         let records = p.wait_records(3, Duration::from_secs(60));
         assert_eq!(records[2]["after"], expect(3), "{method} after the restart");
         assert_eq!(agent.stop(), 0, "{}", p.log());

@@ -181,7 +181,11 @@ async fn json_with_line_breaks_and_far_years_arrive_one_record_per_line() {
         db.exec(&format!("INSERT INTO edges VALUES (3, {EDGE_VALUES})"))
             .await;
         let records = p.wait_records(3, Duration::from_secs(30));
-        assert_eq!(records[2]["after"], edge_json(3), "{method} after the restart");
+        assert_eq!(
+            records[2]["after"],
+            edge_json(3),
+            "{method} after the restart"
+        );
         assert_eq!(agent.stop(), 0, "clean shutdown exits 0\n{}", p.log());
         assert_one_record_per_line(&p, 3);
         db.drop().await;

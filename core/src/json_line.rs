@@ -54,9 +54,10 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
         }
     }
     // Only ASCII bytes were replaced or added, so the text is still UTF-8.
-    Cow::Owned(String::from_utf8(out).unwrap_or_else(|e| {
-        String::from_utf8_lossy(e.as_bytes()).into_owned()
-    }))
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// Whether `bytes` hold a control character. A branch-free fold per block, which the compiler

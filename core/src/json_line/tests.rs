@@ -110,7 +110,9 @@ fn random_string(rng: &mut Rng) -> String {
 /// Whitespace between tokens: JSON's own, and control characters no parser takes there.
 fn random_gap(rng: &mut Rng, out: &mut String) {
     for _ in 0..rng.below(3) {
-        const GAPS: [&str; 8] = [" ", "\n", "\r\n", "\t", "\u{1}", "\u{b}", "\u{1f}", "\n\n  "];
+        const GAPS: [&str; 8] = [
+            " ", "\n", "\r\n", "\t", "\u{1}", "\u{b}", "\u{1f}", "\n\n  ",
+        ];
         out.push_str(rng.pick::<&str>(&GAPS));
     }
 }
@@ -190,10 +192,7 @@ fn record_with(doc: Value) -> ChangeEvent {
         },
         key: Some(Row(vec![("id".into(), Value::Int(1))])),
         before: None,
-        after: Some(Row(vec![
-            ("id".into(), Value::Int(1)),
-            ("doc".into(), doc),
-        ])),
+        after: Some(Row(vec![("id".into(), Value::Int(1)), ("doc".into(), doc)])),
         unchanged: vec![],
         table_schema: None,
     }

@@ -508,9 +508,8 @@ mod tests {
             ))
         );
         assert_eq!(
-            StageKind::TimestampTz.encode(&Value::TimestampTz(
-                "+021016-11-04T13:51:30.123456Z".into()
-            )),
+            StageKind::TimestampTz
+                .encode(&Value::TimestampTz("+021016-11-04T13:51:30.123456Z".into())),
             Ok(Duck::Timestamp(
                 TimeUnit::Microsecond,
                 days_from_civil(21_016, 11, 4) * DAY + 49_890_123_456

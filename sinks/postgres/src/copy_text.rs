@@ -111,10 +111,9 @@ fn push_array_literal(out: &mut String, items: &[Value]) {
                     Value::Date(s) | Value::Timestamp(s) | Value::TimestampTz(s) => {
                         text.push_str(&postgres_years(s))
                     }
-                    Value::Decimal(s)
-                    | Value::Text(s)
-                    | Value::Time(s)
-                    | Value::Interval(s) => text.push_str(s),
+                    Value::Decimal(s) | Value::Text(s) | Value::Time(s) | Value::Interval(s) => {
+                        text.push_str(s)
+                    }
                     _ => {}
                 }
                 out.push('"');

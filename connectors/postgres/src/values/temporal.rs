@@ -227,7 +227,11 @@ fn parse_offset(s: &str) -> Option<i64> {
 
 /// Local date and time at `offset_secs` east of UTC → the UTC instant in ISO form with `Z`.
 /// `time` has been shape-checked; the fraction is carried over untouched.
-fn shift_to_utc((year, month, day): (i64, i64, i64), time: &str, offset_secs: i64) -> Option<String> {
+fn shift_to_utc(
+    (year, month, day): (i64, i64, i64),
+    time: &str,
+    offset_secs: i64,
+) -> Option<String> {
     let hour: i64 = time[0..2].parse().ok()?;
     let minute: i64 = time[3..5].parse().ok()?;
     let second: i64 = time[6..8].parse().ok()?;
@@ -247,7 +251,13 @@ fn shift_to_utc((year, month, day): (i64, i64, i64), time: &str, offset_secs: i6
     let mut out = String::with_capacity(time.len() + 20);
     // Shifting 0001-01-01 east can reach the year 0 (1 BC): the expanded form.
     push_year(&mut out, y);
-    for (separator, n) in [('-', m), ('-', d), ('T', tod / 3600), (':', tod / 60 % 60), (':', tod % 60)] {
+    for (separator, n) in [
+        ('-', m),
+        ('-', d),
+        ('T', tod / 3600),
+        (':', tod / 60 % 60),
+        (':', tod % 60),
+    ] {
         out.push(separator);
         push_digits(&mut out, n, 2);
     }

@@ -244,7 +244,13 @@ fn bytea_hex_and_escape_formats() {
 
 #[test]
 fn dates() {
-    for s in ["2026-11-26", "0001-01-01", "9999-12-31", "infinity", "-infinity"] {
+    for s in [
+        "2026-11-26",
+        "0001-01-01",
+        "9999-12-31",
+        "infinity",
+        "-infinity",
+    ] {
         assert_eq!(d(ValueKind::Date, s), Value::Date(s.to_owned()));
     }
     // Outside 0001–9999: ISO 8601's expanded years, numbered astronomically (1 BC is 0).
