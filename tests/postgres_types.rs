@@ -115,13 +115,16 @@ UPDATE all_types SET c_int4 = 7 WHERE id = 3;
 
 /// Values a JSON Lines reader or a strict ISO 8601 parser would trip on: `json` documents kept
 /// as written, line breaks and tabs included, and years outside 0001–9999 (BC ones, five
-/// digits). The columns are their text, exactly as Postgres takes it.
+/// digits); and the representational limits the README's value table states (bit strings as
+/// text, JSON `null` as `null`, array lower bounds dropped). The columns are their text, exactly
+/// as Postgres takes it.
 const EDGE_TABLE: &str = "CREATE TABLE edges (id int PRIMARY KEY, j json, ja json[], d date,
-    d2 date, ts timestamp, ts2 timestamp, tz timestamptz, tz2 timestamptz, da date[])";
+    d2 date, ts timestamp, ts2 timestamp, tz timestamptz, tz2 timestamptz, da date[],
+    b bit(3), vb varbit(5), jn jsonb, lb int[])";
 const EDGE_VALUES: &str = r#"E'{"a" :\n [1, 2],\t"b":\r\n"x"}', ARRAY[E'[1,\n2]'::json, '{}'],
     '4713-12-31 BC', '21016-11-04', '4713-12-31 23:59:59.999999 BC', '21016-11-04 13:51:30.123456',
     '21016-11-04 13:51:30.123456+00', '0001-01-01 00:00:00+00 BC',
-    ARRAY['0044-03-15 BC'::date, '21016-11-04']"#;
+    ARRAY['0044-03-15 BC'::date, '21016-11-04'], B'101', B'0010', 'null', '[0:1]={7,8}'"#;
 
 /// The spec's JSON of [`EDGE_VALUES`]: documents as values, years in ISO 8601's expanded form
 /// (astronomical numbering: 4713 BC is -004712, 1 BC is +000000).
@@ -131,7 +134,8 @@ fn edge_json(id: i64) -> serde_json::Value {
         "d": "-004712-12-31", "d2": "+021016-11-04",
         "ts": "-004712-12-31T23:59:59.999999", "ts2": "+021016-11-04T13:51:30.123456",
         "tz": "+021016-11-04T13:51:30.123456Z", "tz2": "+000000-01-01T00:00:00Z",
-        "da": ["-000043-03-15", "+021016-11-04"]
+        "da": ["-000043-03-15", "+021016-11-04"],
+        "b": "101", "vb": "0010", "jn": null, "lb": [7, 8]
     })
 }
 

@@ -116,8 +116,8 @@ impl Value {
 }
 
 /// A JSON document, validated, as the source wrote it; text that is JSON but for raw control
-/// characters inside its strings (which the source's JSON type did not reject) as its escaped
-/// one-line form. Parsed from a borrow, so invalid JSON is still there for the caller to keep
+/// characters inside its strings (the sources' JSON types reject them; this is the defence should
+/// one not) as its escaped one-line form. Parsed from a borrow, so invalid JSON is still there for the caller to keep
 /// (`RawValue::from_string` would consume the text).
 fn parse_json(text: &str) -> Result<Box<RawValue>, serde_json::Error> {
     match serde_json::from_str::<Box<RawValue>>(text) {

@@ -306,8 +306,8 @@ mod tests {
         );
     }
 
-    /// MariaDB's JSON is text as written: line breaks between tokens, and raw control characters
-    /// inside strings that `json_valid()` let through.
+    /// MariaDB's JSON is text as written: line breaks between tokens (and, should the text hold
+    /// them, raw control characters inside strings, which `json_valid()` rejects).
     #[test]
     fn json_text_is_taken_with_its_line_breaks() {
         let doc = decode(

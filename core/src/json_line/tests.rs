@@ -39,7 +39,8 @@ fn text_without_control_characters_is_not_copied() {
 
 #[test]
 fn a_json_column_with_control_characters_in_strings_is_json() {
-    // MariaDB's json_valid() lets them through; the escaped form is the document meant.
+    // Postgres and MariaDB reject such text; should a source hold it, the escaped form is the
+    // document meant.
     assert_eq!(
         serde_json::to_string(&Value::json_from_str("{\"a\":\"x\ty\"}")).unwrap(),
         "{\"a\":\"x\\ty\"}"
