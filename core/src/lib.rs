@@ -8,6 +8,7 @@
 //! * [`value`]: lossless column values.
 //! * [`name`]: interned names of columns and tables, copied for free.
 //! * [`json`]: the record's JSON, written fast for sinks that write every record.
+//! * [`json_line`]: JSON documents on one line, as every record carries them.
 //! * [`naming`]: subject/topic templates and the change id message sinks send.
 //! * [`transaction`]: BEGIN/END transaction metadata for message sinks.
 //! * [`position`]: one position type for every source; comparing two sources is an error.
@@ -21,6 +22,7 @@ pub mod debezium;
 pub mod error;
 pub mod event;
 pub mod json;
+pub mod json_line;
 pub mod name;
 pub mod naming;
 pub mod pipeline;
