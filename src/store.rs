@@ -5,6 +5,8 @@
 //!   MySQL source's table columns by binlog position), written through [`SourceState`].
 //! * `meta`: pipeline name → what the pipeline was set up with (slot, publication) and counters
 //!   `status` shows when the agent is stopped.
+//! * `dead_letters`: `pipeline/<id, 20 digits>` → a change set aside (see `dlq`), in the order
+//!   it was set aside.
 //!
 //! A running agent holds sled's lock on the directory; `status` then asks the admin endpoint.
 
@@ -60,6 +62,7 @@ pub struct StateStore {
     checkpoint: sled::Tree,
     meta: sled::Tree,
     schema_history: sled::Tree,
+    dead_letters: sled::Tree,
 }
 
 impl StateStore {
@@ -91,13 +94,36 @@ impl StateStore {
             checkpoint: tree("checkpoint")?,
             meta: tree("meta")?,
             schema_history: tree("schema_history")?,
+            dead_letters: tree("dead_letters")?,
             path: path.to_path_buf(),
             db,
         })
     }
 
-    fn sled_err(&self, source: sled::Error) -> StoreError {
+    /// The dead-letter tree (its records are kept by `dlq::DeadLetterQueue`).
+    pub fn dead_letters(&self) -> &sled::Tree {
+        &self.dead_letters
+    }
+
+    /// A new id, larger than every id handed out before (across restarts).
+    pub fn generate_id(&self) -> Result<u64, StoreError> {
+        self.db.generate_id().map_err(|e| self.sled_err(e))
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(|e| self.sled_err(e))
+    }
+
+    pub fn sled_err(&self, source: sled::Error) -> StoreError {
         StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn corrupt(&self, source: serde_json::Error) -> StoreError {
+        StoreError::Corrupt {
             path: self.path.clone(),
             source,
         }
@@ -170,11 +196,11 @@ impl StateStore {
             .remove(pipeline)
             .map_err(|e| self.sled_err(e))?;
         self.meta.remove(pipeline).map_err(|e| self.sled_err(e))?;
-        for entry in self.schema_history.scan_prefix(format!("{pipeline}/")) {
-            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
-            self.schema_history
-                .remove(key)
-                .map_err(|e| self.sled_err(e))?;
+        for tree in [&self.schema_history, &self.dead_letters] {
+            for entry in tree.scan_prefix(format!("{pipeline}/")) {
+                let (key, _) = entry.map_err(|e| self.sled_err(e))?;
+                tree.remove(key).map_err(|e| self.sled_err(e))?;
+            }
         }
         self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
