@@ -277,7 +277,8 @@ impl DeadLetters for DeadLetterQueue {
                     self.store.flush().map_err(state)?;
                     return Err(self.full(len));
                 }
-                let id = self.store.generate_id().map_err(state)?;
+                // From 1: an id people type.
+                let id = self.store.generate_id().map_err(state)? + 1;
                 self.write(id, &letter).map_err(state)?;
                 index.add(id, &letter);
                 *index
