@@ -356,3 +356,136 @@ async fn with_on_error_stop_a_refused_row_stops_the_pipeline_naming_it() {
     src.drop().await;
     dst.drop().await;
 }
+
+/// Waits until the MariaDB target's `t` holds `rows` rows, with `length` characters of `v` in all.
+async fn wait_mysql_rows(dst: &TargetDb, rows: u64, length: u64, p: &Pipeline) {
+    let want = (Some(rows.to_string()), Some(length.to_string()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut conn = dst.conn().await;
+        let have = text_rows(&mut conn, "SELECT COUNT(*), COALESCE(SUM(LENGTH(v)), 0) FROM t")
+            .await
+            .first()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .unwrap_or_default();
+        let _ = conn.disconnect().await;
+        if have == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "target {have:?}, not {want:?}: {}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Postgres → MariaDB: a value too long for a column narrowed by hand is set aside (the MySQL
+/// sink reads `Data too long for column 'v' at row N`), the rest applied; widened, it replays.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mysql_sink_sets_aside_what_mariadb_refuses() {
+    let src = TestDb::new("dlqmy").await;
+    src.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    let dst = TargetDb::new("dlqmydst");
+    let sink = format!(
+        "type = \"mysql\"\nurl = \"{}\"\nflush_interval_ms = 50\non_error = \"dlq\"",
+        dst.url
+    );
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.t"],
+        "snapshot = \"never\"",
+        Some(&sink),
+    );
+    let agent = common::start_streaming(&p);
+    src.exec("INSERT INTO t VALUES (1, 'a')").await;
+    wait_mysql_rows(&dst, 1, 1, &p).await;
+    dst.exec("ALTER TABLE t MODIFY v varchar(5)").await;
+    src.exec(
+        "INSERT INTO t SELECT g, 'b' FROM generate_series(2, 500) g;
+         INSERT INTO t VALUES (1000, 'much too long');
+         INSERT INTO t SELECT g, 'c' FROM generate_series(501, 999) g",
+    )
+    .await;
+    wait_mysql_rows(&dst, 999, 999, &p).await;
+    let list = wait_dlq_len(&p, 1).await;
+    assert_eq!(list[0]["key"]["id"], 1000);
+    assert_eq!(list[0]["class"], "data");
+    let message = list[0]["message"].as_str().unwrap();
+    assert!(message.contains("column v = \"much too long\"") && message.contains("1406"), "{message}");
+    dst.exec("ALTER TABLE t MODIFY v text").await;
+    let out = p.run_cmd(&["dlq", "replay", "--table", "t"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    wait_mysql_rows(&dst, 1000, 1012, &p).await;
+    assert_eq!(agent.stop(), 0);
+    src.drop().await;
+    dst.drop().await;
+}
+
+/// Postgres → Kafka: a message over the producer's `message.max.bytes` is set aside, a later
+/// change to its key held behind it, the rest delivered; with the limit raised it replays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_message_over_the_size_limit_is_set_aside_and_replayed_once_allowed() {
+    use rdkafka::mocking::MockCluster;
+
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let (db, p) = common::pipeline_into(
+        "dlqkafka",
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "public.t",
+        |name| {
+            format!(
+                "type = \"kafka\"\nbrokers = \"{brokers}\"\ntopic_prefix = \"{name}\"\n\
+                 flush_interval_ms = 50\non_error = \"dlq\"\n\
+                 [sink.properties]\n\"message.max.bytes\" = \"4000\""
+            )
+        },
+    )
+    .await;
+    let topic = format!("{}.public.t", db.name);
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let agent = common::start_streaming(&p);
+    db.exec(
+        "INSERT INTO t SELECT g, 'small' FROM generate_series(1, 100) g;
+         INSERT INTO t VALUES (500, repeat('x', 10000));
+         INSERT INTO t SELECT g, 'small' FROM generate_series(101, 200) g",
+    )
+    .await;
+    let list = wait_dlq_len(&p, 1).await;
+    assert_eq!(list[0]["class"], "too_large", "{list:?}");
+    db.exec("UPDATE t SET v = 'later' WHERE id IN (1, 500)").await;
+    wait_dlq_len(&p, 2).await;
+    let ids_of = |brokers: String, topic: String| async move {
+        tokio::task::spawn_blocking(move || {
+            cdc_sink_kafka::testing::read_topic(&brokers, &topic).unwrap_or_default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.value)
+        .map(|v| serde_json::from_slice::<Json>(&v).unwrap())
+        .map(|r| (r["key"]["id"].as_i64().unwrap(), r["op"].as_str().unwrap().to_string()))
+        .collect::<std::collections::BTreeSet<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ids_of(brokers.clone(), topic.clone()).await.len() < 201 {
+        assert!(Instant::now() < deadline, "the small changes never arrived: {}", p.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(agent.stop(), 0);
+    let delivered = ids_of(brokers.clone(), topic.clone()).await;
+    assert!(!delivered.iter().any(|(id, _)| *id == 500), "{delivered:?}");
+
+    let config = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&p.config, config.replace("\"4000\"", "\"1000000\"")).unwrap();
+    let out = p.run_cmd(&["dlq", "replay", "--all"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(dlq_list(&p).is_empty());
+    let delivered = ids_of(brokers.clone(), topic.clone()).await;
+    assert!(delivered.contains(&(500, "insert".to_string())), "{delivered:?}");
+    assert!(delivered.contains(&(500, "update".to_string())), "{delivered:?}");
+    db.drop().await;
+}
