@@ -186,7 +186,11 @@ async fn dead_letters(dlq: &DeadLetterService, method: &str, path: &str, body: &
         Err(e) => (500, "text/plain", format!("{e:#}\n")),
     };
     let selection = || -> anyhow::Result<crate::dlq::replay::Selection> {
-        Ok(serde_json::from_str(if body.trim().is_empty() { "{}" } else { body })?)
+        Ok(serde_json::from_str(if body.trim().is_empty() {
+            "{}"
+        } else {
+            body
+        })?)
     };
     match (method, path) {
         ("GET", "/dlq") => json(service.list().and_then(|l| Ok(serde_json::to_string(&l)?))),

@@ -109,8 +109,7 @@ impl Runtime {
 
     async fn run_once(&self, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
         let name = &self.config.agent.name.0;
-        let dead_letters: Arc<dyn cdc_core::dead_letter::DeadLetters> =
-            self.dead_letters.clone();
+        let dead_letters: Arc<dyn cdc_core::dead_letter::DeadLetters> = self.dead_letters.clone();
         let mut sink: Box<dyn Sink> = wiring::build_sink(&self.config, Some(dead_letters))?;
         let sink_resume = sink.open().await?;
         let saved = self.store.checkpoint(name).map_err(state_error)?;

@@ -136,7 +136,8 @@ async fn wait_equal_except(src: &TargetDb, dst: &TestDb, p: &Pipeline, except: &
 fn dlq_list(p: &Pipeline) -> Vec<Json> {
     let out = p.run_cmd(&["dlq", "list", "--json"]);
     assert!(out.status.success(), "dlq list: {}", stderr(&out));
-    serde_json::from_slice::<Json>(&out.stdout).expect("dlq list --json is JSON")
+    serde_json::from_slice::<Json>(&out.stdout)
+        .expect("dlq list --json is JSON")
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -232,7 +233,11 @@ async fn refused_rows_are_set_aside_held_replayed_and_dropped() {
         (CHECK_KEY, "constraint", "qty_not_negative"),
     ] {
         let records = records_of(&list, key);
-        assert_eq!(records.len(), 2, "key {key}: the insert and the held update: {list:?}");
+        assert_eq!(
+            records.len(),
+            2,
+            "key {key}: the insert and the held update: {list:?}"
+        );
         assert_eq!(records[0]["class"], class, "{:?}", records[0]);
         let message = records[0]["message"].as_str().unwrap();
         assert!(
@@ -245,9 +250,15 @@ async fn refused_rows_are_set_aside_held_replayed_and_dropped() {
     let status = p.status_json();
     assert_eq!(status["dlq_size"], 6, "{status}");
     let human = stdout(&p.run_cmd(&["status"]));
-    assert!(human.contains("6 changes set aside in the dead-letter store"), "{human}");
+    assert!(
+        human.contains("6 changes set aside in the dead-letter store"),
+        "{human}"
+    );
     let metrics = common::http_get(&p.admin, "/metrics");
-    assert!(metrics.contains("cdc_dlq_size{pipeline=") && metrics.contains("} 6\n"), "{metrics}");
+    assert!(
+        metrics.contains("cdc_dlq_size{pipeline=") && metrics.contains("} 6\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("class=\"constraint\"} 1"), "{metrics}");
     let shown = p.run_cmd(&["dlq", "show", &list[0]["id"].to_string()]);
     assert!(shown.status.success(), "{}", stderr(&shown));
@@ -261,12 +272,22 @@ async fn refused_rows_are_set_aside_held_replayed_and_dropped() {
     let long_insert = records_of(&list, LONG_KEY)[0]["id"].to_string();
     let out = p.run_cmd(&["dlq", "replay", &long_insert]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).starts_with("replayed 1 changes"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("replayed 1 changes"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(dlq_list(&p).len(), 5);
     // Still refused: the constraint is there, and Postgres text holds no NUL. Those stay, with
     // the held updates behind them.
     let out = p.run_cmd(&["dlq", "replay", "--all"]);
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let list = dlq_list(&p);
     assert_eq!(list.len(), 2 + 2, "the long key's update went in: {list:?}");
     assert!(records_of(&list, NUL_KEY)[0]["attempts"].as_u64() >= Some(2));
@@ -294,7 +315,11 @@ async fn refused_rows_are_set_aside_held_replayed_and_dropped() {
         .output()
         .unwrap();
     assert!(!crashed.status.success(), "{}", stderr(&crashed));
-    assert_eq!(dlq_list(&p).len(), 5, "nothing is forgotten before it is applied");
+    assert_eq!(
+        dlq_list(&p).len(),
+        5,
+        "nothing is forgotten before it is applied"
+    );
     let out = p.run_cmd(&["dlq", "replay", "--all"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(dlq_list(&p).is_empty());
@@ -343,7 +368,10 @@ async fn with_on_error_stop_a_refused_row_stops_the_pipeline_naming_it() {
     assert_eq!(code, 1, "{}", p.log());
     let status = p.status_json();
     assert_eq!(status["state"], "failed", "{status}");
-    let error = status["last_error"].as_str().unwrap_or_default().to_string();
+    let error = status["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     for words in [
         ".people key {\"id\":100}",
         "column name = \"a NUL\\u0000xxx",
@@ -363,11 +391,14 @@ async fn wait_mysql_rows(dst: &TargetDb, rows: u64, length: u64, p: &Pipeline) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut conn = dst.conn().await;
-        let have = text_rows(&mut conn, "SELECT COUNT(*), COALESCE(SUM(LENGTH(v)), 0) FROM t")
-            .await
-            .first()
-            .map(|r| (r[0].clone(), r[1].clone()))
-            .unwrap_or_default();
+        let have = text_rows(
+            &mut conn,
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(v)), 0) FROM t",
+        )
+        .await
+        .first()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .unwrap_or_default();
         let _ = conn.disconnect().await;
         if have == want {
             return;
@@ -386,7 +417,8 @@ async fn wait_mysql_rows(dst: &TargetDb, rows: u64, length: u64, p: &Pipeline) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mysql_sink_sets_aside_what_mariadb_refuses() {
     let src = TestDb::new("dlqmy").await;
-    src.exec("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+    src.exec("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     let dst = TargetDb::new("dlqmydst");
     let sink = format!(
         "type = \"mysql\"\nurl = \"{}\"\nflush_interval_ms = 50\non_error = \"dlq\"",
@@ -414,7 +446,10 @@ async fn the_mysql_sink_sets_aside_what_mariadb_refuses() {
     assert_eq!(list[0]["key"]["id"], 1000);
     assert_eq!(list[0]["class"], "data");
     let message = list[0]["message"].as_str().unwrap();
-    assert!(message.contains("column v = \"much too long\"") && message.contains("1406"), "{message}");
+    assert!(
+        message.contains("column v = \"much too long\"") && message.contains("1406"),
+        "{message}"
+    );
     dst.exec("ALTER TABLE t MODIFY v text").await;
     let out = p.run_cmd(&["dlq", "replay", "--table", "t"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -456,7 +491,8 @@ async fn a_kafka_message_over_the_size_limit_is_set_aside_and_replayed_once_allo
     .await;
     let list = wait_dlq_len(&p, 1).await;
     assert_eq!(list[0]["class"], "too_large", "{list:?}");
-    db.exec("UPDATE t SET v = 'later' WHERE id IN (1, 500)").await;
+    db.exec("UPDATE t SET v = 'later' WHERE id IN (1, 500)")
+        .await;
     wait_dlq_len(&p, 2).await;
     let ids_of = |brokers: String, topic: String| async move {
         tokio::task::spawn_blocking(move || {
@@ -467,12 +503,21 @@ async fn a_kafka_message_over_the_size_limit_is_set_aside_and_replayed_once_allo
         .into_iter()
         .filter_map(|m| m.value)
         .map(|v| serde_json::from_slice::<Json>(&v).unwrap())
-        .map(|r| (r["key"]["id"].as_i64().unwrap(), r["op"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["key"]["id"].as_i64().unwrap(),
+                r["op"].as_str().unwrap().to_string(),
+            )
+        })
         .collect::<std::collections::BTreeSet<_>>()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while ids_of(brokers.clone(), topic.clone()).await.len() < 201 {
-        assert!(Instant::now() < deadline, "the small changes never arrived: {}", p.log());
+        assert!(
+            Instant::now() < deadline,
+            "the small changes never arrived: {}",
+            p.log()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(agent.stop(), 0);
@@ -485,7 +530,13 @@ async fn a_kafka_message_over_the_size_limit_is_set_aside_and_replayed_once_allo
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(dlq_list(&p).is_empty());
     let delivered = ids_of(brokers.clone(), topic.clone()).await;
-    assert!(delivered.contains(&(500, "insert".to_string())), "{delivered:?}");
-    assert!(delivered.contains(&(500, "update".to_string())), "{delivered:?}");
+    assert!(
+        delivered.contains(&(500, "insert".to_string())),
+        "{delivered:?}"
+    );
+    assert!(
+        delivered.contains(&(500, "update".to_string())),
+        "{delivered:?}"
+    );
     db.drop().await;
 }

@@ -19,13 +19,16 @@ const REMOTE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Where the records are: the running agent, or the store of a stopped one.
 enum Access {
     Running(String),
-    Stopped(Option<DlqService>),
+    Stopped(Option<Box<DlqService>>),
 }
 
 impl Access {
     async fn find(config: &Config) -> Result<Access> {
         let addr = config.agent.admin_addr.0.clone();
-        if admin::fetch_status(&addr, &config.agent.name).await.is_some() {
+        if admin::fetch_status(&addr, &config.agent.name)
+            .await
+            .is_some()
+        {
             return Ok(Access::Running(addr));
         }
         // A pipeline that never ran has no store, and nothing set aside.
@@ -40,15 +43,17 @@ impl Access {
             config.sink.dlq_max_records,
             None,
         )?;
-        Ok(Access::Stopped(Some(DlqService::new(
+        Ok(Access::Stopped(Some(Box::new(DlqService::new(
             config.clone(),
             Arc::new(queue),
-        ))))
+        )))))
     }
 
     async fn list(&self) -> Result<Vec<Summary>> {
         match self {
-            Access::Running(addr) => Ok(serde_json::from_str(&remote(addr, "GET", "/dlq", "").await?)?),
+            Access::Running(addr) => Ok(serde_json::from_str(
+                &remote(addr, "GET", "/dlq", "").await?,
+            )?),
             Access::Stopped(None) => Ok(Vec::new()),
             Access::Stopped(Some(service)) => service.list(),
         }
@@ -74,7 +79,9 @@ impl Access {
         match self {
             Access::Running(addr) => {
                 let body = serde_json::to_string(selection)?;
-                Ok(serde_json::from_str(&remote(addr, "POST", "/dlq/replay", &body).await?)?)
+                Ok(serde_json::from_str(
+                    &remote(addr, "POST", "/dlq/replay", &body).await?,
+                )?)
             }
             Access::Stopped(None) => Ok(ReplayReport::default()),
             Access::Stopped(Some(service)) => service.replay(selection).await,
@@ -85,7 +92,9 @@ impl Access {
         match self {
             Access::Running(addr) => {
                 let body = serde_json::to_string(selection)?;
-                Ok(serde_json::from_str(&remote(addr, "POST", "/dlq/drop", &body).await?)?)
+                Ok(serde_json::from_str(
+                    &remote(addr, "POST", "/dlq/drop", &body).await?,
+                )?)
             }
             Access::Stopped(None) => Ok(Vec::new()),
             Access::Stopped(Some(service)) => service.drop_records(selection).await,
@@ -202,7 +211,13 @@ fn render_list(records: &[Summary]) -> String {
         }
         out.push_str(&format!(
             "{:<8} {:<28} {:<24} {:<10} {:>8} {:>8}  {}\n",
-            r.id, r.table, r.key.to_string(), r.class, r.attempts, age, message
+            r.id,
+            r.table,
+            r.key.to_string(),
+            r.class,
+            r.attempts,
+            age,
+            message
         ));
     }
     out.push_str(&format!("{} changes set aside\n", records.len()));

@@ -120,7 +120,11 @@ impl DeadLetterQueue {
     }
 
     pub fn get(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        match self.tree().get(self.key(id)).map_err(|e| self.store.sled_err(e))? {
+        match self
+            .tree()
+            .get(self.key(id))
+            .map_err(|e| self.store.sled_err(e))?
+        {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)

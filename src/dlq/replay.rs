@@ -47,13 +47,19 @@ impl Selection {
     pub fn selects(&self, id: u64, letter: &DeadLetter) -> bool {
         self.all
             || self.ids.contains(&id)
-            || self.table.as_deref().is_some_and(|t| table_matches(t, &letter.table))
+            || self
+                .table
+                .as_deref()
+                .is_some_and(|t| table_matches(t, &letter.table))
     }
 }
 
 /// `--table` matches `schema.table`, or the table's name alone.
 pub fn table_matches(wanted: &str, table: &str) -> bool {
-    table == wanted || table.rsplit_once('.').is_some_and(|(_, name)| name == wanted)
+    table == wanted
+        || table
+            .rsplit_once('.')
+            .is_some_and(|(_, name)| name == wanted)
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -152,7 +158,10 @@ pub async fn replay(
         let mut sent = Vec::with_capacity(chunk.len());
         for (id, letter) in chunk.iter().map(|r| (r.0, &r.1)) {
             let key = (letter.table.clone(), letter.key.clone());
-            let behind = unselected.get(&key).filter(|&&b| b < id).or(failed.get(&key));
+            let behind = unselected
+                .get(&key)
+                .filter(|&&b| b < id)
+                .or(failed.get(&key));
             if let Some(&behind) = behind {
                 report.held.push(Held { id, behind });
                 continue;

@@ -148,9 +148,7 @@ fn store_value(value: &Value) -> StoredValue {
         Value::Decimal(s) => StoredValue::Decimal(s.clone()),
         Value::Text(s) => StoredValue::Text(s.clone()),
         Value::Json(raw) => StoredValue::Json(raw.get().to_string()),
-        Value::Bytes(b) => {
-            StoredValue::Bytes(base64::engine::general_purpose::STANDARD.encode(b))
-        }
+        Value::Bytes(b) => StoredValue::Bytes(base64::engine::general_purpose::STANDARD.encode(b)),
         Value::Date(s) => StoredValue::Date(s.clone()),
         Value::Time(s) => StoredValue::Time(s.clone()),
         Value::Timestamp(s) => StoredValue::Timestamp(s.clone()),

@@ -19,10 +19,13 @@ fn schema() -> Arc<TableSchema> {
             col("f", ColumnType::Float64),
             col("b", ColumnType::Bytes),
             col("j", ColumnType::Json),
-            col("d", ColumnType::Decimal {
-                precision: None,
-                scale: None,
-            }),
+            col(
+                "d",
+                ColumnType::Decimal {
+                    precision: None,
+                    scale: None,
+                },
+            ),
         ],
         key: vec![0],
     })
@@ -79,7 +82,10 @@ fn a_net_change_is_the_event_with_its_effect() {
         source: e.source.clone(),
     };
     assert_eq!(net_change_key(&del, &s), r#"{"id":5}"#);
-    assert_eq!(DeadLetter::of_net_change(&del, &s, "held", "m").event().op, Op::Delete);
+    assert_eq!(
+        DeadLetter::of_net_change(&del, &s, "held", "m").event().op,
+        Op::Delete
+    );
 }
 
 #[test]
@@ -87,8 +93,17 @@ fn a_refusal_names_table_key_column_and_a_shortened_value() {
     let e = event();
     let row = e.after.as_ref().unwrap();
     assert_eq!(column_with_nul(row), Some("v"));
-    let text = describe_refusal("public.t", r#"{"id":5}"#, Some(row), Some("v"), "22021: bad");
-    assert_eq!(text, r#"public.t key {"id":5}, column v = "a\u0000b": 22021: bad"#);
+    let text = describe_refusal(
+        "public.t",
+        r#"{"id":5}"#,
+        Some(row),
+        Some("v"),
+        "22021: bad",
+    );
+    assert_eq!(
+        text,
+        r#"public.t key {"id":5}, column v = "a\u0000b": 22021: bad"#
+    );
     let long = shorten(&Value::Text("x".repeat(100)));
     assert!(long.ends_with("…\" (100 characters)"), "{long}");
     assert_eq!(long.chars().filter(|c| *c == 'x').count(), 40);

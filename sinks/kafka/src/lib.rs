@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cdc_core::dead_letter::{self, DeadLetter, DeadLetterHandle};
 use cdc_core::naming::{change_id, marker_id, LastName};
 use cdc_core::transaction::TransactionTracker;
-use cdc_core::dead_letter::{self, DeadLetter, DeadLetterHandle};
 use cdc_core::{ChangeEvent, CheckOutcome, Op, PipelineError, ResumePoint, Sink, SourceMessage};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

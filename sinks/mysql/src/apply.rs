@@ -21,8 +21,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as Param};
 
 use crate::ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
-use crate::values::{datetime_text, to_param};
 use crate::errors::named_row;
+use crate::values::{datetime_text, to_param};
 use crate::{quote_ident, sink_error};
 
 /// A failed apply: the error, and the index (in the changes given) of the change the target
@@ -41,6 +41,7 @@ impl From<PipelineError> for Refused {
 
 /// Changes with their indexes in what the caller was given.
 type Indexed<'a> = [(usize, &'a NetChange)];
+type Owned<'a> = Vec<(usize, &'a NetChange)>;
 
 /// Applies one table's net changes (deletes first, then upserts, as given).
 pub async fn changes(
@@ -48,7 +49,7 @@ pub async fn changes(
     target: &Target<'_>,
     changes: &[NetChange],
 ) -> Result<(), Refused> {
-    let (deletes, upserts): (Vec<(usize, &NetChange)>, Vec<(usize, &NetChange)>) = changes
+    let (deletes, upserts): (Owned, Owned) = changes
         .iter()
         .enumerate()
         .partition(|(_, c)| matches!(c, NetChange::Delete { .. }));
@@ -119,7 +120,9 @@ async fn deletes(
     let keys: Vec<&str> = target.schema.key_names().collect();
     // Soft deletes with metadata record each delete's own position: one statement group per
     // source transaction (a batch holds few).
-    let mut groups: BTreeMap<(String, Option<Arc<str>>), Vec<(usize, &Row)>> = BTreeMap::new();
+    // (position, commit time) → the keys, with their indexes.
+    type Group<'a> = Vec<(usize, &'a Row)>;
+    let mut groups: BTreeMap<(String, Option<Arc<str>>), Group> = BTreeMap::new();
     for (i, change) in changes {
         if let NetChange::Delete { key, source } = change {
             let group = if target.soft_delete && target.metadata {

@@ -83,7 +83,9 @@ fn server_error(code: u16, message: String) -> PipelineError {
         let column = named_column(&message);
         return PipelineError::poison("constraint", message)
             .with_column(column)
-            .with_hint("a constraint of the target refuses the row: change or drop it, and restart");
+            .with_hint(
+                "a constraint of the target refuses the row: change or drop it, and restart",
+            );
     }
     match code {
         1153 => PipelineError::definite("sink", message)
@@ -167,8 +169,14 @@ mod tests {
                 .as_deref(),
             Some("name")
         );
-        assert_eq!(named_column("Column 'v' cannot be null").as_deref(), Some("v"));
-        assert_eq!(named_row("Data too long for column 'note' at row 3"), Some(3));
+        assert_eq!(
+            named_column("Column 'v' cannot be null").as_deref(),
+            Some("v")
+        );
+        assert_eq!(
+            named_row("Data too long for column 'note' at row 3"),
+            Some(3)
+        );
         assert_eq!(named_row("CONSTRAINT `c` failed for `db`.`t`"), None);
     }
 }

@@ -308,7 +308,13 @@ impl MysqlSink {
             changes.extend(upserts);
             let schema = &batch.schema;
             if let Some(store) = &self.config.dead_letters {
-                dead_letter::hold_back(store.as_ref(), &source_name, schema, &mut changes, &mut letters);
+                dead_letter::hold_back(
+                    store.as_ref(),
+                    &source_name,
+                    schema,
+                    &mut changes,
+                    &mut letters,
+                );
             }
             self.touched.insert(table.name.clone());
             let conn = self.conn.as_mut().ok_or_else(not_open)?;

@@ -73,7 +73,7 @@ pub async fn changes(
     changes: &[NetChange],
     counter: &mut u64,
 ) -> Result<(), Refused> {
-    let (deletes, upserts): (Vec<(usize, &NetChange)>, Vec<(usize, &NetChange)>) = changes
+    let (deletes, upserts): (Owned, Owned) = changes
         .iter()
         .enumerate()
         .partition(|(_, c)| matches!(c, NetChange::Delete { .. }));
@@ -109,6 +109,7 @@ pub async fn target_columns(
 
 /// Changes with their indexes in what the caller was given.
 type Indexed<'a> = [(usize, &'a NetChange)];
+type Owned<'a> = Vec<(usize, &'a NetChange)>;
 
 async fn deletes(
     client: &Client,
@@ -164,7 +165,7 @@ async fn upserts(
     changes: &Indexed<'_>,
     counter: &mut u64,
 ) -> Result<(), Refused> {
-    let (new_rows, mut rest): (Vec<(usize, &NetChange)>, Vec<(usize, &NetChange)>) =
+    let (new_rows, mut rest): (Owned, Owned) =
         changes.iter().partition(
             |(_, c)| matches!(c, NetChange::Upsert { new_row: true, unchanged, .. } if unchanged.is_empty()),
         );

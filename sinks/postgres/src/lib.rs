@@ -189,7 +189,13 @@ impl PostgresSink {
             changes.extend(upserts);
             let schema = &batch.schema;
             if let Some(store) = &self.config.dead_letters {
-                dead_letter::hold_back(store.as_ref(), &source_name, schema, &mut changes, &mut letters);
+                dead_letter::hold_back(
+                    store.as_ref(),
+                    &source_name,
+                    schema,
+                    &mut changes,
+                    &mut letters,
+                );
             }
             let client = self.client.as_ref().ok_or_else(|| {
                 PipelineError::transient("sink", "the target connection is not open")

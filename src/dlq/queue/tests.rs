@@ -67,11 +67,17 @@ fn keys_are_held_until_their_records_are_gone_and_redeliveries_only_count() {
     let records = queue.records().unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[1].1.attempts, 2);
-    assert!(records[0].0 < records[1].0, "ids follow the order set aside");
+    assert!(
+        records[0].0 < records[1].0,
+        "ids follow the order set aside"
+    );
     assert_eq!(queue.set_aside_counts().values().sum::<u64>(), 2);
 
     queue.remove(&[records[0].0]).unwrap();
-    assert!(queue.holds_key("public.t", r#"{"id":1}"#), "the held change remains");
+    assert!(
+        queue.holds_key("public.t", r#"{"id":1}"#),
+        "the held change remains"
+    );
     queue.remove(&[records[1].0]).unwrap();
     assert!(!queue.holds_table("public.t"));
     assert_eq!(queue.len(), 0);
