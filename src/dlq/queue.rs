@@ -296,6 +296,26 @@ impl DeadLetters for DeadLetterQueue {
         self.show_size();
         Ok(())
     }
+
+    fn discard_table(&self, table: &str) -> Result<(), PipelineError> {
+        if !self.holds_table(table) {
+            return Ok(());
+        }
+        let state = |e: StoreError| PipelineError::definite("state", e.to_string());
+        let ids: Vec<u64> = self
+            .records()
+            .map_err(state)?
+            .into_iter()
+            .filter(|(_, letter)| letter.table == table)
+            .map(|(id, _)| id)
+            .collect();
+        tracing::info!(
+            table,
+            records = ids.len(),
+            "the table was truncated: its dead letters are dropped"
+        );
+        self.remove(&ids).map_err(state)
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ pub trait DeadLetters: Send + Sync + std::fmt::Debug {
     /// newest change already held for that key (a redelivery after a crash) only counts as
     /// another attempt. Fails (definite) when the store would pass `sink.dlq_max_records`.
     fn set_aside(&self, letters: Vec<DeadLetter>) -> Result<(), PipelineError>;
+    /// The source truncated `table` and the sink did too: its records are moot (the rows they
+    /// would write are gone in the source), and its keys free. Durable when it returns.
+    fn discard_table(&self, _table: &str) -> Result<(), PipelineError> {
+        Ok(())
+    }
 }
 
 /// What a sink is given: the store, or nothing (a sink used where no store exists).

@@ -376,7 +376,11 @@ impl MysqlSink {
         self.conn()?
             .query_drop(sql)
             .await
-            .map_err(|e| sink_error(e, "truncating the target table"))
+            .map_err(|e| sink_error(e, "truncating the target table"))?;
+        match &self.config.dead_letters {
+            Some(store) => store.discard_table(&source_name),
+            None => Ok(()),
+        }
     }
 
     fn batch_for(&mut self, schema: &Arc<TableSchema>) -> &mut TableBatch {

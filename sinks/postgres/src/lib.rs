@@ -258,7 +258,11 @@ impl PostgresSink {
         self.client()?
             .batch_execute(&sql)
             .await
-            .map_err(|e| sink_error(e, "truncating the target table"))
+            .map_err(|e| sink_error(e, "truncating the target table"))?;
+        match &self.config.dead_letters {
+            Some(store) => store.discard_table(&source_name),
+            None => Ok(()),
+        }
     }
 
     /// The pending batch of the event's table, created when missing. The schema `Arc` is the
