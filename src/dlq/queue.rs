@@ -22,6 +22,8 @@ pub struct DeadLetterQueue {
     sets_aside_poison: bool,
     max_records: u64,
     index: Mutex<Index>,
+    /// Records held now, readable without the lock.
+    size: std::sync::atomic::AtomicU64,
     /// Where `dlq_size` is shown while the agent runs.
     live: Option<Arc<LiveStatus>>,
 }
@@ -64,6 +66,7 @@ impl DeadLetterQueue {
             sets_aside_poison,
             max_records,
             index: Mutex::new(Index::default()),
+            size: Default::default(),
             live,
         };
         let mut index = Index::default();
@@ -89,8 +92,10 @@ impl DeadLetterQueue {
     }
 
     fn show_size(&self) {
+        let size = self.lock().len;
+        self.size.store(size, std::sync::atomic::Ordering::Release);
         if let Some(live) = &self.live {
-            live.set_dlq_size(self.len());
+            live.set_dlq_size(size);
         }
     }
 
@@ -241,6 +246,10 @@ impl DeadLetters for DeadLetterQueue {
         self.sets_aside_poison
     }
 
+    fn holds_any(&self) -> bool {
+        self.size.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
     fn holds_table(&self, table: &str) -> bool {
         self.lock().tables.contains_key(table)
     }
@@ -279,6 +288,7 @@ impl DeadLetters for DeadLetterQueue {
                     // What was set aside before the limit is kept (durably): a restart after
                     // the operator's fix finds it.
                     self.store.flush().map_err(state)?;
+                    self.show_size();
                     return Err(self.full(len));
                 }
                 // From 1: an id people type.

@@ -40,6 +40,11 @@ pub trait DeadLetters: Send + Sync + std::fmt::Debug {
     /// `sink.on_error = "dlq"`: refused changes are set aside. Otherwise a poison change stops
     /// the pipeline (held keys are still held: the store may hold records from earlier runs).
     fn sets_aside_poison(&self) -> bool;
+    /// True if the store holds any key at all: a look that costs no lock, for a sink that would
+    /// otherwise build a table name per change.
+    fn holds_any(&self) -> bool {
+        true
+    }
     /// True if some key of `table` (`schema.table`) is held: only then must a sink look at keys.
     fn holds_table(&self, table: &str) -> bool;
     fn holds_key(&self, table: &str, key: &str) -> bool;
