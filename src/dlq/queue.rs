@@ -261,6 +261,14 @@ impl DeadLetters for DeadLetterQueue {
             .is_some_and(|keys| keys.contains_key(key))
     }
 
+    fn held_keys(&self, table: &str) -> std::collections::HashSet<String> {
+        self.lock()
+            .tables
+            .get(table)
+            .map(|keys| keys.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn set_aside(&self, letters: Vec<DeadLetter>) -> Result<(), PipelineError> {
         let state = |e: StoreError| PipelineError::definite("state", e.to_string());
         {

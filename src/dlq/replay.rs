@@ -113,6 +113,10 @@ impl DeadLetters for RefusedAgain {
         false
     }
 
+    fn held_keys(&self, _: &str) -> std::collections::HashSet<String> {
+        Default::default()
+    }
+
     fn set_aside(&self, letters: Vec<DeadLetter>) -> Result<(), PipelineError> {
         self.0
             .lock()

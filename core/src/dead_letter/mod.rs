@@ -48,6 +48,8 @@ pub trait DeadLetters: Send + Sync + std::fmt::Debug {
     /// True if some key of `table` (`schema.table`) is held: only then must a sink look at keys.
     fn holds_table(&self, table: &str) -> bool;
     fn holds_key(&self, table: &str, key: &str) -> bool;
+    /// The keys of `table` held now (empty for most tables): one look for a whole batch.
+    fn held_keys(&self, table: &str) -> std::collections::HashSet<String>;
     /// Stores the letters, durably when it returns. A letter for a key at or before the
     /// newest change already held for that key (a redelivery after a crash) only counts as
     /// another attempt. Fails (definite) when the store would pass `sink.dlq_max_records`.
@@ -168,17 +170,49 @@ fn event_key(event: &ChangeEvent, schema: &TableSchema) -> Row {
     }
 }
 
-/// The key's JSON text, as the dead-letter store indexes it.
-pub fn key_text(schema: &TableSchema, row: &Row) -> String {
-    serde_json::to_string(&key_of(schema, row)).unwrap_or_default()
+/// The key's JSON text (`{"id":42}`), as the dead-letter store indexes it: the key columns of
+/// `row` (a full row or a key) in the schema's key order, written as the change record writes
+/// them. `out` is cleared first, so one buffer serves a whole batch.
+pub fn write_key_text(schema: &TableSchema, row: &Row, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(b'{');
+    let mut first = true;
+    for &i in &schema.key {
+        let Some(column) = schema.columns.get(i) else {
+            continue;
+        };
+        let Some(value) = row.get(&column.name) else {
+            continue;
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(column.name.json());
+        out.push(b':');
+        crate::json::write_value(value, out);
+    }
+    out.push(b'}');
 }
 
-/// The key text of a net change (its row's or its key's key columns).
-pub fn net_change_key(change: &NetChange, schema: &TableSchema) -> String {
+/// [`write_key_text`], as a string.
+pub fn key_text(schema: &TableSchema, row: &Row) -> String {
+    let mut out = Vec::new();
+    write_key_text(schema, row, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The row a net change's key is read from (its row, or its key).
+fn net_change_row(change: &NetChange) -> &Row {
     match change {
-        NetChange::Upsert { row, .. } => key_text(schema, row),
-        NetChange::Delete { key, .. } => key_text(schema, key),
+        NetChange::Upsert { row, .. } => row,
+        NetChange::Delete { key, .. } => key,
     }
+}
+
+/// The key text of a net change.
+pub fn net_change_key(change: &NetChange, schema: &TableSchema) -> String {
+    key_text(schema, net_change_row(change))
 }
 
 /// The key text of a change event.
@@ -196,12 +230,14 @@ pub fn hold_back(
     letters: &mut Vec<DeadLetter>,
 ) {
     // The store is empty on a clean stream: one look per table batch, no key is computed.
-    if !store.holds_table(table) {
+    let held = store.held_keys(table);
+    if held.is_empty() {
         return;
     }
+    let mut key = Vec::new();
     changes.retain(|change| {
-        let key = net_change_key(change, schema);
-        if !store.holds_key(table, &key) {
+        write_key_text(schema, net_change_row(change), &mut key);
+        if !std::str::from_utf8(&key).is_ok_and(|k| held.contains(k)) {
             return true;
         }
         letters.push(DeadLetter::of_net_change(

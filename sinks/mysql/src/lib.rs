@@ -23,13 +23,13 @@
 //! * **Truncate is `DELETE FROM`**, because `TRUNCATE TABLE` also commits implicitly.
 //!
 //! Exactly once: the source position a target transaction reaches is written in that
-//! transaction, so after any crash the target says itself where it stands.
+//! transaction, so after any crash the target says itself where it stands. A large source
+//! transaction is applied in pieces into one open target transaction, so memory stays bounded.
+//! See [`ddl`] for the type mapping.
 //!
 //! Poison changes, as in the postgres sink: each table's changes go in under a savepoint; a
 //! change the target refuses is found by bisection, the rest applied, and the change set aside in
-//! the dead-letter store (durably, before the commit) or the pipeline stops naming it. A large source
-//! transaction is applied in pieces into one open target transaction, so memory stays bounded.
-//! See [`ddl`] for the type mapping.
+//! the dead-letter store (durably, before the commit) or the pipeline stops naming it.
 
 mod apply;
 mod check;

@@ -8,16 +8,16 @@
 //! ```
 //!
 //! Exactly once: the source position a target transaction reaches is written in that transaction,
-//! so after any crash the target says itself where it stands.
+//! so after any crash the target says itself where it stands. A source transaction is never split
+//! across two target commits (the runtime flushes only at transaction boundaries); a large one is
+//! applied in pieces into one open target transaction, so memory stays bounded.
 //!
 //! Poison changes: each table's changes go in under a savepoint. When the target refuses them
 //! for one change's sake (a value it cannot store, a constraint), the savepoint is rolled back
 //! and the change is found by bisection ([`cdc_core::dead_letter::bisect`]); the rest is
 //! applied, and the refused change is set aside in the dead-letter store (`on_error = "dlq"`,
 //! durably, before the commit) or stops the pipeline naming table, key and column. Changes to a
-//! key the store holds are set aside behind it. A source transaction is never split
-//! across two target commits (the runtime flushes only at transaction boundaries); a large one is
-//! applied in pieces into one open target transaction, so memory stays bounded.
+//! key the store holds are set aside behind it.
 
 mod apply;
 mod copy_text;
