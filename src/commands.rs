@@ -38,6 +38,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let progress = Arc::new(SourceProgress::default());
     let metrics = Arc::new(Metrics::new());
     let requests = admin::SnapshotRequests::default();
+    let dlq_service = admin::DeadLetterService::default();
     let state_dir = config.state_dir();
     let store = tokio::select! {
         store = open_store_waiting(&state_dir) => Arc::new(store?),
@@ -50,6 +51,21 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         Arc::clone(&store),
         &name,
     )));
+    let dead_letters = Arc::new(crate::dlq::DeadLetterQueue::open(
+        Arc::clone(&store),
+        &name,
+        config.sink.on_error == crate::config::OnError::Dlq,
+        config.sink.dlq_max_records,
+        Some(Arc::clone(&live)),
+    )?);
+    if dead_letters.len() > 0 {
+        tracing::warn!(records = dead_letters.len(), "the dead-letter store holds changes: their keys differ in the target; see `cdc-agent dlq list`");
+    }
+    metrics.set_dead_letters(Arc::clone(&dead_letters));
+    let _ = dlq_service.set(Arc::new(crate::dlq::DlqService::new(
+        config.clone(),
+        Arc::clone(&dead_letters),
+    )));
 
     // What the state store knows shows from the first answer of the endpoint on, whether or not
     // the source and the target answer. Until it serves, a request waits in the listener's
@@ -61,6 +77,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         Arc::clone(&live),
         Arc::clone(&metrics),
         Arc::clone(&requests),
+        Arc::clone(&dlq_service),
     ));
     tokio::spawn(
         SourceWatch {
@@ -79,6 +96,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         live,
         progress,
         metrics,
+        dead_letters,
     };
     // Every line the pipeline logs carries its name (a field of the JSON lines with
     // `--log-format json`).
@@ -374,15 +392,17 @@ pub fn open_store_of_stopped_agent(config: &Config) -> Result<StateStore> {
 async fn offline_status(config: &Config) -> Result<StatusReport> {
     let name = config.agent.name.0.clone();
     // A pipeline that never ran has no state store yet: do not create one just to look.
-    let (checkpoint, meta, seen) = if config.state_dir().exists() {
-        let store = open_store_of_stopped_agent(config)?;
+    let (checkpoint, meta, seen, dlq_size) = if config.state_dir().exists() {
+        let store = Arc::new(open_store_of_stopped_agent(config)?);
+        let dlq = crate::dlq::DeadLetterQueue::open(Arc::clone(&store), &name, false, 0, None)?;
         (
             store.checkpoint(&name)?,
             store.meta(&name)?,
             store.source_sighting(&name)?,
+            dlq.len(),
         )
     } else {
-        (None, None, None)
+        (None, None, None, 0)
     };
     let live = LiveStatus::new(&name, source_type_name(config.source.kind));
     // Every run records its meta first: without one (and without a checkpoint) nothing ran.
@@ -392,6 +412,7 @@ async fn offline_status(config: &Config) -> Result<StatusReport> {
     }
     let meta = meta.unwrap_or_default();
     live.seed(&meta);
+    live.set_dlq_size(dlq_size);
     if let Some(e) = &meta.last_error {
         live.set_last_error(e.clone());
     }

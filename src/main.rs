@@ -8,6 +8,7 @@ mod backoff;
 mod cli;
 mod commands;
 mod config;
+mod dlq;
 mod metrics;
 mod runtime;
 mod sink_driver;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
                     snapshot_cmd::snapshot(&config, tables, no_wait).await
                 }
                 Command::Reset { yes } => commands::reset(&config, yes).await,
+                Command::Dlq { command } => dlq::commands::run(&config, command).await,
             }
         });
         match task.await {

@@ -35,6 +35,7 @@ struct Inner {
     last_checkpoint: Option<Instant>,
     retained_warnings: u64,
     buffer: Option<cdc_core::BufferGauge>,
+    dead_letters: Option<std::sync::Arc<crate::dlq::DeadLetterQueue>>,
 }
 
 pub struct Metrics {
@@ -115,6 +116,11 @@ impl Metrics {
     /// The channel of the current run, for `cdc_buffered_bytes`.
     pub fn set_buffer_gauge(&self, gauge: cdc_core::BufferGauge) {
         self.with(|m| m.buffer = Some(gauge));
+    }
+
+    /// The dead-letter store, for `cdc_dlq_records_total`.
+    pub fn set_dead_letters(&self, queue: std::sync::Arc<crate::dlq::DeadLetterQueue>) {
+        self.with(|m| m.dead_letters = Some(queue));
     }
 
     pub fn retained_warning(&self) {
@@ -340,6 +346,22 @@ impl Metrics {
                 out,
                 "cdc_errors_total{{pipeline=\"{p}\",kind=\"{kind}\"}} {n}"
             );
+        }
+        write_family(
+            &mut out,
+            "cdc_dlq_records_total",
+            "counter",
+            "Changes set aside in the dead-letter store (this run), by table and class (data, constraint, too_large, held).",
+        );
+        if let Some(queue) = &m.dead_letters {
+            for ((table, class), n) in queue.set_aside_counts() {
+                let _ = writeln!(
+                    out,
+                    "cdc_dlq_records_total{{pipeline=\"{p}\",table=\"{}\",class=\"{}\"}} {n}",
+                    escape(&table),
+                    escape(&class)
+                );
+            }
         }
         write_family(
             &mut out,

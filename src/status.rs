@@ -237,6 +237,11 @@ impl LiveStatus {
         })
     }
 
+    /// Records in the dead-letter store now.
+    pub fn set_dlq_size(&self, size: u64) {
+        self.with(|s| s.report.dlq_size = size)
+    }
+
     pub fn set_slot_retained(&self, bytes: Option<u64>) {
         self.with(|s| s.report.slot_retained_bytes = bytes)
     }
@@ -563,6 +568,12 @@ pub fn render_human(r: &StatusReport) -> String {
     }
     if let Some(e) = &r.last_error {
         out.push_str(&format!("{:<20} {e}\n", "last error"));
+    }
+    if r.dlq_size > 0 {
+        out.push_str(&format!(
+            "{:<20} {} changes set aside in the dead-letter store: the target differs from the source for their keys; see `cdc-agent dlq list`\n",
+            "warning", r.dlq_size
+        ));
     }
     match r.snapshot_resumable {
         Some(true) => out.push_str(&format!(

@@ -7,6 +7,8 @@
 //!   `status` shows when the agent is stopped.
 //! * `source_seen`: pipeline name → what the agent last read of the source server
 //!   ([`SourceSighting`]), so that `status` after a restart during an outage shows it.
+//! * `dead_letters`: `pipeline/<id, 20 digits>` → a change set aside (see `dlq`), in the order
+//!   it was set aside.
 //!
 //! A running agent holds sled's lock on the directory; `status` then asks the admin endpoint.
 
@@ -82,6 +84,7 @@ pub struct StateStore {
     meta: sled::Tree,
     schema_history: sled::Tree,
     source_seen: sled::Tree,
+    dead_letters: sled::Tree,
 }
 
 impl StateStore {
@@ -120,13 +123,36 @@ impl StateStore {
             meta: tree("meta")?,
             schema_history: tree("schema_history")?,
             source_seen: tree("source_seen")?,
+            dead_letters: tree("dead_letters")?,
             path: path.to_path_buf(),
             db,
         })
     }
 
-    fn sled_err(&self, source: sled::Error) -> StoreError {
+    /// The dead-letter tree (its records are kept by `dlq::DeadLetterQueue`).
+    pub fn dead_letters(&self) -> &sled::Tree {
+        &self.dead_letters
+    }
+
+    /// A new id, larger than every id handed out before (across restarts).
+    pub fn generate_id(&self) -> Result<u64, StoreError> {
+        self.db.generate_id().map_err(|e| self.sled_err(e))
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(|e| self.sled_err(e))
+    }
+
+    pub fn sled_err(&self, source: sled::Error) -> StoreError {
         StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn corrupt(&self, source: serde_json::Error) -> StoreError {
+        StoreError::Corrupt {
             path: self.path.clone(),
             source,
         }
@@ -207,12 +233,6 @@ impl StateStore {
         self.put(&self.source_seen, pipeline, sighting)
     }
 
-    /// Waits until everything recorded is on disk.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| self.sled_err(e))?;
-        Ok(())
-    }
-
     /// Forgets everything about the pipeline.
     pub fn clear(&self, pipeline: &str) -> Result<(), StoreError> {
         self.checkpoint
@@ -222,11 +242,11 @@ impl StateStore {
         self.source_seen
             .remove(pipeline)
             .map_err(|e| self.sled_err(e))?;
-        for entry in self.schema_history.scan_prefix(format!("{pipeline}/")) {
-            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
-            self.schema_history
-                .remove(key)
-                .map_err(|e| self.sled_err(e))?;
+        for tree in [&self.schema_history, &self.dead_letters] {
+            for entry in tree.scan_prefix(format!("{pipeline}/")) {
+                let (key, _) = entry.map_err(|e| self.sled_err(e))?;
+                tree.remove(key).map_err(|e| self.sled_err(e))?;
+            }
         }
         self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())

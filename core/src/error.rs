@@ -1,8 +1,10 @@
 //! Errors the runtime acts on.
 //!
 //! Every connector and sink error is classified once, here, into what the runtime should do:
-//! retry with backoff while holding the position (transient), or stop and tell the operator what
-//! to fix (definite). The hint is one line that `status` and the log show.
+//! retry with backoff while holding the position (transient), stop and tell the operator what
+//! to fix (definite), or, for an error that only one change causes (poison: a value or row the
+//! target refuses), set that change aside in the dead-letter store when `sink.on_error = "dlq"`
+//! (else stop, as for a definite error). The hint is one line that `status` and the log show.
 
 use std::fmt;
 
@@ -10,8 +12,11 @@ use std::fmt;
 pub enum ErrorClass {
     /// Connection lost, timeout, server restarting: retry with backoff, position held.
     Transient,
-    /// Wrong setting, missing privilege, bad data, dropped table: retrying will not help.
+    /// Wrong setting, missing privilege, dropped table: retrying will not help, for any change.
     Definite,
+    /// The target refuses this one change (a value it cannot store, a constraint it violates, a
+    /// message over the broker's size limit): other changes go through.
+    Poison,
 }
 
 impl fmt::Display for ErrorClass {
@@ -19,6 +24,7 @@ impl fmt::Display for ErrorClass {
         f.write_str(match self {
             ErrorClass::Transient => "transient",
             ErrorClass::Definite => "definite",
+            ErrorClass::Poison => "poison",
         })
     }
 }
@@ -32,6 +38,8 @@ pub struct PipelineError {
     pub kind: &'static str,
     pub message: String,
     pub hint: Option<String>,
+    /// The column the target named, for an error about one value.
+    pub column: Option<String>,
 }
 
 impl PipelineError {
@@ -41,6 +49,7 @@ impl PipelineError {
             kind,
             message: message.into(),
             hint: None,
+            column: None,
         }
     }
 
@@ -50,6 +59,20 @@ impl PipelineError {
             kind,
             message: message.into(),
             hint: None,
+            column: None,
+        }
+    }
+
+    /// An error only this change causes; `kind` is its class in the dead-letter store and in
+    /// metrics: `data` (a value the target cannot store), `constraint` (a row it refuses),
+    /// `too_large` (over a size limit).
+    pub fn poison(kind: &'static str, message: impl Into<String>) -> Self {
+        PipelineError {
+            class: ErrorClass::Poison,
+            kind,
+            message: message.into(),
+            hint: None,
+            column: None,
         }
     }
 
@@ -58,8 +81,17 @@ impl PipelineError {
         self
     }
 
+    pub fn with_column(mut self, column: Option<String>) -> Self {
+        self.column = column;
+        self
+    }
+
     pub fn is_transient(&self) -> bool {
         self.class == ErrorClass::Transient
+    }
+
+    pub fn is_poison(&self) -> bool {
+        self.class == ErrorClass::Poison
     }
 }
 
@@ -118,7 +150,8 @@ pub fn file_error(
     let message = message.into();
     match io_error_class(error.kind()) {
         ErrorClass::Transient => PipelineError::transient(kind, message),
-        ErrorClass::Definite => match io_error_hint(error.kind(), setting) {
+        // (A file error is never one change's fault: `io_error_class` gives no poison.)
+        ErrorClass::Definite | ErrorClass::Poison => match io_error_hint(error.kind(), setting) {
             Some(hint) => PipelineError::definite(kind, message).with_hint(hint),
             None => PipelineError::definite(kind, message),
         },

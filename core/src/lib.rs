@@ -13,11 +13,13 @@
 //! * [`transaction`]: BEGIN/END transaction metadata for message sinks.
 //! * [`position`]: one position type for every source; comparing two sources is an error.
 //! * [`pipeline`]: the messages a source emits and the [`Source`]/[`Sink`] traits.
-//! * [`error`]: the two error classes (transient / definite) the runtime acts on.
+//! * [`error`]: the error classes (transient / definite / poison) the runtime acts on.
+//! * [`dead_letter`]: the dead-letter store as sinks see it, and finding a batch's poison change.
 
 pub mod batch;
 pub mod check;
 pub mod chunked;
+pub mod dead_letter;
 pub mod debezium;
 pub mod error;
 pub mod event;

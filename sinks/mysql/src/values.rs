@@ -7,8 +7,8 @@
 //! The change record's text forms become what MySQL accepts: `2026-11-26T13:45:00.123456` →
 //! `2026-11-26 13:45:00.123456`, a UTC `...Z` loses its `Z` (the column holds UTC), booleans are
 //! 1/0, bytes go raw (no base64), JSON documents and arrays as JSON text. What MySQL cannot hold
-//! (NaN and infinite floats or numerics, infinite or BC dates) is a definite error naming the
-//! table and column: retrying would fail the same way.
+//! (NaN and infinite floats or numerics, infinite or BC dates) is a poison error naming the
+//! table and column: retrying would fail the same way, and only this change is at fault.
 
 use std::borrow::Cow;
 
@@ -25,13 +25,11 @@ pub enum ValueError {
 }
 
 impl ValueError {
-    /// The definite pipeline error for `table`.`column`.
+    /// The poison error for `table`.`column`: this change cannot be written.
     pub fn at(self, table: &str, column: &str) -> PipelineError {
-        PipelineError::definite(
-            "sink",
-            format!("cannot write {table}.{column}: {self}"),
-        )
-        .with_hint(format!(
+        PipelineError::poison("data", format!("cannot write {table}.{column}: {self}"))
+            .with_column(Some(column.to_string()))
+            .with_hint(format!(
             "change the value in the source, or stop replicating {table}.{column} (exclude the table), then restart"
         ))
     }
