@@ -1,4 +1,4 @@
-//! The command line of the spec: `run`, `check`, `status`, `snapshot`, `reset`.
+//! The command line of the spec: `run`, `check`, `status`, `snapshot`, `verify`, `reset`.
 
 use std::path::PathBuf;
 
@@ -66,6 +66,9 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Compare source and target tables (warehouse sinks) by hashed key ranges; name the rows
+    /// that differ. Exits 0 when equal, 1 when rows differ.
+    Verify(crate::verify::VerifyArgs),
     /// Drop the replication slot and clear the state store.
     Reset {
         /// Confirm: this forgets the position; the next run starts over.

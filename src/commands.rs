@@ -430,14 +430,16 @@ pub fn open_store_of_stopped_agent(config: &Config) -> Result<StateStore> {
 async fn offline_status(config: &Config) -> Result<StatusReport> {
     let name = config.agent.name.0.clone();
     // A pipeline that never ran has no state store yet: do not create one just to look.
-    let (checkpoint, meta) = if config.state_dir().exists() {
-        let store = open_store_of_stopped_agent(config)?;
+    let (checkpoint, meta, verified) = if config.state_dir().exists() {
+        let store = Arc::new(open_store_of_stopped_agent(config)?);
+        let tree = crate::store::SourceState::new(Arc::clone(&store), &name);
         (
             store.checkpoint(&name)?,
             store.meta(&name)?.unwrap_or_default(),
+            crate::verify::record::load(&tree),
         )
     } else {
-        (None, Default::default())
+        (None, Default::default(), vec![])
     };
     let live = LiveStatus::new(&name, source_type_name(config.source.kind));
     live.seed(&meta);
@@ -464,7 +466,11 @@ async fn offline_status(config: &Config) -> Result<StatusReport> {
         }
         Err(e) => live.set_last_error(format!("source unreachable: {e}")),
     }
-    Ok(live.report())
+    let mut report = live.report();
+    let tree = cdc_core::MemoryTree::default();
+    crate::verify::record::store_results(&tree, &verified)?;
+    crate::verify::record::annotate(&mut report, &tree);
+    Ok(report)
 }
 
 pub async fn reset(config: &Config, yes: bool) -> Result<ExitCode> {

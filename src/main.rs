@@ -13,6 +13,7 @@ mod sink_driver;
 mod snapshot_cmd;
 mod status;
 mod store;
+mod verify;
 mod wiring;
 
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
                 Command::Snapshot { tables, no_wait } => {
                     snapshot_cmd::snapshot(&config, tables, no_wait).await
                 }
+                Command::Verify(args) => verify::run(&config, args).await,
                 Command::Reset { yes } => commands::reset(&config, yes).await,
             }
         });
