@@ -140,7 +140,12 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         source_type: crate::runtime::source_type_name(config.source.kind).to_string(),
         sink_type: crate::runtime::sink_type_name(config.sink.kind).to_string(),
         agent: if running { "running" } else { "stopped" }.to_string(),
-        equal: reports.iter().all(|t| t.status == TableStatus::Equal),
+        equal: reports.iter().all(|t| {
+            t.status == TableStatus::Equal
+                || t.repair
+                    .as_ref()
+                    .is_some_and(|r| r.verified && r.still_divergent == 0)
+        }),
         divergent_rows: reports.iter().map(TableReport::divergent).sum(),
         seconds: started.elapsed().as_secs_f64(),
         bytes_read: reports.iter().map(|t| t.bytes_read).sum(),

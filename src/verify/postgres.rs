@@ -219,9 +219,10 @@ fn needs_temp_functions(columns: &[Column], pair: Pair) -> bool {
 fn value_sql(c: &str, kind: &Kind, own: &PgColumn, pair: Pair, source: bool) -> String {
     match kind {
         Kind::Bool => format!("left({c}::text, 1)"),
-        Kind::Int | Kind::Uuid | Kind::Date | Kind::Time | Kind::Timestamp | Kind::Other => {
-            format!("{c}::text")
-        }
+        Kind::Int | Kind::Uuid | Kind::Date | Kind::Time | Kind::Timestamp => format!("{c}::text"),
+        // The type's output form, as the change record carries it (`::text` of an inet adds
+        // the netmask the output leaves out).
+        Kind::Other => format!("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END"),
         Kind::Interval => format!("{c}::text"),
         Kind::Float if pair.same_family() => format!("{c}::text"),
         Kind::Float => format!("pg_temp.cdc_number({c}::float8::text)"),
