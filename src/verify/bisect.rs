@@ -27,6 +27,10 @@ pub struct Limits {
     pub top_range_rows: u64,
     /// Keys listed per category; beyond it divergent rows are only counted.
     pub max_listed: usize,
+    /// Rows per bucket of the first pass over a table with an integer key.
+    pub bucket_rows: u64,
+    /// Buckets of that pass at most.
+    pub max_buckets: u64,
 }
 
 impl Default for Limits {
@@ -37,6 +41,10 @@ impl Default for Limits {
             // A range is one query per side: ~50 of them for 5M rows.
             top_range_rows: 100_000,
             max_listed: 10_000,
+            // One scan of each side sums 5,000-row buckets: an unequal bucket costs little to
+            // bisect, and 1,000 groups cost the scan little.
+            bucket_rows: 5_000,
+            max_buckets: 20_000,
         }
     }
 }
@@ -99,6 +107,73 @@ pub async fn top_ranges(
     .await
 }
 
+/// The first pass over a table with a single integer key: every bucket's summary from one scan
+/// of each side (see `Side::bucket_summaries`); equal buckets are counted into `found`, the
+/// ranges of unequal ones returned to be bisected. `None` when a side cannot.
+pub async fn first_pass(
+    source: &mut dyn Side,
+    target: &mut dyn Side,
+    estimated_rows: u64,
+    limits: Limits,
+    found: &mut Findings,
+) -> Result<Option<Vec<Range>>> {
+    let whole = Range::default();
+    let (a, b) = tokio::try_join!(source.int_span(&whole), target.int_span(&whole))?;
+    let (low, high) = match (a, b) {
+        (Some((l1, h1)), Some((l2, h2))) => (l1.min(l2), h1.max(h2)),
+        (Some(span), None) | (None, Some(span)) => span,
+        (None, None) => return Ok(Some(vec![])),
+    };
+    let width = (high - low + 1).max(1);
+    // Without statistics, the key span stands in for the row count.
+    let rows = if estimated_rows > 0 {
+        estimated_rows
+    } else {
+        u64::try_from(width).unwrap_or(u64::MAX)
+    };
+    let buckets = i128::from(
+        rows.div_ceil(limits.bucket_rows.max(1))
+            .clamp(1, limits.max_buckets),
+    )
+    .min(width);
+    let throughs: Vec<i128> = (1..buckets)
+        .map(|i| low - 1 + (width * i + buckets - 1) / buckets)
+        .collect();
+    let (a, b) = tokio::try_join!(
+        source.bucket_summaries(&throughs),
+        target.bucket_summaries(&throughs)
+    )?;
+    let (Some(a), Some(b)) = (a, b) else {
+        return Ok(None);
+    };
+    let a: HashMap<usize, super::side::Summary> = a.into_iter().collect();
+    let b: HashMap<usize, super::side::Summary> = b.into_iter().collect();
+    let mut unequal: Vec<usize> = a
+        .keys()
+        .chain(b.keys())
+        .copied()
+        .filter(|i| a.get(i) != b.get(i))
+        .collect();
+    unequal.sort_unstable();
+    unequal.dedup();
+    for (i, s) in &a {
+        if b.get(i) == Some(s) {
+            found.source_rows += s.rows;
+            found.target_rows += s.rows;
+        }
+    }
+    let bound = |i: usize| -> Option<Vec<String>> { throughs.get(i).map(|t| vec![t.to_string()]) };
+    Ok(Some(
+        unequal
+            .into_iter()
+            .map(|i| Range {
+                after: i.checked_sub(1).and_then(bound),
+                through: bound(i),
+            })
+            .collect(),
+    ))
+}
+
 /// Cuts `range` (holding about `rows` rows) into up to `parts` ranges that cover it exactly.
 async fn split(
     source: &mut dyn Side,
@@ -158,8 +233,8 @@ pub async fn bisect(
     int_key: bool,
     ranges: Vec<Range>,
     limits: Limits,
+    mut found: Findings,
 ) -> Result<Findings> {
-    let mut found = Findings::default();
     let mut stack: Vec<Range> = ranges.into_iter().rev().collect();
     while let Some(range) = stack.pop() {
         let (s, t) = tokio::try_join!(source.summary(&range), target.summary(&range))?;

@@ -337,15 +337,29 @@ async fn compare_table(
     }
     let int_key = spec.key.len() == 1 && spec.columns[spec.key[0]].kind == Kind::Int;
     let estimate = source.estimate_rows().await?;
-    let mut ranges =
-        top_ranges(source, target, int_key, estimate, ctx.limits.top_range_rows).await?;
-    if let Some(max) = ctx.args.max_rows.filter(|&m| m < estimate) {
-        let cut = top_ranges(source, target, int_key, estimate, max.max(1)).await?;
-        let pick = rand::thread_rng().gen_range(0..cut.len());
-        ranges = vec![cut[pick].clone()];
-        report.sampled = true;
-    }
-    let found = bisect(source, target, int_key, ranges, ctx.limits).await?;
+    let mut found = bisect::Findings::default();
+    let ranges = match ctx.args.max_rows.filter(|&m| m < estimate) {
+        Some(max) => {
+            let cut = top_ranges(source, target, int_key, estimate, max.max(1)).await?;
+            let pick = rand::thread_rng().gen_range(0..cut.len());
+            report.sampled = true;
+            vec![cut[pick].clone()]
+        }
+        None => {
+            let first = if int_key {
+                bisect::first_pass(source, target, estimate, ctx.limits, &mut found).await?
+            } else {
+                None
+            };
+            match first {
+                Some(unequal) => unequal,
+                None => {
+                    top_ranges(source, target, int_key, estimate, ctx.limits.top_range_rows).await?
+                }
+            }
+        }
+    };
+    let found = bisect(source, target, int_key, ranges, ctx.limits, found).await?;
     report.rows_compared = found.source_rows;
     report.target_rows_compared = found.target_rows;
     // Listed candidates, to re-check; the unlisted rest is only counted.

@@ -466,6 +466,34 @@ impl Side for MySide {
             .collect())
     }
 
+    async fn bucket_summaries(
+        &mut self,
+        throughs: &[i128],
+    ) -> Result<Option<Vec<(usize, Summary)>>> {
+        let p = self.prepared()?;
+        if p.key_literals.len() != 1 || p.key_literals[0].0 != Kind::Int {
+            return Ok(None);
+        }
+        // INTERVAL() counts the thresholds at or below the key: thresholds one past each bound.
+        let mut args = vec![p.key_order[0].clone()];
+        args.extend(throughs.iter().map(|t| (t + 1).to_string()));
+        let bucket = if throughs.is_empty() {
+            "'0'".to_string()
+        } else {
+            format!("CAST(INTERVAL({}) AS CHAR)", args.join(", "))
+        };
+        let sql = format!(
+            "SELECT {bucket} AS b, CAST(COUNT(*) AS CHAR), \
+             CAST(COALESCE(SUM(CAST(CONV(LEFT({md5}, 15), 16, 10) AS UNSIGNED)), 0) AS CHAR) \
+             FROM {from} WHERE {filter} GROUP BY b",
+            md5 = p.row_md5,
+            from = p.from,
+            filter = p.filter,
+        );
+        let rows = self.query(&sql).await?;
+        Ok(Some(super::side::parse_buckets(rows)))
+    }
+
     async fn int_span(&mut self, range: &Range) -> Result<Option<(i128, i128)>> {
         let p = self.prepared()?;
         let literals = p.key_literals.clone();

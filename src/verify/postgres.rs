@@ -76,10 +76,14 @@ struct Prepared {
     /// Key columns as compared in ranges (bytewise for text), in key order.
     key_order: Vec<String>,
     key_kinds: Vec<Kind>,
+    /// A single key column of type numeric (else integer keys fit in a bigint).
+    numeric_key: bool,
     /// Normalized text of every compared column.
     values: Vec<String>,
-    /// md5 of the row text.
-    row_md5: String,
+    /// The row's hash as text (compared row by row).
+    row_hash: String,
+    /// The row's hash as a bigint below 2^63 (summed over ranges).
+    hash_term: String,
 }
 
 pub struct PgSide {
@@ -254,6 +258,33 @@ fn value_sql(c: &str, kind: &Kind, own: &PgColumn, pair: Pair, source: bool) -> 
     }
 }
 
+/// Column `c` as a value of the same type on both Postgres sides, for hashing by type (the
+/// target's type may have been widened: int to bigint or numeric, real to double, varchar to
+/// text; json is jsonb there, enums and extension types are text).
+fn hashable_sql(c: &str, kind: &Kind, own: &PgColumn) -> String {
+    match kind {
+        Kind::Int => format!("{c}::int8"),
+        Kind::Float => format!("{c}::float8"),
+        Kind::Decimal => format!("{c}::numeric"),
+        Kind::Text => match own.bpchar_len {
+            Some(n) => format!("rpad({c}::text, {n})"),
+            None => format!("{c}::text"),
+        },
+        Kind::Json => format!("{c}::jsonb"),
+        Kind::Array(element) => match **element {
+            Kind::Int => format!("{c}::int8[]"),
+            Kind::Float => format!("{c}::float8[]"),
+            Kind::Decimal => format!("{c}::numeric[]"),
+            Kind::Json => format!("{c}::jsonb[]"),
+            Kind::Text | Kind::Other | Kind::Set | Kind::Array(_) => format!("{c}::text[]"),
+            _ => c.to_string(),
+        },
+        // Types without a portable twin may have no hash function (point): their output text.
+        Kind::Other => format!("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END"),
+        _ => c.to_string(),
+    }
+}
+
 /// A key bound as a literal of key column `i`'s type.
 fn key_literal(kinds: &[Kind], i: usize, value: &str) -> String {
     match kinds.get(i) {
@@ -316,6 +347,7 @@ impl Side for PgSide {
         }
         let mut values = Vec::new();
         let mut parts = Vec::new();
+        let mut hashable = Vec::new();
         for column in &spec.columns {
             let Some(mine) = own.iter().find(|c| c.name == column.name) else {
                 return Ok(Err(format!(
@@ -334,8 +366,19 @@ impl Side for PgSide {
                 self.source,
             );
             parts.push(row_part(&value, &column.kind));
+            hashable.push(hashable_sql(&quote_ident(&column.name), &column.kind, mine));
             values.push(value);
         }
+        let (row_hash, hash_term) = if spec.pair.same_family() {
+            // Postgres on both sides: each value hashed by its type's own hash function (no
+            // text made at all), the types made the same on both sides first.
+            let term = format!("hash_record_extended(ROW({}), 0)", hashable.join(", "));
+            (format!("{term}::text"), term)
+        } else {
+            let md5 = format!("md5({})", parts.join(" || '|' || "));
+            let term = format!("('x' || left({md5}, 15))::bit(60)::bigint");
+            (md5, term)
+        };
         if needs_temp_functions(&spec.columns, spec.pair) {
             self.ensure_temp_functions().await?;
         }
@@ -371,7 +414,12 @@ impl Side for PgSide {
                 .iter()
                 .map(|&i| spec.columns[i].kind.clone())
                 .collect(),
-            row_md5: format!("md5({})", parts.join(" || '|' || ")),
+            numeric_key: spec.key.len() == 1
+                && own
+                    .iter()
+                    .any(|c| c.name == spec.columns[spec.key[0]].name && c.typname == "numeric"),
+            row_hash,
+            hash_term,
             values,
         });
         Ok(Ok(()))
@@ -382,9 +430,9 @@ impl Side for PgSide {
         let kinds = p.key_kinds.clone();
         let predicate = range_predicate(&p.key_order, range, &|i, v| key_literal(&kinds, i, v));
         let sql = format!(
-            "SELECT count(*)::text, coalesce(sum(('x' || left({md5}, 15))::bit(60)::bigint), 0)::text \
+            "SELECT count(*)::text, coalesce(sum({term}), 0)::text \
              FROM ONLY {from} WHERE {filter} AND {predicate}",
-            md5 = p.row_md5,
+            term = p.hash_term,
             from = p.from,
             filter = p.filter,
         );
@@ -430,6 +478,30 @@ impl Side for PgSide {
             .collect())
     }
 
+    async fn bucket_summaries(
+        &mut self,
+        throughs: &[i128],
+    ) -> Result<Option<Vec<(usize, Summary)>>> {
+        let p = self.prepared()?;
+        if p.key_kinds != [Kind::Int] {
+            return Ok(None);
+        }
+        let cast = if p.numeric_key { "numeric" } else { "int8" };
+        // width_bucket counts the thresholds at or below the key: thresholds one past each bound.
+        let thresholds: Vec<String> = throughs.iter().map(|t| (t + 1).to_string()).collect();
+        let sql = format!(
+            "SELECT width_bucket({k}::{cast}, ARRAY[{list}]::{cast}[])::text, count(*)::text, coalesce(sum({term}), 0)::text \
+             FROM ONLY {from} WHERE {filter} GROUP BY 1",
+            k = p.key_order[0],
+            list = thresholds.join(","),
+            term = p.hash_term,
+            from = p.from,
+            filter = p.filter,
+        );
+        let rows = self.query(&sql).await?;
+        Ok(Some(super::side::parse_buckets(rows)))
+    }
+
     async fn int_span(&mut self, range: &Range) -> Result<Option<(i128, i128)>> {
         let p = self.prepared()?;
         let kinds = p.key_kinds.clone();
@@ -450,9 +522,9 @@ impl Side for PgSide {
         let kinds = p.key_kinds.clone();
         let predicate = range_predicate(&p.key_order, range, &|i, v| key_literal(&kinds, i, v));
         let sql = format!(
-            "SELECT {keys}, {md5} FROM ONLY {from} WHERE {filter} AND {predicate}",
+            "SELECT {keys}, {hash} FROM ONLY {from} WHERE {filter} AND {predicate}",
             keys = p.key_values.join(", "),
-            md5 = p.row_md5,
+            hash = p.row_hash,
             from = p.from,
             filter = p.filter,
         );
@@ -473,7 +545,7 @@ impl Side for PgSide {
             let key_columns: Vec<String> = p.key_order.clone();
             let list = key_in_list(&key_columns, batch, &|i, v| key_literal(&kinds, i, v));
             let mut selected = p.key_values.clone();
-            selected.push(p.row_md5.clone());
+            selected.push(p.row_hash.clone());
             if values {
                 selected.extend(p.values.iter().cloned());
             }

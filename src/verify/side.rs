@@ -83,6 +83,18 @@ pub trait Side: Send {
     /// The key of every `every`-th row of `range` in key order: where to split it.
     async fn boundaries(&mut self, range: &Range, every: u64) -> Result<Vec<Key>>;
 
+    /// Summaries of every bucket of the whole table in one pass, for a single integer key:
+    /// bucket `i` holds the keys in (`throughs[i-1]`, `throughs[i]`], bucket 0 those up to
+    /// `throughs[0]`, the last those after the last bound. Empty buckets are left out. `None`:
+    /// this side cannot (then ranges are summarized one by one).
+    async fn bucket_summaries(
+        &mut self,
+        throughs: &[i128],
+    ) -> Result<Option<Vec<(usize, Summary)>>> {
+        let _ = throughs;
+        Ok(None)
+    }
+
     /// The smallest and largest key in `range` (single integer keys only).
     async fn int_span(&mut self, range: &Range) -> Result<Option<(i128, i128)>>;
 
@@ -192,6 +204,19 @@ pub fn key_in_list(
         })
         .collect();
     format!("({}) IN ({})", columns.join(", "), tuples.join(", "))
+}
+
+/// Bucket summaries from rows of (bucket, count, sum) as text.
+pub fn parse_buckets(rows: Vec<Vec<Option<String>>>) -> Vec<(usize, Summary)> {
+    rows.into_iter()
+        .filter_map(|r| {
+            let mut fields = r.into_iter();
+            let bucket = fields.next()??.parse().ok()?;
+            let rows = fields.next()??.parse().ok()?;
+            let sum = fields.next()??;
+            Some((bucket, Summary { rows, sum }))
+        })
+        .collect()
 }
 
 /// Only digits, one leading minus and one dot: safe to write into SQL as a number.
