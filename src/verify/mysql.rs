@@ -111,6 +111,7 @@ impl MySide {
     }
 
     async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let started = std::time::Instant::now();
         let rows: Vec<mysql_async::Row> = self.conn.query(sql).await.with_context(|| {
             format!(
                 "query on the {}: {}",
@@ -136,6 +137,7 @@ impl MySide {
                 .sum::<u64>();
             out.push(values);
         }
+        tracing::debug!(side = self.role(), ms = started.elapsed().as_millis() as u64, rows = out.len(), sql = %sql.chars().take(160).collect::<String>(), "verify query");
         Ok(out)
     }
 

@@ -121,6 +121,7 @@ impl PgSide {
     async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         let mut rows = Vec::new();
         let mut bytes = 0u64;
+        let started = std::time::Instant::now();
         self.conn
             .simple_query_each(sql, |fields| {
                 let row = fields.into_owned()?;
@@ -136,6 +137,7 @@ impl PgSide {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("query on the {}: {}", self.role(), abbreviate(sql)))?;
         self.bytes += bytes;
+        tracing::debug!(side = self.role(), ms = started.elapsed().as_millis() as u64, rows = rows.len(), sql = %abbreviate(sql), "verify query");
         Ok(rows)
     }
 
@@ -489,9 +491,13 @@ impl Side for PgSide {
         let cast = if p.numeric_key { "numeric" } else { "int8" };
         // width_bucket counts the thresholds at or below the key: thresholds one past each bound.
         let thresholds: Vec<String> = throughs.iter().map(|t| (t + 1).to_string()).collect();
+        // The planner cannot estimate the buckets (it guesses a group per row) and would sort
+        // the whole table, spilling to disk, rather than hash a few thousand groups.
         let sql = format!(
-            "SELECT width_bucket({k}::{cast}, ARRAY[{list}]::{cast}[])::text, count(*)::text, coalesce(sum({term}), 0)::text \
-             FROM ONLY {from} WHERE {filter} GROUP BY 1",
+            "SET enable_sort = off; \
+             SELECT width_bucket({k}::{cast}, ARRAY[{list}]::{cast}[])::text, count(*)::text, coalesce(sum({term}), 0)::text \
+             FROM ONLY {from} WHERE {filter} GROUP BY width_bucket({k}::{cast}, ARRAY[{list}]::{cast}[]); \
+             RESET enable_sort",
             k = p.key_order[0],
             list = thresholds.join(","),
             term = p.hash_term,
