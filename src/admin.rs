@@ -75,7 +75,11 @@ async fn answer(
             let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
             dead_letters(dlq, method, path, body).await
         }
-        (_, path) => answer_get(path, live, metrics),
+        ("POST", "/verify") => {
+            let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            verify_result(requests, body)
+        }
+        (_, path) => answer_get(path, live, metrics, requests),
     };
     let reason = match code {
         200 => "OK",
@@ -224,12 +228,39 @@ async fn dead_letters(dlq: &DeadLetterService, method: &str, path: &str, body: &
     }
 }
 
-fn answer_get(path: &str, live: &LiveStatus, metrics: &Metrics) -> Answer {
+/// `POST /verify`: `cdc-agent verify` hands over its result, kept for `/status` and `/metrics`.
+fn verify_result(requests: &SnapshotRequests, body: &str) -> Answer {
+    let Some(tree) = requests.get() else {
+        return (
+            503,
+            "text/plain",
+            "the state store is not open yet\n".into(),
+        );
+    };
+    match crate::verify::record::accept(tree.as_ref(), body) {
+        Ok(n) => (200, "text/plain", format!("{n} results kept\n")),
+        Err(e) => (400, "text/plain", format!("{e}\n")),
+    }
+}
+
+fn answer_get(
+    path: &str,
+    live: &LiveStatus,
+    metrics: &Metrics,
+    requests: &SnapshotRequests,
+) -> Answer {
+    let report = || {
+        let mut report = live.report();
+        if let Some(tree) = requests.get() {
+            crate::verify::record::annotate(&mut report, tree.as_ref());
+        }
+        report
+    };
     match path {
         "/status" => (
             200,
             "application/json",
-            serde_json::to_string(&live.report()).unwrap_or_default(),
+            serde_json::to_string(&report()).unwrap_or_default(),
         ),
         "/healthz" => (200, "text/plain", "ok\n".to_string()),
         "/readyz" => match live.state() {
@@ -238,11 +269,17 @@ fn answer_get(path: &str, live: &LiveStatus, metrics: &Metrics) -> Answer {
             }
             other => (503, "text/plain", format!("{other:?}\n").to_lowercase()),
         },
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4",
-            metrics.render(&live.report()),
-        ),
+        "/metrics" => {
+            let report = live.report();
+            let mut text = metrics.render(&report);
+            if let Some(tree) = requests.get() {
+                text.push_str(&crate::verify::record::render_metrics(
+                    tree.as_ref(),
+                    &report.name,
+                ));
+            }
+            (200, "text/plain; version=0.0.4", text)
+        }
         _ => (404, "text/plain", "not found\n".to_string()),
     }
 }

@@ -1,4 +1,4 @@
-//! The command line of the spec: `run`, `check`, `status`, `snapshot`, `dlq`, `reset`.
+//! The command line of the spec: `run`, `check`, `status`, `snapshot`, `verify`, `dlq`, `reset`.
 
 use std::path::PathBuf;
 
@@ -67,6 +67,9 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Compare source and target tables (warehouse sinks) by hashed key ranges; name the rows
+    /// that differ. Exits 0 when equal, 1 when rows differ.
+    Verify(crate::verify::VerifyArgs),
     /// The dead-letter store: changes the target refused for good (`sink.on_error = "dlq"`).
     Dlq {
         #[command(subcommand)]

@@ -392,17 +392,19 @@ pub fn open_store_of_stopped_agent(config: &Config) -> Result<StateStore> {
 async fn offline_status(config: &Config) -> Result<StatusReport> {
     let name = config.agent.name.0.clone();
     // A pipeline that never ran has no state store yet: do not create one just to look.
-    let (checkpoint, meta, seen, dlq_size) = if config.state_dir().exists() {
+    let (checkpoint, meta, seen, dlq_size, verified) = if config.state_dir().exists() {
         let store = Arc::new(open_store_of_stopped_agent(config)?);
         let dlq = crate::dlq::DeadLetterQueue::open(Arc::clone(&store), &name, false, 0, None)?;
+        let tree = crate::store::SourceState::new(Arc::clone(&store), &name);
         (
             store.checkpoint(&name)?,
             store.meta(&name)?,
             store.source_sighting(&name)?,
             dlq.len(),
+            crate::verify::record::load(&tree),
         )
     } else {
-        (None, None, None, 0)
+        (None, None, None, 0, vec![])
     };
     let live = LiveStatus::new(&name, source_type_name(config.source.kind));
     // Every run records its meta first: without one (and without a checkpoint) nothing ran.
@@ -442,7 +444,11 @@ async fn offline_status(config: &Config) -> Result<StatusReport> {
             live.set_last_error(format!("source unreachable: {e}"));
         }
     }
-    Ok(live.report())
+    let mut report = live.report();
+    let tree = cdc_core::MemoryTree::default();
+    crate::verify::record::store_results(&tree, &verified)?;
+    crate::verify::record::annotate(&mut report, &tree);
+    Ok(report)
 }
 
 pub async fn reset(config: &Config, yes: bool) -> Result<ExitCode> {

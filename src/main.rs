@@ -16,6 +16,7 @@ mod snapshot_cmd;
 mod source_watch;
 mod status;
 mod store;
+mod verify;
 mod wiring;
 
 use std::process::ExitCode;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
                 Command::Snapshot { tables, no_wait } => {
                     snapshot_cmd::snapshot(&config, tables, no_wait).await
                 }
+                Command::Verify(args) => verify::run(&config, args).await,
                 Command::Reset { yes } => commands::reset(&config, yes).await,
                 Command::Dlq { command } => dlq::commands::run(&config, command).await,
             }

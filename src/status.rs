@@ -38,6 +38,9 @@ pub struct TableStatus {
     /// Seconds until the table's snapshot is done at that rate.
     #[serde(default)]
     pub snapshot_eta_seconds: Option<f64>,
+    /// The table's last `cdc-agent verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify: Option<crate::verify::record::VerifyResult>,
 }
 
 impl PipelineState {
@@ -602,6 +605,23 @@ pub fn render_human(r: &StatusReport) -> String {
                     .map(|s| format!("{s:.0} s"))
                     .unwrap_or_else(|| "-".into()),
                 t.events_total
+            ));
+        }
+    }
+    let verified: Vec<_> = r
+        .tables
+        .iter()
+        .filter_map(|t| t.last_verify.as_ref())
+        .collect();
+    if !verified.is_empty() {
+        out.push_str(&format!(
+            "\n{:<40} {:<10} {:>12} {:>14}  {}\n",
+            "LAST VERIFY", "RESULT", "DIVERGENT", "ROWS", "AT"
+        ));
+        for v in verified {
+            out.push_str(&format!(
+                "{:<40} {:<10} {:>12} {:>14}  {}\n",
+                v.table, v.status, v.divergent_rows, v.rows_compared, v.finished_at
             ));
         }
     }

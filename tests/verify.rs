@@ -1,0 +1,587 @@
+//! `cdc-agent verify`: equal tables exit 0, tampered targets exit 1 naming exactly the keys and
+//! columns tampered with; rows in flight while a writer streams are no divergence; `--repair`
+//! makes the target equal again. Against the private Postgres and MariaDB of `testenv.sh`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::mysql::TargetDb;
+use common::{Pipeline, TestDb};
+use mysql_async::prelude::Queryable;
+use serde_json::Value as Json;
+
+fn pg_sink(url: &str) -> String {
+    format!("type = \"postgres\"\nurl = \"{url}\"\nschema = \"replica\"\nflush_interval_ms = 50")
+}
+
+fn mysql_sink(db: &TargetDb) -> String {
+    format!(
+        "type = \"mysql\"\nurl = \"{}\"\nflush_interval_ms = 50",
+        db.url
+    )
+}
+
+fn mariadb_source_url(db: &TargetDb) -> String {
+    let port = common::env().var("CDC_TEST_MYSQL_PORT");
+    format!("mysql://cdc:secret-pw@127.0.0.1:{port}/{}", db.name)
+}
+
+/// `verify --json` with `args`: exit code and report.
+fn verify(p: &Pipeline, args: &[&str]) -> (i32, Json) {
+    let mut all = vec!["verify", "--json"];
+    all.extend_from_slice(args);
+    let out = p.run_cmd(&all);
+    let code = out.status.code().unwrap_or(-1);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}), exit {code}: {}\n{}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            p.log()
+        )
+    });
+    (code, report)
+}
+
+fn table<'a>(report: &'a Json, name: &str) -> &'a Json {
+    report["tables"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["table"] == name))
+        .unwrap_or_else(|| panic!("no table {name} in {report:#}"))
+}
+
+/// The values of key column `column` in a list of keys.
+fn keys(list: &Json, column: &str) -> Vec<String> {
+    let mut out: Vec<String> = list
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|k| k[column].as_str().unwrap_or_default().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// (key, columns) of the different rows.
+fn different(t: &Json, column: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = t["different_rows"]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|r| {
+            (
+                r["key"][column].as_str().unwrap_or_default().to_string(),
+                r["columns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn pg_count(db: &TestDb, sql: &str) -> i64 {
+    db.client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(-1)
+}
+
+async fn my_count(db: &TargetDb, sql: &str) -> i64 {
+    let mut conn = db.conn().await;
+    let n: Option<i64> = conn.query_first(sql).await.ok().flatten();
+    let _ = conn.disconnect().await;
+    n.unwrap_or(-1)
+}
+
+const PG_TYPES: &str = r#"
+    CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+    CREATE TABLE typed (id bigint PRIMARY KEY, b boolean, i2 smallint, i4 int, f4 real,
+        f8 double precision, n numeric(12,3), nu numeric, t text, vc varchar(20), ch char(5),
+        j json, jb jsonb, by bytea, u uuid, d date, tm time, ts timestamp, tz timestamptz,
+        iv interval, ia int[], ta text[], ip inet, m mood);
+    CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int);"#;
+
+/// The non-key columns of `typed` in Postgres.
+const PG_COLUMNS: &[&str] = &[
+    "b", "i2", "i4", "f4", "f8", "n", "nu", "t", "vc", "ch", "j", "jb", "by", "u", "d", "tm", "ts",
+    "tz", "iv", "ia", "ta", "ip", "m",
+];
+
+/// The non-key columns of `typed` in MariaDB.
+const MARIADB_COLUMNS: &[&str] = &[
+    "ti",
+    "tu",
+    "bi",
+    "bu",
+    "dec_big",
+    "dec_small",
+    "f",
+    "d",
+    "dt",
+    "tm",
+    "dtm",
+    "ts",
+    "yr",
+    "bt",
+    "en",
+    "st",
+    "ch",
+    "vc",
+    "tx",
+    "lat",
+    "bin",
+    "vb",
+    "bl",
+    "js",
+    "geo",
+];
+
+fn set_null(columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{c} = NULL"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const PG_ROWS: &str = r#"
+    INSERT INTO typed VALUES
+      (1, true, -2, 40000, 1.1, 0.30000000000000004, 12.5, 123456789.123456789, 'héllo|wörld 😀',
+       'x', 'ab', '{"b": 1, "a": [1.50, "x"]}', '{"b": 1, "a": [1.50, "x"]}', '\x00ff',
+       'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2026-11-26', '13:45:00.5', '2026-11-26 13:45:00.123456',
+       '2026-11-26 13:45:00.5+02', '1 year 2 months 3 days 04:05:06.5', '{1,NULL,3}',
+       '{"a b",NULL,""}', '10.0.0.1/8', 'happy'),
+      (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+      (3, false, 0, 0, 'NaN', '-Infinity', 0, 'NaN', '', '', '', 'null', '[]', '', NULL, 'infinity',
+       '00:00:00', '1999-12-31 23:59:59', '1970-01-01 00:00:00+00', '0 seconds', '{}', '{}', '::1', 'sad'),
+      (4, true, 1, 1, 1e30, 1e-300, -0.001, 1e-20, 'ascii', 'vc', 'abcde', '{"k": "v"}',
+       '{"k": "v", "n": 1e2}', '\x', '00000000-0000-0000-0000-000000000000', '0044-03-15 BC', '23:59:59.999999', '2000-02-29 12:00:00',
+       '2000-02-29 12:00:00-08', '-1 days', '{-1}', '{"x"}', '192.168.0.1', 'ok');
+    INSERT INTO ledger SELECT g, g % 7, g FROM generate_series(1, 20000) g;"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_postgres_equal_then_every_tampering_named() {
+    let src = TestDb::new("vpsrc").await;
+    let dst = TestDb::new("vpdst").await;
+    src.exec(PG_TYPES).await;
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.typed", "public.ledger"],
+        "snapshot = \"never\"",
+        Some(&pg_sink(&dst.url)),
+    );
+    let agent = common::start_streaming(&p);
+    src.exec(PG_ROWS).await;
+    common::wait_until(
+        "the rows in the target",
+        Duration::from_secs(60),
+        || async {
+            pg_count(&dst, "SELECT count(*) FROM replica.ledger").await == 20000
+                && pg_count(&dst, "SELECT count(*) FROM replica.typed").await == 4
+        },
+    )
+    .await;
+
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["agent"], "running");
+    assert_eq!(table(&report, "public.typed")["rows_compared"], 4);
+    assert_eq!(table(&report, "public.ledger")["rows_compared"], 20000);
+
+    dst.exec(
+        "DELETE FROM replica.typed WHERE id = 2;
+         UPDATE replica.typed SET n = n + 1, t = NULL WHERE id = 3;
+         INSERT INTO replica.typed (id) VALUES (100);
+         UPDATE replica.typed SET tz = tz + interval '1 microsecond' WHERE id = 1;
+         DELETE FROM replica.ledger WHERE id IN (5, 17000);
+         UPDATE replica.ledger SET v = NULL WHERE id = 12345;
+         UPDATE replica.ledger SET tx = tx + 1, v = v WHERE id = 19999;
+         INSERT INTO replica.ledger VALUES (20001, 0, 0), (0, 0, 0);",
+    )
+    .await;
+    dst.exec(&format!(
+        "UPDATE replica.typed SET {} WHERE id = 4",
+        set_null(PG_COLUMNS)
+    ))
+    .await;
+    let (code, report) = verify(&p, &[]);
+    eprintln!(
+        "{}",
+        String::from_utf8_lossy(&p.run_cmd(&["verify", "--show-values"]).stdout)
+    );
+    assert_eq!(code, 1, "{report:#}");
+    let typed = table(&report, "public.typed");
+    assert_eq!(keys(&typed["missing_keys"], "id"), ["2"]);
+    assert_eq!(keys(&typed["extra_keys"], "id"), ["100"]);
+    assert_eq!(
+        different(typed, "id"),
+        [
+            ("1".to_string(), vec!["tz".to_string()]),
+            ("3".to_string(), vec!["n".to_string(), "t".to_string()]),
+            (
+                "4".to_string(),
+                PG_COLUMNS.iter().map(|c| c.to_string()).collect()
+            ),
+        ],
+        "every column takes part in the comparison"
+    );
+    let ledger = table(&report, "public.ledger");
+    assert_eq!(keys(&ledger["missing_keys"], "id"), ["17000", "5"]);
+    assert_eq!(keys(&ledger["extra_keys"], "id"), ["0", "20001"]);
+    assert_eq!(
+        different(ledger, "id"),
+        [
+            ("12345".to_string(), vec!["v".to_string()]),
+            ("19999".to_string(), vec!["tx".to_string()])
+        ]
+    );
+    assert_eq!(ledger["rows_compared"], 20000 - 0, "{ledger:#}");
+    assert_eq!(report["divergent_rows"], 5 + 6);
+    assert!(
+        ledger["bytes_read"].as_u64().unwrap() < 200_000,
+        "bisection reads little: {ledger:#}"
+    );
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
+}
+
+const MARIADB_TYPES: &str = "CREATE TABLE typed (
+    id int PRIMARY KEY, ti tinyint, tu tinyint unsigned, bi bigint, bu bigint unsigned,
+    dec_big decimal(65,30), dec_small decimal(10,2), f float, d double,
+    dt date, tm time(6), dtm datetime(6), ts timestamp(6) NULL, yr year,
+    bt bit(10), en enum('red','green','blue'), st set('a','b','c'),
+    ch char(5), vc varchar(100), tx text, lat varchar(20) CHARACTER SET latin1,
+    bin binary(4), vb varbinary(10), bl longblob, js json, geo geometry)";
+
+const MARIADB_ROWS: &str = "SET time_zone = '+00:00';
+    INSERT INTO typed VALUES
+     (1, -128, 255, -9223372036854775808, 18446744073709551615,
+      '12345678901234567890123456789012345.123456789012345678901234567890', 129.90, 1.1, -2.25e10,
+      '2026-11-26', '13:45:00.500000', '2026-11-26 13:45:00.123456', '2026-11-26 12:45:00.5', 2026,
+      b'1010000001', 'green', 'a,c', 'ab', 'héllo|wörld ✓ 😀', 'text', 'café',
+      x'0102', x'00ff', REPEAT('x', 10000), '{\"k\": [1, 2.50, \"s\", null, true], \"a\": {}}',
+      ST_GeomFromText('POINT(1 2)')),
+     (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+     (3, 0, 0, 0, 0, 0, 0, 0, 0.30000000000000004, '1970-01-01', '00:00:00', '1970-01-01 00:00:01',
+      '1970-01-01 00:00:01', 1901, b'0', 'red', '', '', '', '', '', x'', x'', x'', '[]',
+      ST_GeomFromText('LINESTRING(0 0, 1 1)')),
+     (4, 1, 1, 1, 1, -0.5, -0.01, 3.4e38, 1e-300, '9999-12-31', '23:59:59.999999',
+      '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07', 2155, b'1111111111', 'blue', 'a,b,c',
+      'abcde', 'vc', 'tx', 'ÿ', x'ffffffff', x'ff', x'00', '\"just a string\"', NULL)";
+
+/// Deletes id 2, sets a column NULL and changes another in id 3, inserts id 100: in a MySQL
+/// target database.
+async fn tamper_mysql(db: &TargetDb, changed: &str) {
+    db.exec(&format!(
+        "DELETE FROM typed WHERE id = 2; UPDATE typed SET {changed} WHERE id = 3; INSERT INTO typed (id) VALUES (100)"
+    ))
+    .await;
+}
+
+fn assert_tampered(report: &Json, table_name: &str, columns: &[&str]) {
+    let t = table(report, table_name);
+    assert_eq!(keys(&t["missing_keys"], "id"), ["2"], "{t:#}");
+    assert_eq!(keys(&t["extra_keys"], "id"), ["100"], "{t:#}");
+    assert_eq!(
+        different(t, "id"),
+        [(
+            "3".to_string(),
+            columns.iter().map(|c| c.to_string()).collect::<Vec<_>>()
+        )],
+        "{t:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_to_mysql_equal_then_every_tampering_named() {
+    let src = TargetDb::new("vmsrc");
+    let dst = TargetDb::new("vmdst");
+    src.exec(MARIADB_TYPES).await;
+    let table_name = format!("{}.typed", src.name);
+    let p = Pipeline::with_sink(
+        &mariadb_source_url(&src),
+        &src.name,
+        &[&table_name],
+        "snapshot = \"never\"",
+        Some(&mysql_sink(&dst)),
+    );
+    let agent = common::start_streaming(&p);
+    src.exec(MARIADB_ROWS).await;
+    common::wait_until(
+        "the rows in the target",
+        Duration::from_secs(60),
+        || async { my_count(&dst, "SELECT COUNT(*) FROM typed").await == 4 },
+    )
+    .await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    tamper_mysql(&dst, "tx = NULL, dec_small = 1").await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_tampered(&report, &table_name, &["dec_small", "tx"]);
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_to_postgres_equal_then_every_tampering_named() {
+    let src = TargetDb::new("vmpsrc");
+    let dst = TestDb::new("vmpdst").await;
+    src.exec(MARIADB_TYPES).await;
+    let table_name = format!("{}.typed", src.name);
+    let p = Pipeline::with_sink(
+        &mariadb_source_url(&src),
+        &src.name,
+        &[&table_name],
+        "snapshot = \"never\"",
+        Some(&pg_sink(&dst.url)),
+    );
+    let agent = common::start_streaming(&p);
+    src.exec(MARIADB_ROWS).await;
+    common::wait_until(
+        "the rows in the target",
+        Duration::from_secs(60),
+        || async { pg_count(&dst, "SELECT count(*) FROM replica.typed").await == 4 },
+    )
+    .await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    dst.exec(
+        "DELETE FROM replica.typed WHERE id = 2; UPDATE replica.typed SET tx = NULL, js = '[1]' WHERE id = 3;
+         INSERT INTO replica.typed (id) VALUES (100)",
+    )
+    .await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_tampered(&report, &table_name, &["tx", "js"]);
+    dst.exec(&format!(
+        "UPDATE replica.typed SET {} WHERE id = 1",
+        set_null(MARIADB_COLUMNS)
+    ))
+    .await;
+    let (_, report) = verify(&p, &[]);
+    let t = table(&report, &table_name);
+    assert!(
+        different(t, "id").contains(&(
+            "1".to_string(),
+            MARIADB_COLUMNS.iter().map(|c| c.to_string()).collect()
+        )),
+        "every column takes part in the comparison: {t:#}"
+    );
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
+}
+
+/// The Postgres types a MySQL target can hold (no NaN, infinities or BC dates).
+const PG_PORTABLE: &str = r#"
+    CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+    CREATE TABLE typed (id bigint PRIMARY KEY, b boolean, i2 smallint, i4 int, f4 real,
+        f8 double precision, n numeric(12,3), nu numeric, t text, vc varchar(20), ch char(5),
+        j json, jb jsonb, by bytea, u uuid, d date, tm time, ts timestamp, tz timestamptz,
+        iv interval, ia int[], ta text[], ip inet, m mood);
+    INSERT INTO typed VALUES
+      (1, true, -2, 40000, 1.1, 0.30000000000000004, 12.5, 123456789.123456789, 'héllo|wörld 😀',
+       'x', 'ab', '{"b": 1, "a": [1.50, "x"]}', '{"b": 1, "a": [1.50, "x"]}', '\x00ff',
+       'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2026-11-26', '13:45:00.5', '2026-11-26 13:45:00.123456',
+       '2026-11-26 13:45:00.5+02', '1 year 2 months 3 days 04:05:06.5', '{1,NULL,3}',
+       '{"a b",NULL,""}', '10.0.0.1/8', 'happy'),
+      (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+      (3, false, 0, 0, 0, -0.5, 0, 0, '', '', '', 'null', '[]', '', NULL, '1970-01-01',
+       '00:00:00', '1999-12-31 23:59:59', '1970-01-01 00:00:00+00', '0 seconds', '{}', '{}', '::1', 'sad'),
+      (4, true, 1, 1, 1e30, 1e-300, -0.001, 1e-20, 'ascii', 'vc', 'abcde', '{"k": "v"}',
+       '{"k": "v", "n": 1e2}', '\x', NULL, '0044-03-15', '23:59:59.999999', '2000-02-29 12:00:00',
+       '2000-02-29 12:00:00-08', '-1 days', '{-1}', '{"x"}', '192.168.0.1', 'ok');"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_mysql_equal_then_every_tampering_named() {
+    let src = TestDb::new("vpmsrc").await;
+    let dst = TargetDb::new("vpmdst");
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.typed"],
+        "snapshot = \"initial\"",
+        Some(&mysql_sink(&dst)),
+    );
+    src.exec(PG_PORTABLE).await;
+    let agent = common::start_streaming(&p);
+    common::wait_until(
+        "the rows in the target",
+        Duration::from_secs(60),
+        || async { my_count(&dst, "SELECT COUNT(*) FROM typed").await == 4 },
+    )
+    .await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    tamper_mysql(&dst, "t = NULL, jb = '{\"k\": 2}'").await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_tampered(&report, "public.typed", &["t", "jb"]);
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
+}
+
+/// Changes `ledger (id, tx, v)` until `stop`: per transaction 20 updates of random rows among
+/// the first 20,000, 5 inserts of new keys and 5 deletes; returns the transactions committed.
+fn spawn_churn(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let c = common::connect(&url).await;
+        let mut next = 1_000_000i64;
+        let mut transactions = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            c.batch_execute(&format!(
+                "BEGIN;
+                 UPDATE ledger SET v = v + 1 WHERE id IN (SELECT (random() * 20000)::bigint FROM generate_series(1, 20));
+                 INSERT INTO ledger SELECT g, 1, 1 FROM generate_series({next}, {next} + 4) g;
+                 DELETE FROM ledger WHERE id IN (SELECT (random() * 20000)::bigint FROM generate_series(1, 5));
+                 COMMIT"
+            ))
+            .await
+            .unwrap();
+            next += 5;
+            transactions += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        transactions
+    })
+}
+
+/// `verify` in a blocking thread, so that the writer goes on meanwhile.
+async fn verify_while_writing(p: &Pipeline, args: &[&str]) -> (i32, Json) {
+    let config = p.config.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cdc-agent"))
+            .arg("-c")
+            .arg(&config)
+            .args(["verify", "--json"])
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+async fn ledger_pipeline(prefix: &str) -> (TestDb, TestDb, Pipeline, common::Agent) {
+    let src = TestDb::new(&format!("{prefix}src")).await;
+    let dst = TestDb::new(&format!("{prefix}dst")).await;
+    src.exec("CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)")
+        .await;
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.ledger"],
+        "snapshot = \"never\"",
+        Some(&pg_sink(&dst.url)),
+    );
+    let agent = common::start_streaming(&p);
+    src.exec("INSERT INTO ledger SELECT g, g % 7, g FROM generate_series(1, 20000) g")
+        .await;
+    common::wait_until(
+        "the rows in the target",
+        Duration::from_secs(60),
+        || async { pg_count(&dst, "SELECT count(*) FROM replica.ledger").await == 20000 },
+    )
+    .await;
+    (src, dst, p, agent)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_in_flight_while_a_writer_streams_are_no_divergence() {
+    let (src, dst, p, agent) = ledger_pipeline("vflight").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_churn(src.url.clone(), stop.clone());
+    for round in 0..3 {
+        let (code, report) = verify_while_writing(&p, &[]).await;
+        assert_eq!(code, 0, "round {round}: {report:#}");
+        let t = table(&report, "public.ledger");
+        assert!(t["rows_compared"].as_u64().unwrap() > 19_000, "{t:#}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let transactions = writer.await.unwrap();
+    assert!(
+        transactions > 20,
+        "the writer kept writing ({transactions})"
+    );
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_while_a_writer_streams_then_verify_is_clean() {
+    let (src, dst, p, agent) = ledger_pipeline("vrepair").await;
+    dst.exec(
+        "DELETE FROM replica.ledger WHERE id IN (10, 10000);
+         UPDATE replica.ledger SET v = -1 WHERE id IN (20, 15000);
+         UPDATE replica.ledger SET tx = NULL WHERE id = 30;
+         INSERT INTO replica.ledger VALUES (500000, 0, 0), (600000, 1, 1);",
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_churn(src.url.clone(), stop.clone());
+    let (code, report) = verify_while_writing(&p, &["--repair"]).await;
+    let t = table(&report, "public.ledger");
+    let repair = &t["repair"];
+    assert_eq!(repair["deleted"], 2, "{t:#}");
+    assert_eq!(repair["recopy_requested"], true, "{t:#}");
+    assert_eq!(repair["verified"], true, "{t:#}");
+    assert_eq!(repair["still_divergent"], 0, "{t:#}");
+    assert_eq!(code, 0, "a verified repair exits 0: {report:#}");
+    let (code, report) = verify_while_writing(&p, &[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    // What status and the metrics say of it.
+    let status = p.status_json();
+    let last = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.ledger")
+        .map(|t| t["last_verify"].clone())
+        .unwrap();
+    assert_eq!(last["status"], "equal", "{status:#}");
+    let metrics = common::http_get(&p.admin, "/metrics");
+    assert!(
+        metrics.contains("cdc_verify_divergent_rows{pipeline=")
+            && metrics.contains("table=\"public.ledger\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cdc_verify_last_run_timestamp{pipeline="));
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
+}
