@@ -316,6 +316,9 @@ impl MysqlSink {
                     &mut letters,
                 );
             }
+            if changes.is_empty() {
+                continue;
+            }
             self.touched.insert(table.name.clone());
             let conn = self.conn.as_mut().ok_or_else(not_open)?;
             let mut applier = PartApplier {

@@ -197,6 +197,9 @@ impl PostgresSink {
                     &mut letters,
                 );
             }
+            if changes.is_empty() {
+                continue;
+            }
             let client = self.client.as_ref().ok_or_else(|| {
                 PipelineError::transient("sink", "the target connection is not open")
             })?;
