@@ -144,10 +144,11 @@ const MARIADB_COLUMNS: &[&str] = &[
     "geo",
 ];
 
-fn set_null(columns: &[&str]) -> String {
+/// `"a" = NULL, "b" = NULL, ...`; `quote`: the dialect's identifier quote.
+fn set_null(columns: &[&str], quote: char) -> String {
     columns
         .iter()
-        .map(|c| format!("{c} = NULL"))
+        .map(|c| format!("{quote}{c}{quote} = NULL"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -211,7 +212,7 @@ async fn postgres_to_postgres_equal_then_every_tampering_named() {
     .await;
     dst.exec(&format!(
         "UPDATE replica.typed SET {} WHERE id = 4",
-        set_null(PG_COLUMNS)
+        set_null(PG_COLUMNS, '"')
     ))
     .await;
     let (code, report) = verify(&p, &[]);
@@ -369,7 +370,7 @@ async fn mariadb_to_postgres_equal_then_every_tampering_named() {
     assert_tampered(&report, &table_name, &["tx", "js"]);
     dst.exec(&format!(
         "UPDATE replica.typed SET {} WHERE id = 1",
-        set_null(MARIADB_COLUMNS)
+        set_null(MARIADB_COLUMNS, '"')
     ))
     .await;
     let (_, report) = verify(&p, &[]);
@@ -584,4 +585,78 @@ async fn repair_while_a_writer_streams_then_verify_is_clean() {
     drop(agent);
     src.drop().await;
     dst.drop().await;
+}
+
+/// DuckDB (the agent holds the file while it runs: verify reads it with the agent stopped).
+#[cfg(feature = "duckdb")]
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_duckdb_equal_then_every_tampering_named() {
+    use cdc_sink_duckdb::duckdb::Connection;
+    let src = TestDb::new("vpdsrc").await;
+    src.exec(PG_TYPES).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("target.duckdb");
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.typed", "public.ledger"],
+        "snapshot = \"never\"",
+        Some(&format!(
+            "type = \"duckdb\"\npath = \"{}\"\nschema = \"replica\"\nflush_interval_ms = 50",
+            path.display()
+        )),
+    );
+    let agent = common::start_streaming(&p);
+    src.exec(PG_ROWS).await;
+    common::wait_until("every change durable", Duration::from_secs(60), || async {
+        p.status_json()["events_total"].as_u64() >= Some(20004)
+    })
+    .await;
+    let out = p.run_cmd(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "the agent holds the file");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop the agent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(agent.stop(), 0);
+
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["agent"], "stopped");
+    {
+        let duck = Connection::open(&path).unwrap();
+        duck.execute_batch(&format!(
+            "DELETE FROM replica.typed WHERE id = 2;
+             UPDATE replica.typed SET n = n + 1, t = NULL WHERE id = 3;
+             INSERT INTO replica.typed (id) VALUES (100);
+             UPDATE replica.typed SET {} WHERE id = 4;
+             DELETE FROM replica.ledger WHERE id = 777;
+             UPDATE replica.ledger SET v = 0 WHERE id = 7777;",
+            set_null(PG_COLUMNS, '"')
+        ))
+        .unwrap();
+    }
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let typed = table(&report, "public.typed");
+    assert_eq!(keys(&typed["missing_keys"], "id"), ["2"]);
+    assert_eq!(keys(&typed["extra_keys"], "id"), ["100"]);
+    assert_eq!(
+        different(typed, "id"),
+        [
+            ("3".to_string(), vec!["n".to_string(), "t".to_string()]),
+            (
+                "4".to_string(),
+                PG_COLUMNS.iter().map(|c| c.to_string()).collect()
+            ),
+        ]
+    );
+    let ledger = table(&report, "public.ledger");
+    assert_eq!(keys(&ledger["missing_keys"], "id"), ["777"]);
+    assert_eq!(
+        different(ledger, "id"),
+        [("7777".to_string(), vec!["v".to_string()])]
+    );
+    src.drop().await;
 }

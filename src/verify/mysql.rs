@@ -98,10 +98,6 @@ impl MySide {
         })
     }
 
-    pub fn is_mariadb(&self) -> bool {
-        self.mariadb
-    }
-
     fn role(&self) -> &'static str {
         if self.source {
             "source"
@@ -331,10 +327,6 @@ fn row_part(value: &str, kind: &Kind) -> String {
 
 #[async_trait]
 impl Side for MySide {
-    fn family(&self) -> Family {
-        Family::Mysql
-    }
-
     async fn describe(&mut self, schema: &str, table: &str) -> Result<Option<Described>> {
         let (columns, key) = self.columns(schema, table).await?;
         if columns.is_empty() {

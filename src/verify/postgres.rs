@@ -229,8 +229,19 @@ fn value_sql(c: &str, kind: &Kind, own: &PgColumn, pair: Pair, source: bool) -> 
         // The type's output form, as the change record carries it (`::text` of an inet adds
         // the netmask the output leaves out).
         Kind::Other => format!("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END"),
+        // DuckDB holds months, days and microseconds: they are compared.
+        Kind::Interval if pair.target == Family::Duckdb => format!(
+            "((extract(year from {c}) * 12 + extract(month from {c}))::bigint::text || ',' || \
+             extract(day from {c})::bigint::text || ',' || \
+             (extract(hour from {c}) * 3600000000 + extract(minute from {c}) * 60000000 + extract(microseconds from {c}))::bigint::text)"
+        ),
         Kind::Interval => format!("{c}::text"),
         Kind::Float if pair.same_family() => format!("{c}::text"),
+        // 17 significant digits in e-notation: the double exactly, as DuckDB's format() writes it.
+        Kind::Float if pair.target == Family::Duckdb => format!(
+            "CASE WHEN {c}::float8 IN ('NaN', 'Infinity', '-Infinity') THEN {c}::float8::text \
+             ELSE btrim(to_char({c}::float8, '9.9999999999999999EEEE')) END"
+        ),
         Kind::Float => format!("pg_temp.cdc_number({c}::float8::text)"),
         Kind::Decimal => format!("trim_scale({c}::numeric)::text"),
         Kind::Text => match own.bpchar_len {
@@ -309,10 +320,6 @@ fn row_part(value: &str, kind: &Kind) -> String {
 
 #[async_trait]
 impl Side for PgSide {
-    fn family(&self) -> Family {
-        Family::Postgres
-    }
-
     async fn describe(&mut self, schema: &str, table: &str) -> Result<Option<Described>> {
         let columns = self.columns(schema, table).await?;
         if columns.is_empty() {

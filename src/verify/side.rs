@@ -14,7 +14,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 use cdc_core::Position;
 
-use super::kind::{Column, Family, Pair};
+use super::kind::{Column, Pair};
 
 /// A key's values, each as its normalized text (keys have no NULLs).
 pub type Key = Vec<String>;
@@ -69,8 +69,6 @@ pub struct Described {
 
 #[async_trait]
 pub trait Side: Send {
-    fn family(&self) -> Family;
-
     /// The columns and primary key of `schema.table` on this side (`None`: no such table).
     async fn describe(&mut self, schema: &str, table: &str) -> Result<Option<Described>>;
 
