@@ -11,7 +11,8 @@ pg_bench_setup() {
     PORT="${CDC_TEST_PG_PORT:-55432}"
     PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
     bash scripts/duckdb-lib.sh >/dev/null
-    cargo build --release --quiet
+    # BENCH_AGENT names the build to measure: nothing to build then.
+    [ -n "${BENCH_AGENT:-}" ] || cargo build --release --quiet
     local target_dir
     target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
     # BENCH_AGENT: another build to measure (an older commit, say) in place of this one.

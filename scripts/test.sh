@@ -24,3 +24,10 @@ cargo clippy --all-targets -- -D warnings
 # tests spawn several agents and servers at once; three threads keep a 2-core machine responsive
 # enough for the timing-free waits in the tests.
 cargo test -- --test-threads="${CDC_TEST_THREADS:-3}"
+
+# The container image and the compose stack (docker/image.sh test, docker/compose-test.sh): opt-in,
+# since they build a release binary (minutes on two cores) and start dockerd.
+if [ "${CDC_TEST_DOCKER:-0}" = 1 ]; then
+    bash docker/image.sh test
+    bash docker/compose-test.sh
+fi

@@ -1,5 +1,6 @@
-//! The admin HTTP endpoint: `/status` (the `status --json` object), `/healthz`, `/readyz` and
-//! `/metrics` in Prometheus' text format (see `metrics`).
+//! The admin HTTP endpoint: `/status` (the `status --json` object), `/healthz`, `/readyz`,
+//! `/metrics` in Prometheus' text format (see `metrics`), `/snapshot` and the dead-letter store
+//! (`GET /dlq`, `GET /dlq/<id>`, `POST /dlq/replay`, `POST /dlq/drop`) for the `dlq` commands.
 //!
 //! Deliberately tiny (one request per connection, GET only): it serves operators and probes, not
 //! traffic, and keeps an HTTP framework out of the binary.
@@ -20,11 +21,15 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 /// The source's state tree, once the state store is open: where `POST /snapshot` files requests.
 pub type SnapshotRequests = Arc<std::sync::OnceLock<Arc<dyn cdc_core::StateTree>>>;
 
+/// The dead-letter operations, once the state store is open.
+pub type DeadLetterService = Arc<std::sync::OnceLock<Arc<crate::dlq::DlqService>>>;
+
 pub async fn serve(
     listener: TcpListener,
     live: Arc<LiveStatus>,
     metrics: Arc<Metrics>,
     requests: SnapshotRequests,
+    dlq: DeadLetterService,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -33,8 +38,9 @@ pub async fn serve(
         let live = Arc::clone(&live);
         let metrics = Arc::clone(&metrics);
         let requests = Arc::clone(&requests);
+        let dlq = Arc::clone(&dlq);
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &live, &metrics, &requests).await {
+            if let Err(e) = answer(stream, &live, &metrics, &requests, &dlq).await {
                 tracing::debug!(error = %e, "admin request failed");
             }
         });
@@ -46,6 +52,7 @@ async fn answer(
     live: &LiveStatus,
     metrics: &Metrics,
     requests: &SnapshotRequests,
+    dlq: &DeadLetterService,
 ) -> std::io::Result<()> {
     let request = read_request(&mut stream).await?;
     let head = String::from_utf8_lossy(&request);
@@ -64,6 +71,10 @@ async fn answer(
             snapshot_request(requests, &tables)
         }
         ("GET", "/snapshot") => snapshot_progress(requests),
+        (method, path) if path == "/dlq" || path.starts_with("/dlq/") => {
+            let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            dead_letters(dlq, method, path, body).await
+        }
         ("POST", "/verify") => {
             let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
             verify_result(requests, body)
@@ -166,6 +177,57 @@ fn snapshot_progress(requests: &SnapshotRequests) -> Answer {
     }
 }
 
+async fn dead_letters(dlq: &DeadLetterService, method: &str, path: &str, body: &str) -> Answer {
+    let Some(service) = dlq.get() else {
+        return (
+            503,
+            "text/plain",
+            "the state store is not open yet\n".into(),
+        );
+    };
+    let json = |value: anyhow::Result<String>| match value {
+        Ok(body) => (200, "application/json", body),
+        Err(e) => (500, "text/plain", format!("{e:#}\n")),
+    };
+    let selection = || -> anyhow::Result<crate::dlq::replay::Selection> {
+        Ok(serde_json::from_str(if body.trim().is_empty() {
+            "{}"
+        } else {
+            body
+        })?)
+    };
+    match (method, path) {
+        ("GET", "/dlq") => json(service.list().and_then(|l| Ok(serde_json::to_string(&l)?))),
+        ("POST", "/dlq/replay") => match selection() {
+            Ok(s) => json(
+                service
+                    .replay(&s)
+                    .await
+                    .and_then(|r| Ok(serde_json::to_string(&r)?)),
+            ),
+            Err(e) => (400, "text/plain", format!("{e}\n")),
+        },
+        ("POST", "/dlq/drop") => match selection() {
+            Ok(s) => json(
+                service
+                    .drop_records(&s)
+                    .await
+                    .and_then(|ids| Ok(serde_json::to_string(&ids)?)),
+            ),
+            Err(e) => (400, "text/plain", format!("{e}\n")),
+        },
+        ("GET", path) => match path.strip_prefix("/dlq/").and_then(|id| id.parse().ok()) {
+            Some(id) => match service.show(id) {
+                Ok(Some(shown)) => json(Ok(serde_json::to_string(&shown).unwrap_or_default())),
+                Ok(None) => (404, "text/plain", format!("no dead letter {id}\n")),
+                Err(e) => json(Err(e)),
+            },
+            None => (404, "text/plain", "not found\n".into()),
+        },
+        _ => (404, "text/plain", "not found\n".into()),
+    }
+}
+
 /// `POST /verify`: `cdc-agent verify` hands over its result, kept for `/status` and `/metrics`.
 fn verify_result(requests: &SnapshotRequests, body: &str) -> Answer {
     let Some(tree) = requests.get() else {
@@ -234,6 +296,17 @@ pub async fn fetch_status(addr: &str, name: &str) -> Option<StatusReport> {
 
 /// One request to an admin endpoint: the status code and body, `None` when nothing answers.
 pub async fn call(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    call_within(addr, method, path, body, Duration::from_secs(3)).await
+}
+
+/// [`call`], waiting up to `timeout` for the answer (a replay takes as long as the target).
+pub async fn call_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     let fetch = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         let request = format!(
@@ -248,8 +321,5 @@ pub async fn call(addr: &str, method: &str, path: &str, body: &str) -> Option<(u
         let code = head.split_whitespace().nth(1)?.parse().ok()?;
         Some((code, body.to_string()))
     };
-    tokio::time::timeout(Duration::from_secs(3), fetch)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
 }

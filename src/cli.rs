@@ -1,4 +1,4 @@
-//! The command line of the spec: `run`, `check`, `status`, `snapshot`, `verify`, `reset`.
+//! The command line of the spec: `run`, `check`, `status`, `snapshot`, `verify`, `dlq`, `reset`.
 
 use std::path::PathBuf;
 
@@ -45,7 +45,8 @@ pub enum Command {
     Run,
     /// Preflight, read-only: connections, server settings, privileges, tables.
     Check,
-    /// Where the pipeline stands and how far behind it is.
+    /// Where the pipeline stands and how far behind it is (exits 3 for a pipeline that never
+    /// ran).
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -69,9 +70,50 @@ pub enum Command {
     /// Compare source and target tables (warehouse sinks) by hashed key ranges; name the rows
     /// that differ. Exits 0 when equal, 1 when rows differ.
     Verify(crate::verify::VerifyArgs),
+    /// The dead-letter store: changes the target refused for good (`sink.on_error = "dlq"`).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Drop the replication slot and clear the state store.
     Reset {
         /// Confirm: this forgets the position; the next run starts over.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `cdc-agent dlq ...`: works with the agent running (through its admin endpoint) or stopped.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// The changes set aside: id, table, key, class, attempts, age, message.
+    List {
+        /// Only this table (`schema.table`, or the table's name).
+        #[arg(long)]
+        table: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One change set aside: its record and why the target refused it.
+    Show { id: u64 },
+    /// Apply changes again, in their original order, against the target as it is now; what it
+    /// refuses again stays (and so do later changes to the same key).
+    Replay {
+        ids: Vec<u64>,
+        #[arg(long)]
+        table: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Forget changes set aside (their keys then take later changes again).
+    Drop {
+        ids: Vec<u64>,
+        #[arg(long)]
+        table: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// Confirm: the dropped changes never reach the target.
         #[arg(long)]
         yes: bool,
     },

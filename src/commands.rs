@@ -5,20 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cdc_core::{CheckOutcome, Position, SourceProgress};
+use cdc_core::{CheckOutcome, SourceProgress};
 use tokio::sync::watch;
 
 use crate::config::{Config, SinkType};
 use crate::metrics::Metrics;
 use crate::runtime::{source_type_name, Runtime};
+use crate::source_watch::SourceWatch;
 use crate::status::{render_human, LiveStatus, PipelineState, StatusReport};
 use crate::store::{StateStore, StoreError};
 use crate::{admin, wiring};
-
-/// How often the running agent refreshes the lag it reports.
-const STATUS_REFRESH: Duration = Duration::from_secs(1);
-/// How often it asks the server about the slot (a query, so less often).
-const SLOT_REFRESH_TICKS: u32 = 10;
 
 pub async fn run(config: Config) -> Result<ExitCode> {
     // First of all: a stop asked for while the agent is still starting (waiting for the store
@@ -28,7 +24,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     tokio::spawn(forward_signals(signals, shutdown_tx));
     let name = config.agent.name.0.clone();
-    // The admin endpoint is up before the state store is locked, so `status` always finds one
+    // The admin port is taken before the state store is locked, so `status` always finds one
     // of the two.
     let listener = admin::bind(&config.agent.admin_addr)
         .await
@@ -42,12 +38,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let progress = Arc::new(SourceProgress::default());
     let metrics = Arc::new(Metrics::new());
     let requests = admin::SnapshotRequests::default();
-    tokio::spawn(admin::serve(
-        listener,
-        Arc::clone(&live),
-        Arc::clone(&metrics),
-        Arc::clone(&requests),
-    ));
+    let dlq_service = admin::DeadLetterService::default();
     let state_dir = config.state_dir();
     let store = tokio::select! {
         store = open_store_waiting(&state_dir) => Arc::new(store?),
@@ -60,13 +51,44 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         Arc::clone(&store),
         &name,
     )));
+    let dead_letters = Arc::new(crate::dlq::DeadLetterQueue::open(
+        Arc::clone(&store),
+        &name,
+        config.sink.on_error == crate::config::OnError::Dlq,
+        config.sink.dlq_max_records,
+        Some(Arc::clone(&live)),
+    )?);
+    if dead_letters.len() > 0 {
+        tracing::warn!(records = dead_letters.len(), "the dead-letter store holds changes: their keys differ in the target; see `cdc-agent dlq list`");
+    }
+    metrics.set_dead_letters(Arc::clone(&dead_letters));
+    let _ = dlq_service.set(Arc::new(crate::dlq::DlqService::new(
+        config.clone(),
+        Arc::clone(&dead_letters),
+    )));
 
-    tokio::spawn(refresh_lag(
-        Arc::new(config.clone()),
+    // What the state store knows shows from the first answer of the endpoint on, whether or not
+    // the source and the target answer. Until it serves, a request waits in the listener's
+    // backlog (the port is taken, so `status` never mistakes the agent for a stopped one).
+    remember_from_store(&live, &store, &name)?;
+    live.attach_progress(Arc::clone(&progress));
+    tokio::spawn(admin::serve(
+        listener,
         Arc::clone(&live),
-        Arc::clone(&progress),
         Arc::clone(&metrics),
+        Arc::clone(&requests),
+        Arc::clone(&dlq_service),
     ));
+    tokio::spawn(
+        SourceWatch {
+            config: Arc::new(config.clone()),
+            live: Arc::clone(&live),
+            progress: Arc::clone(&progress),
+            metrics: Arc::clone(&metrics),
+            store: Arc::clone(&store),
+        }
+        .run(),
+    );
     tracing::info!(pipeline = %name, admin = %&*config.agent.admin_addr, "cdc-agent starting");
     let runtime = Runtime {
         config,
@@ -74,11 +96,18 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         live,
         progress,
         metrics,
+        dead_letters,
     };
     // Every line the pipeline logs carries its name (a field of the JSON lines with
     // `--log-format json`).
     let span = tracing::info_span!("pipeline", pipeline = %name);
-    match tracing::Instrument::instrument(runtime.run(shutdown_rx), span).await {
+    let result = tracing::Instrument::instrument(runtime.run(shutdown_rx), span).await;
+    // Where the source stood, for a restart while it is unreachable.
+    crate::source_watch::remember(&runtime.live, &runtime.store, &name);
+    if let Err(e) = runtime.store.flush() {
+        tracing::warn!(error = %e, "cannot flush the state store");
+    }
+    match result {
         Ok(()) => {
             tracing::info!(pipeline = %name, "stopped cleanly; checkpoint saved");
             Ok(ExitCode::SUCCESS)
@@ -88,6 +117,21 @@ pub async fn run(config: Config) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Seeds the live status with the counters, the checkpoint and what the agent last saw of the
+/// source.
+fn remember_from_store(live: &LiveStatus, store: &StateStore, name: &str) -> Result<()> {
+    if let Some(meta) = store.meta(name)? {
+        live.seed(&meta);
+    }
+    if let Some(checkpoint) = store.checkpoint(name)? {
+        live.set_confirmed(&checkpoint);
+    }
+    if let Some(seen) = store.source_sighting(name)? {
+        live.seed_source(&seen);
+    }
+    Ok(())
 }
 
 /// How long `run` and `reset` wait for a lock held by someone else: a `status` of a stopped
@@ -138,115 +182,6 @@ async fn forward_signals(mut signals: StopSignals, shutdown: watch::Sender<bool>
     signals.next().await;
     tracing::warn!("second signal: exiting without draining");
     std::process::exit(1);
-}
-
-/// Keeps `lag_bytes` and the slot's retained WAL current in the live status.
-async fn refresh_lag(
-    config: Arc<Config>,
-    live: Arc<LiveStatus>,
-    progress: Arc<SourceProgress>,
-    metrics: Arc<Metrics>,
-) {
-    let mut tick = tokio::time::interval(STATUS_REFRESH);
-    let mut ticks = 0u32;
-    loop {
-        tick.tick().await;
-        ticks = ticks.wrapping_add(1);
-        match live.state() {
-            PipelineState::Starting | PipelineState::Snapshotting | PipelineState::Streaming => {
-                live.set_state(if progress.is_snapshotting() {
-                    PipelineState::Snapshotting
-                } else if progress.is_streaming() {
-                    PipelineState::Streaming
-                } else {
-                    PipelineState::Starting
-                });
-            }
-            PipelineState::Retrying | PipelineState::Failed | PipelineState::Stopped => {}
-        }
-        live.set_snapshot_progress(
-            &progress.snapshot_estimates(),
-            progress.is_snapshotting(),
-            progress.snapshotting_tables(),
-        );
-        if progress.is_streaming() || progress.is_snapshotting() {
-            live.set_snapshot_method(progress.snapshot_resumable());
-        }
-        let report = live.report();
-        let sent = progress.last_commit_sent();
-        let applied = live.last_commit();
-        live.set_caught_up(match (sent, applied) {
-            (None, _) => progress.is_streaming(),
-            (Some(sent), Some(applied)) => sent.try_cmp(&applied).is_ok_and(|o| o.is_le()),
-            (Some(_), None) => false,
-        });
-        if let Some(head) = progress.head() {
-            let lag = report
-                .confirmed_position
-                .as_deref()
-                .and_then(|c| lag_between(&head, c));
-            live.set_source_position(head.to_string(), lag);
-        }
-        if ticks % SLOT_REFRESH_TICKS == 1 {
-            if let Ok(state) = wiring::source_state(&config).await {
-                live.set_slot_retained(state.slot_retained_bytes);
-                let limit = config.agent.slot_retained_warn_bytes;
-                if let Some(retained) = state
-                    .slot_retained_bytes
-                    .filter(|r| limit > 0 && *r > limit)
-                {
-                    metrics.retained_warning();
-                    tracing::warn!(
-                        retained_bytes = retained,
-                        limit_bytes = limit,
-                        "the replication slot holds more WAL than agent.slot_retained_warn_bytes: is the agent keeping up?"
-                    );
-                }
-                // Across binlog files only the server's file list tells the distance.
-                if let Some(confirmed) = report
-                    .confirmed_position
-                    .as_deref()
-                    .and_then(parse_position)
-                {
-                    if let Some(lag) = (state.lag)(&confirmed) {
-                        let head = progress.head().unwrap_or(state.current);
-                        live.set_source_position(head.to_string(), Some(lag));
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn lag_between(head: &Position, confirmed: &str) -> Option<u64> {
-    match (head, parse_position(confirmed)?) {
-        (Position::Postgres { lsn }, Position::Postgres { lsn: confirmed }) => {
-            Some(lsn.0.saturating_sub(confirmed.0))
-        }
-        (
-            Position::Mysql { file, pos, .. },
-            Position::Mysql {
-                file: confirmed_file,
-                pos: confirmed_pos,
-                ..
-            },
-        ) if *file == confirmed_file => Some(pos.saturating_sub(confirmed_pos)),
-        _ => None,
-    }
-}
-
-/// A position as `status` prints it: `16/B374D848`, or `mysql-bin.000003:1234 (gtid)`.
-fn parse_position(text: &str) -> Option<Position> {
-    if let Ok(lsn) = text.parse::<cdc_core::Lsn>() {
-        return Some(Position::Postgres { lsn });
-    }
-    let (file, rest) = text.rsplit_once(':').filter(|(f, _)| !f.contains(' '))?;
-    let pos = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Position::Mysql {
-        file: Arc::from(file),
-        pos,
-        gtid: None,
-    })
 }
 
 pub async fn check(config: &Config) -> Result<ExitCode> {
@@ -369,8 +304,14 @@ fn check_sink(config: &Config) -> CheckOutcome {
     }
 }
 
+/// `status` of a pipeline that has never run: distinct from every real outcome (0 fine, 1 a
+/// failure or a lag past the threshold), so a probe cannot mistake a wrong config path for a
+/// healthy stopped agent.
+const EXIT_NEVER_RAN: u8 = 3;
+
 pub async fn status(
     config: &Config,
+    config_path: &std::path::Path,
     json: bool,
     max_lag_seconds: Option<f64>,
     max_lag_bytes: Option<u64>,
@@ -403,6 +344,27 @@ pub async fn status(
     } else {
         print!("{}", render_human(&report));
     }
+    if report.state == PipelineState::NeverRan {
+        if !json {
+            let state_dir = config.state_dir();
+            let store = if state_dir.is_dir() {
+                format!(
+                    "the state store {} holds nothing about it",
+                    state_dir.display()
+                )
+            } else {
+                format!("there is no state store at {}", state_dir.display())
+            };
+            println!(
+                "\npipeline `{}` has never run: {store}.\n\
+                 Start it with `cdc-agent run -c {}`. If it has run before, this is the wrong \
+                 config file, or its agent.state_dir or agent.name differ from the running one's.",
+                report.name,
+                config_path.display()
+            );
+        }
+        return Ok(ExitCode::from(EXIT_NEVER_RAN));
+    }
     let over_seconds =
         matches!((max_lag_seconds, report.lag_seconds), (Some(max), Some(lag)) if lag > max);
     let over_bytes =
@@ -430,19 +392,29 @@ pub fn open_store_of_stopped_agent(config: &Config) -> Result<StateStore> {
 async fn offline_status(config: &Config) -> Result<StatusReport> {
     let name = config.agent.name.0.clone();
     // A pipeline that never ran has no state store yet: do not create one just to look.
-    let (checkpoint, meta, verified) = if config.state_dir().exists() {
+    let (checkpoint, meta, seen, dlq_size, verified) = if config.state_dir().exists() {
         let store = Arc::new(open_store_of_stopped_agent(config)?);
+        let dlq = crate::dlq::DeadLetterQueue::open(Arc::clone(&store), &name, false, 0, None)?;
         let tree = crate::store::SourceState::new(Arc::clone(&store), &name);
         (
             store.checkpoint(&name)?,
-            store.meta(&name)?.unwrap_or_default(),
+            store.meta(&name)?,
+            store.source_sighting(&name)?,
+            dlq.len(),
             crate::verify::record::load(&tree),
         )
     } else {
-        (None, Default::default(), vec![])
+        (None, None, None, 0, vec![])
     };
     let live = LiveStatus::new(&name, source_type_name(config.source.kind));
+    // Every run records its meta first: without one (and without a checkpoint) nothing ran.
+    if meta.is_none() && checkpoint.is_none() {
+        live.set_state_quietly(PipelineState::NeverRan);
+        return Ok(live.report());
+    }
+    let meta = meta.unwrap_or_default();
     live.seed(&meta);
+    live.set_dlq_size(dlq_size);
     if let Some(e) = &meta.last_error {
         live.set_last_error(e.clone());
     }
@@ -454,6 +426,9 @@ async fn offline_status(config: &Config) -> Result<StatusReport> {
     if let Some(c) = &checkpoint {
         live.set_confirmed(c);
     }
+    if let Some(seen) = &seen {
+        live.seed_source(seen);
+    }
     match wiring::source_state(config).await {
         Ok(state) => {
             let lag = checkpoint
@@ -464,7 +439,10 @@ async fn offline_status(config: &Config) -> Result<StatusReport> {
             live.set_source_position(state.current.to_string(), lag);
             live.set_slot_retained(state.slot_retained_bytes);
         }
-        Err(e) => live.set_last_error(format!("source unreachable: {e}")),
+        Err(e) => {
+            live.set_source_unreachable();
+            live.set_last_error(format!("source unreachable: {e}"));
+        }
     }
     let mut report = live.report();
     let tree = cdc_core::MemoryTree::default();

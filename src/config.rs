@@ -151,6 +151,13 @@ pub struct SinkConfig {
     /// Warehouse sinks: changes buffered before they are applied into the open transaction.
     #[serde(default = "default_max_batch_changes")]
     pub max_batch_changes: usize,
+    /// A change the target refuses for good (a value or row it will never take): `stop` the
+    /// pipeline, or set it aside in the dead-letter store (`dlq`) and go on.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// `on_error = "dlq"`: records the dead-letter store may hold; past it the pipeline stops.
+    #[serde(default = "default_dlq_max_records")]
+    pub dlq_max_records: u64,
     /// duckdb: DuckDB's memory_limit in MiB (default 256; 0: DuckDB's default, 80% of RAM).
     pub memory_limit_mb: Option<u64>,
     /// Message sinks: the change record (`native`) or Debezium's envelope.
@@ -224,6 +231,26 @@ pub use cdc_core::warehouse::{DeleteMode, TruncateMode};
 
 /// Target schema of warehouse sinks when `sink.schema` is not set.
 pub const DEFAULT_SINK_SCHEMA: &str = "public";
+
+/// `sink.on_error`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Stop, naming the change: the target stays equal to the source, or the pipeline says why
+    /// not. The default: dead-lettering is a choice to let the target differ, key by key.
+    #[default]
+    Stop,
+    /// Set the change aside (and later changes to its key behind it); everything else goes on.
+    Dlq,
+}
+
+/// Enough for a bad column in a large table to show up long before the store grows without
+/// bound; a whole table refused stops the pipeline instead of filling the disk.
+pub const DEFAULT_DLQ_MAX_RECORDS: u64 = 100_000;
+
+fn default_dlq_max_records() -> u64 {
+    DEFAULT_DLQ_MAX_RECORDS
+}
 
 fn default_max_batch_changes() -> usize {
     cdc_sink_postgres::DEFAULT_MAX_BATCH_CHANGES
@@ -422,6 +449,20 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.sink.on_error == OnError::Dlq
+            && !matches!(
+                self.sink.kind,
+                SinkType::Postgres | SinkType::Mysql | SinkType::Kafka
+            )
+        {
+            return fail(
+                "sink.on_error",
+                "= \"dlq\" is for the postgres, mysql and kafka sinks (the others never refuse a single change, or stop on it)",
+            );
+        }
+        if self.sink.dlq_max_records == 0 {
+            return fail("sink.dlq_max_records", "must be at least 1");
         }
         if self.sink.memory_limit_mb.is_some() && self.sink.kind != SinkType::Duckdb {
             return fail("sink.memory_limit_mb", "is for the duckdb sink only");

@@ -1,5 +1,6 @@
 //! cdc-agent: the binary. Parses the command line, loads the config and hands off to the
-//! command; exit codes are the spec's (0 ok, 1 runtime failure, 2 bad usage or config).
+//! command; exit codes are the spec's (0 ok, 1 runtime failure, 2 bad usage or config, 3 `status`
+//! of a pipeline that never ran).
 
 mod admin;
 mod allocator;
@@ -7,10 +8,12 @@ mod backoff;
 mod cli;
 mod commands;
 mod config;
+mod dlq;
 mod metrics;
 mod runtime;
 mod sink_driver;
 mod snapshot_cmd;
+mod source_watch;
 mod status;
 mod store;
 mod verify;
@@ -55,12 +58,16 @@ fn main() -> ExitCode {
                     json,
                     max_lag_seconds,
                     max_lag_bytes,
-                } => commands::status(&config, json, max_lag_seconds, max_lag_bytes).await,
+                } => {
+                    commands::status(&config, &cli.config, json, max_lag_seconds, max_lag_bytes)
+                        .await
+                }
                 Command::Snapshot { tables, no_wait } => {
                     snapshot_cmd::snapshot(&config, tables, no_wait).await
                 }
                 Command::Verify(args) => verify::run(&config, args).await,
                 Command::Reset { yes } => commands::reset(&config, yes).await,
+                Command::Dlq { command } => dlq::commands::run(&config, command).await,
             }
         });
         match task.await {

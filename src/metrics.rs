@@ -35,6 +35,7 @@ struct Inner {
     last_checkpoint: Option<Instant>,
     retained_warnings: u64,
     buffer: Option<cdc_core::BufferGauge>,
+    dead_letters: Option<std::sync::Arc<crate::dlq::DeadLetterQueue>>,
 }
 
 pub struct Metrics {
@@ -115,6 +116,11 @@ impl Metrics {
     /// The channel of the current run, for `cdc_buffered_bytes`.
     pub fn set_buffer_gauge(&self, gauge: cdc_core::BufferGauge) {
         self.with(|m| m.buffer = Some(gauge));
+    }
+
+    /// The dead-letter store, for `cdc_dlq_records_total`.
+    pub fn set_dead_letters(&self, queue: std::sync::Arc<crate::dlq::DeadLetterQueue>) {
+        self.with(|m| m.dead_letters = Some(queue));
     }
 
     pub fn retained_warning(&self) {
@@ -208,7 +214,7 @@ impl Metrics {
         gauge(
             &mut out,
             "cdc_freshness_seconds",
-            "Seconds since the commit of the newest applied change; 0 when caught up and idle.",
+            "Seconds the target trails the source: since the newest applied commit or the last moment the pipeline was known caught up, whichever is later; 0 when caught up.",
             r.lag_seconds,
         );
         gauge(
@@ -217,11 +223,20 @@ impl Metrics {
             "Same as cdc_freshness_seconds (the status field's name).",
             r.lag_seconds,
         );
+        // Unknown while the source does not answer: no sample at all, so that neither a 0 nor a
+        // NaN passes for a reading (`cdc_source_up` says why).
+        let _ = writeln!(
+            out,
+            "# HELP cdc_lag_bytes Bytes between the source's current position and the confirmed position (absent while the source does not answer).\n# TYPE cdc_lag_bytes gauge"
+        );
+        if let Some(bytes) = r.lag_bytes {
+            let _ = writeln!(out, "cdc_lag_bytes{{pipeline=\"{p}\"}} {bytes}");
+        }
         gauge(
             &mut out,
-            "cdc_lag_bytes",
-            "Bytes between the source's current position and the confirmed position.",
-            r.lag_bytes.map(|v| v as f64),
+            "cdc_source_up",
+            "1 when the source answered the last time the agent asked, 0 when it did not (NaN: not asked yet).",
+            r.source_reachable.map(|up| f64::from(u8::from(up))),
         );
         gauge(
             &mut out,
@@ -331,6 +346,22 @@ impl Metrics {
                 out,
                 "cdc_errors_total{{pipeline=\"{p}\",kind=\"{kind}\"}} {n}"
             );
+        }
+        write_family(
+            &mut out,
+            "cdc_dlq_records_total",
+            "counter",
+            "Changes set aside in the dead-letter store (this run), by table and class (data, constraint, too_large, held).",
+        );
+        if let Some(queue) = &m.dead_letters {
+            for ((table, class), n) in queue.set_aside_counts() {
+                let _ = writeln!(
+                    out,
+                    "cdc_dlq_records_total{{pipeline=\"{p}\",table=\"{}\",class=\"{}\"}} {n}",
+                    escape(&table),
+                    escape(&class)
+                );
+            }
         }
         write_family(
             &mut out,

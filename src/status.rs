@@ -2,14 +2,19 @@
 //! rebuilt from the state store and the source when it does not.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use cdc_core::SourceProgress;
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum PipelineState {
+    /// `status` of a pipeline the state store knows nothing about: it has never run (or the
+    /// config points at another state dir or pipeline name).
+    NeverRan,
     Stopped,
     Starting,
     Snapshotting,
@@ -41,6 +46,7 @@ pub struct TableStatus {
 impl PipelineState {
     pub fn as_str(self) -> &'static str {
         match self {
+            PipelineState::NeverRan => "never_ran",
             PipelineState::Stopped => "stopped",
             PipelineState::Starting => "starting",
             PipelineState::Snapshotting => "snapshotting",
@@ -58,6 +64,14 @@ pub struct StatusReport {
     pub state: PipelineState,
     pub source_type: String,
     pub source_position: Option<String>,
+    /// When `source_position` was read from the source (UTC): old while the source does not
+    /// answer, when it is the last position known.
+    #[serde(default)]
+    pub source_position_at: Option<String>,
+    /// Whether the source answered the last time the agent asked (`null`: not asked yet). While
+    /// it is `false`, `lag_bytes` is unknown (`null`).
+    #[serde(default)]
+    pub source_reachable: Option<bool>,
     pub confirmed_position: Option<String>,
     pub lag_bytes: Option<u64>,
     pub lag_seconds: Option<f64>,
@@ -89,8 +103,15 @@ struct LiveInner {
     tables: BTreeMap<String, TableStatus>,
     last_commit_micros: Option<i64>,
     last_commit: Option<cdc_core::Position>,
+    /// The checkpoint's resume position (`report.confirmed_position` is its text).
+    confirmed: Option<cdc_core::Position>,
     /// Every transaction the source has sent is durable: nothing is in flight.
     caught_up: bool,
+    /// The last moment the pipeline was known to be caught up (µs since the epoch): freshness
+    /// grows from here while the agent cannot tell (the source does not answer).
+    fresh_micros: Option<i64>,
+    /// The running source's progress, from which the state is read at the moment of asking.
+    progress: Option<Arc<SourceProgress>>,
     /// Throughput over a sliding window: (when, events_total then).
     rate_sample: (Instant, u64),
     /// Per table: (when, rows_snapshotted then), for the snapshot's rate.
@@ -108,6 +129,8 @@ impl LiveStatus {
                     state: PipelineState::Starting,
                     source_type: source_type.to_string(),
                     source_position: None,
+                    source_position_at: None,
+                    source_reachable: None,
                     confirmed_position: None,
                     lag_bytes: None,
                     lag_seconds: None,
@@ -125,7 +148,10 @@ impl LiveStatus {
                 tables: BTreeMap::new(),
                 last_commit_micros: None,
                 last_commit: None,
+                confirmed: None,
                 caught_up: false,
+                fresh_micros: None,
+                progress: None,
                 rate_sample: (Instant::now(), 0),
                 snapshot_samples: BTreeMap::new(),
                 snapshotting_tables: Default::default(),
@@ -174,19 +200,49 @@ impl LiveStatus {
                 tracing::info!(from = ?s.report.state, to = ?state, "pipeline state");
             }
             s.report.state = state;
+            if !state.is_running() {
+                // Known again only once the source is read or asked.
+                s.caught_up = false;
+            }
         })
     }
 
+    /// The state as of now: while the pipeline runs, read off the source's progress at the
+    /// moment of asking, so that `streaming` shows from the moment the source is positioned (a
+    /// probe that waits for it before writing is not misled).
     pub fn state(&self) -> PipelineState {
-        self.with(|s| s.report.state)
+        self.with(|s| s.current_state())
+    }
+
+    /// Records the state as of now, with a log line when it changed (called once a second).
+    pub fn settle_state(&self) {
+        let state = self.state();
+        self.set_state(state);
+    }
+
+    /// Reads the source's progress for the state from now on (see [`LiveStatus::state`]).
+    pub fn attach_progress(&self, progress: Arc<SourceProgress>) {
+        self.with(|s| s.progress = Some(progress))
     }
 
     pub fn set_last_error(&self, message: String) {
         self.with(|s| s.report.last_error = Some(message))
     }
 
+    /// Whether everything the source has is durable, as far as the agent can tell now; while it
+    /// is, freshness is 0 and the moment is remembered.
     pub fn set_caught_up(&self, caught_up: bool) {
-        self.with(|s| s.caught_up = caught_up)
+        self.with(|s| {
+            s.caught_up = caught_up;
+            if caught_up {
+                s.fresh_micros = Some(cdc_core::time::now_micros());
+            }
+        })
+    }
+
+    /// Records in the dead-letter store now.
+    pub fn set_dlq_size(&self, size: u64) {
+        self.with(|s| s.report.dlq_size = size)
     }
 
     pub fn set_slot_retained(&self, bytes: Option<u64>) {
@@ -224,6 +280,7 @@ impl LiveStatus {
     pub fn set_confirmed(&self, checkpoint: &cdc_core::Checkpoint) {
         self.with(|s| {
             s.report.confirmed_position = Some(checkpoint.resume_from.to_string());
+            s.confirmed = Some(checkpoint.resume_from.clone());
             s.last_commit = checkpoint.last_commit.clone();
             if let Some(ts) = &checkpoint.last_commit_ts {
                 s.last_commit_micros = cdc_core::time::parse_utc_micros(ts);
@@ -237,10 +294,60 @@ impl LiveStatus {
         self.with(|s| s.last_commit.clone())
     }
 
+    /// The source answered: its current position, and how far the confirmed position trails it.
     pub fn set_source_position(&self, position: String, lag_bytes: Option<u64>) {
         self.with(|s| {
             s.report.source_position = Some(position);
+            s.report.source_position_at = Some(cdc_core::time::format_utc_micros(
+                cdc_core::time::now_micros(),
+            ));
+            s.report.source_reachable = Some(true);
             s.report.lag_bytes = lag_bytes;
+        })
+    }
+
+    /// The head the streaming source last heard of. The distance, when it cannot be told from
+    /// the two positions alone (another binlog file), stays what the server last said.
+    pub fn set_source_head(&self, position: String, lag_bytes: Option<u64>) {
+        let keep = self.with(|s| s.report.lag_bytes);
+        self.set_source_position(position, lag_bytes.or(keep));
+    }
+
+    /// The source does not answer: its position is the last one known, the distance to it
+    /// unknown (never 0), and freshness grows from the last moment the agent was caught up.
+    pub fn set_source_unreachable(&self) {
+        self.with(|s| {
+            s.report.source_reachable = Some(false);
+            s.report.lag_bytes = None;
+            s.caught_up = false;
+        })
+    }
+
+    /// The confirmed position, as the source's position type.
+    pub fn confirmed(&self) -> Option<cdc_core::Position> {
+        self.with(|s| s.confirmed.clone())
+    }
+
+    /// Starts from what the agent last saw of the source, before it is asked again.
+    pub fn seed_source(&self, seen: &crate::store::SourceSighting) {
+        self.with(|s| {
+            s.report.source_position = Some(seen.position.clone());
+            s.report.source_position_at = Some(seen.read_at.clone());
+            s.fresh_micros = seen
+                .caught_up_at
+                .as_deref()
+                .and_then(cdc_core::time::parse_utc_micros);
+        })
+    }
+
+    /// What to remember of the source across restarts (`None`: it was never read).
+    pub fn sighting(&self) -> Option<crate::store::SourceSighting> {
+        self.with(|s| {
+            Some(crate::store::SourceSighting {
+                position: s.report.source_position.clone()?,
+                read_at: s.report.source_position_at.clone()?,
+                caught_up_at: s.fresh_micros.map(cdc_core::time::format_utc_micros),
+            })
         })
     }
 
@@ -256,23 +363,40 @@ impl LiveStatus {
                     s.rate_sample = (now, s.report.events_total);
                 }
             }
-            let caught_up = s.caught_up || s.report.lag_bytes == Some(0);
-            s.report.lag_seconds = match (caught_up, s.last_commit_micros) {
+            let reachable = s.report.source_reachable != Some(false);
+            let caught_up = reachable && (s.caught_up || s.report.lag_bytes == Some(0));
+            // Not caught up: the target holds everything up to the newest applied commit, and
+            // everything up to the last moment it was caught up, whichever is later.
+            let fresh_until = s.last_commit_micros.max(s.fresh_micros);
+            s.report.lag_seconds = match (caught_up, fresh_until) {
                 (true, _) => Some(0.0),
-                (false, Some(commit)) => {
-                    Some(((cdc_core::time::now_micros() - commit).max(0)) as f64 / 1e6)
+                (false, Some(fresh)) => {
+                    Some(((cdc_core::time::now_micros() - fresh).max(0)) as f64 / 1e6)
                 }
                 (false, None) => None,
             };
             let mut report = s.report.clone();
+            report.state = s.current_state();
             let state = report.state;
-            let chunked = !s.snapshotting_tables.is_empty();
+            // While the source runs, what it says now (the refresh copies it only once a second).
+            let snapshotting_tables = match &s.progress {
+                Some(progress) if state.is_running() => {
+                    if progress.is_streaming() || progress.is_snapshotting() {
+                        let resumable = progress.snapshot_resumable();
+                        report.snapshot_resumable = Some(resumable);
+                        report.snapshot_method = Some(snapshot_method(resumable).to_string());
+                    }
+                    progress.snapshotting_tables()
+                }
+                _ => s.snapshotting_tables.clone(),
+            };
+            let chunked = !snapshotting_tables.is_empty();
             report.tables = s
                 .tables
                 .values()
                 .map(|t| {
                     // With chunked snapshots the other tables stream meanwhile.
-                    let table_state = if s.snapshotting_tables.contains(&t.table) {
+                    let table_state = if snapshotting_tables.contains(&t.table) {
                         PipelineState::Snapshotting
                     } else if chunked && state == PipelineState::Snapshotting {
                         PipelineState::Streaming
@@ -290,19 +414,40 @@ impl LiveStatus {
     }
 }
 
+impl LiveInner {
+    /// The stored state, or while the pipeline runs, what the source's progress says now.
+    fn current_state(&self) -> PipelineState {
+        match (&self.progress, self.report.state) {
+            (Some(progress), state) if state.is_running() => {
+                if progress.is_snapshotting() {
+                    PipelineState::Snapshotting
+                } else if progress.is_streaming() {
+                    PipelineState::Streaming
+                } else {
+                    PipelineState::Starting
+                }
+            }
+            (_, state) => state,
+        }
+    }
+}
+
+impl PipelineState {
+    /// Starting, snapshotting or streaming: the states the source's progress tells apart.
+    fn is_running(self) -> bool {
+        matches!(
+            self,
+            PipelineState::Starting | PipelineState::Snapshotting | PipelineState::Streaming
+        )
+    }
+}
+
 impl LiveStatus {
     /// How the source's snapshots read (see [`StatusReport::snapshot_method`]).
     pub fn set_snapshot_method(&self, resumable: bool) {
         self.with(|s| {
             s.report.snapshot_resumable = Some(resumable);
-            s.report.snapshot_method = Some(
-                if resumable {
-                    "watermark"
-                } else {
-                    "transaction"
-                }
-                .to_string(),
-            );
+            s.report.snapshot_method = Some(snapshot_method(resumable).to_string());
         })
     }
 
@@ -358,6 +503,30 @@ impl LiveStatus {
     }
 }
 
+/// The `snapshot_method` field: `watermark` chunks (resumable) or one `transaction`.
+fn snapshot_method(resumable: bool) -> &'static str {
+    if resumable {
+        "watermark"
+    } else {
+        "transaction"
+    }
+}
+
+/// The source's position, marked when it is the last one known rather than read just now.
+fn source_position(r: &StatusReport) -> String {
+    let Some(position) = &r.source_position else {
+        return "-".into();
+    };
+    match (r.source_reachable, &r.source_position_at) {
+        (Some(true), _) => position.clone(),
+        (Some(false), Some(at)) => {
+            format!("{position} (last known, read {at}; the source does not answer)")
+        }
+        (_, Some(at)) => format!("{position} (last known, read {at})"),
+        (_, None) => position.clone(),
+    }
+}
+
 /// The human form of `status`: a short table, tables beneath.
 pub fn render_human(r: &StatusReport) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
@@ -368,13 +537,16 @@ pub fn render_human(r: &StatusReport) -> String {
         ("pipeline", r.name.clone()),
         ("state", state),
         ("source", r.source_type.clone()),
-        ("source position", opt(&r.source_position)),
+        ("source position", source_position(r)),
         ("confirmed position", opt(&r.confirmed_position)),
         (
             "lag",
             format!(
                 "{} bytes, {} s",
-                num(r.lag_bytes),
+                match (r.lag_bytes, r.source_reachable) {
+                    (None, Some(false)) => "unknown (source unreachable)".to_string(),
+                    (bytes, _) => num(bytes),
+                },
                 r.lag_seconds
                     .map(|s| format!("{s:.1}"))
                     .unwrap_or_else(|| "-".into())
@@ -399,6 +571,12 @@ pub fn render_human(r: &StatusReport) -> String {
     }
     if let Some(e) = &r.last_error {
         out.push_str(&format!("{:<20} {e}\n", "last error"));
+    }
+    if r.dlq_size > 0 {
+        out.push_str(&format!(
+            "{:<20} {} changes set aside in the dead-letter store: the target differs from the source for their keys; see `cdc-agent dlq list`\n",
+            "warning", r.dlq_size
+        ));
     }
     match r.snapshot_resumable {
         Some(true) => out.push_str(&format!(

@@ -5,6 +5,10 @@
 //!   MySQL source's table columns by binlog position), written through [`SourceState`].
 //! * `meta`: pipeline name → what the pipeline was set up with (slot, publication) and counters
 //!   `status` shows when the agent is stopped.
+//! * `source_seen`: pipeline name → what the agent last read of the source server
+//!   ([`SourceSighting`]), so that `status` after a restart during an outage shows it.
+//! * `dead_letters`: `pipeline/<id, 20 digits>` → a change set aside (see `dlq`), in the order
+//!   it was set aside.
 //!
 //! A running agent holds sled's lock on the directory; `status` then asks the admin endpoint.
 
@@ -22,6 +26,13 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: sled::Error,
+    },
+    /// A file error no retry fixes (the directory is a file, not writable, ...): with the fix.
+    #[error("state store {path}: {error} (fix: {hint})")]
+    Unusable {
+        path: PathBuf,
+        error: std::io::Error,
+        hint: String,
     },
     #[error("state store {path}: a stored record is unreadable ({source}); run `cdc-agent reset --yes` to start over")]
     Corrupt {
@@ -54,12 +65,26 @@ pub struct TableCount {
     pub rows_snapshotted: u64,
 }
 
+/// The source server as the agent last read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceSighting {
+    /// The server's current position then, as `status` prints it.
+    pub position: String,
+    /// When it was read (UTC).
+    pub read_at: String,
+    /// The last moment the pipeline was known to be caught up (UTC): freshness grows from here
+    /// while the source cannot be asked.
+    pub caught_up_at: Option<String>,
+}
+
 pub struct StateStore {
     path: PathBuf,
     db: sled::Db,
     checkpoint: sled::Tree,
     meta: sled::Tree,
     schema_history: sled::Tree,
+    source_seen: sled::Tree,
+    dead_letters: sled::Tree,
 }
 
 impl StateStore {
@@ -76,6 +101,12 @@ impl StateStore {
                 sled::Error::Io(ref io) if io.to_string().contains("lock") => {
                     StoreError::Locked(path.to_path_buf())
                 }
+                sled::Error::Io(io) if is_definite(&io) => StoreError::Unusable {
+                    path: path.to_path_buf(),
+                    hint: cdc_core::error::io_error_hint(io.kind(), "agent.state_dir")
+                        .unwrap_or_else(|| "check agent.state_dir".into()),
+                    error: io,
+                },
                 source => StoreError::Sled {
                     path: path.to_path_buf(),
                     source,
@@ -91,13 +122,37 @@ impl StateStore {
             checkpoint: tree("checkpoint")?,
             meta: tree("meta")?,
             schema_history: tree("schema_history")?,
+            source_seen: tree("source_seen")?,
+            dead_letters: tree("dead_letters")?,
             path: path.to_path_buf(),
             db,
         })
     }
 
-    fn sled_err(&self, source: sled::Error) -> StoreError {
+    /// The dead-letter tree (its records are kept by `dlq::DeadLetterQueue`).
+    pub fn dead_letters(&self) -> &sled::Tree {
+        &self.dead_letters
+    }
+
+    /// A new id, larger than every id handed out before (across restarts).
+    pub fn generate_id(&self) -> Result<u64, StoreError> {
+        self.db.generate_id().map_err(|e| self.sled_err(e))
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(|e| self.sled_err(e))
+    }
+
+    pub fn sled_err(&self, source: sled::Error) -> StoreError {
         StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn corrupt(&self, source: serde_json::Error) -> StoreError {
+        StoreError::Corrupt {
             path: self.path.clone(),
             source,
         }
@@ -164,21 +219,42 @@ impl StateStore {
         self.put(&self.meta, pipeline, meta)
     }
 
+    pub fn source_sighting(&self, pipeline: &str) -> Result<Option<SourceSighting>, StoreError> {
+        self.get(&self.source_seen, pipeline)
+    }
+
+    /// Records what the agent saw of the source, without waiting for the disk: losing the last
+    /// few seconds of it costs nothing but a slightly older "last known" after a crash.
+    pub fn save_source_sighting(
+        &self,
+        pipeline: &str,
+        sighting: &SourceSighting,
+    ) -> Result<(), StoreError> {
+        self.put(&self.source_seen, pipeline, sighting)
+    }
+
     /// Forgets everything about the pipeline.
     pub fn clear(&self, pipeline: &str) -> Result<(), StoreError> {
         self.checkpoint
             .remove(pipeline)
             .map_err(|e| self.sled_err(e))?;
         self.meta.remove(pipeline).map_err(|e| self.sled_err(e))?;
-        for entry in self.schema_history.scan_prefix(format!("{pipeline}/")) {
-            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
-            self.schema_history
-                .remove(key)
-                .map_err(|e| self.sled_err(e))?;
+        self.source_seen
+            .remove(pipeline)
+            .map_err(|e| self.sled_err(e))?;
+        for tree in [&self.schema_history, &self.dead_letters] {
+            for entry in tree.scan_prefix(format!("{pipeline}/")) {
+                let (key, _) = entry.map_err(|e| self.sled_err(e))?;
+                tree.remove(key).map_err(|e| self.sled_err(e))?;
+            }
         }
         self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }
+}
+
+fn is_definite(io: &std::io::Error) -> bool {
+    cdc_core::error::io_error_class(io.kind()) == cdc_core::ErrorClass::Definite
 }
 
 /// One pipeline's part of the `schema_history` tree, handed to its source.

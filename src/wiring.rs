@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use cdc_core::dead_letter::{DeadLetterHandle, DeadLetters};
 use cdc_core::{CheckOutcome, PipelineError, Position, Sink, Source};
 use cdc_mysql::{MysqlConfig, MysqlSource};
 use cdc_postgres::{PostgresConfig, PostgresSource};
@@ -77,18 +78,48 @@ pub async fn build_source(
     }
 }
 
-pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
+/// The sink of `run`: refused changes go to `dead_letters` (`sink.on_error = "dlq"`), changes to
+/// keys it holds are held behind them.
+pub fn build_sink(
+    config: &Config,
+    dead_letters: DeadLetterHandle,
+) -> Result<Box<dyn Sink>, PipelineError> {
+    build_any_sink(config, dead_letters, true)
+}
+
+/// A sink that applies changes of the dead-letter store again: it leaves the target's recorded
+/// position alone, and tells `refused` what the target refuses once more.
+pub fn build_replay_sink(
+    config: &Config,
+    refused: Arc<dyn DeadLetters>,
+) -> Result<Box<dyn Sink>, PipelineError> {
+    build_any_sink(config, Some(refused), false)
+}
+
+fn build_any_sink(
+    config: &Config,
+    dead_letters: DeadLetterHandle,
+    record_position: bool,
+) -> Result<Box<dyn Sink>, PipelineError> {
     match config.sink.kind {
         SinkType::Jsonl => {
             let path = config.sink.path.as_deref().unwrap_or("-");
             Ok(Box::new(cdc_sink_jsonl::JsonlSink::new(path)?))
         }
         SinkType::Postgres => Ok(Box::new(cdc_sink_postgres::PostgresSink::new(
-            postgres_sink_config(config),
+            cdc_sink_postgres::PostgresSinkConfig {
+                dead_letters,
+                record_position,
+                ..postgres_sink_config(config)
+            },
         ))),
-        SinkType::Mysql => Ok(Box::new(cdc_sink_mysql::MysqlSink::new(mysql_sink_config(
-            config,
-        )))),
+        SinkType::Mysql => Ok(Box::new(cdc_sink_mysql::MysqlSink::new(
+            cdc_sink_mysql::MysqlSinkConfig {
+                dead_letters,
+                record_position,
+                ..mysql_sink_config(config)
+            },
+        ))),
         #[cfg(feature = "duckdb")]
         SinkType::Duckdb => Ok(Box::new(cdc_sink_duckdb::DuckdbSink::new(
             duckdb_sink_config(config),
@@ -96,9 +127,12 @@ pub fn build_sink(config: &Config) -> Result<Box<dyn Sink>, PipelineError> {
         SinkType::Nats => Ok(Box::new(cdc_sink_nats::NatsSink::new(nats_sink_config(
             config,
         )?))),
-        SinkType::Kafka => Ok(Box::new(cdc_sink_kafka::KafkaSink::new(kafka_sink_config(
-            config,
-        )?))),
+        SinkType::Kafka => Ok(Box::new(cdc_sink_kafka::KafkaSink::new(
+            cdc_sink_kafka::KafkaSinkConfig {
+                dead_letters,
+                ..kafka_sink_config(config)?
+            },
+        ))),
         #[cfg(not(feature = "duckdb"))]
         SinkType::Duckdb => Err(unsupported("sink.type = \"duckdb\"")),
     }
@@ -169,6 +203,7 @@ pub fn kafka_sink_config(
             .map(|(k, v)| (k.clone(), v.expose().to_string()))
             .collect(),
         transaction_metadata: sink.transaction_metadata.unwrap_or(false),
+        dead_letters: None,
         topic_creation: sink
             .topic_partitions
             .map(|partitions| cdc_sink_kafka::TopicCreation {
@@ -198,6 +233,8 @@ pub fn postgres_sink_config(config: &Config) -> cdc_sink_postgres::PostgresSinkC
         metadata_columns: config.sink.metadata_columns,
         truncate: config.sink.truncate,
         max_batch_changes: config.sink.max_batch_changes,
+        dead_letters: None,
+        record_position: true,
     }
 }
 
@@ -225,6 +262,8 @@ pub fn mysql_sink_config(config: &Config) -> cdc_sink_mysql::MysqlSinkConfig {
         metadata_columns: config.sink.metadata_columns,
         truncate: config.sink.truncate,
         max_batch_changes: config.sink.max_batch_changes,
+        dead_letters: None,
+        record_position: true,
     }
 }
 
@@ -317,5 +356,5 @@ pub async fn drop_source_state(config: &Config) -> Result<bool, PipelineError> {
 #[cfg(not(feature = "duckdb"))]
 fn unsupported(what: &str) -> PipelineError {
     PipelineError::definite("config", format!("{what} is not available in this build"))
-        .with_hint("see the README for the sources and sinks this version supports")
+        .with_hint("see README.md (What works today) for the sources and sinks this version supports")
 }

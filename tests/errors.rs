@@ -215,3 +215,53 @@ async fn tls_verify_full_with_scram_streams_and_a_wrong_ca_is_refused() {
     );
     db.drop().await;
 }
+
+/// `run` of a pipeline whose file cannot be what it should, whatever a retry does: exits 1 (not
+/// "transient error; retrying" forever) with the path and the fix.
+fn run_exits_1_naming(p: &Pipeline, path: &std::path::Path, fix: &str) {
+    let agent = p.start();
+    let code = agent.wait_exit(Duration::from_secs(30));
+    let log = p.log();
+    assert_eq!(code, 1, "run should stop: {log}");
+    assert!(
+        log.contains(&path.display().to_string()) && log.contains(fix),
+        "the error names {} and the fix ({fix}): {log}",
+        path.display()
+    );
+    assert!(
+        !log.contains("retrying"),
+        "a definite error is not retried: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_paths_that_cannot_work_stop_the_agent_with_the_path() {
+    let url = common::env().var("CDC_TEST_PG_URL").to_string();
+    let files = tempfile::tempdir().unwrap();
+    let regular = files.path().join("a-file");
+    std::fs::write(&regular, "not a directory").unwrap();
+    let jsonl = |path: &std::path::Path| format!("type = \"jsonl\"\npath = \"{}\"", path.display());
+
+    // The jsonl path runs through a regular file (ENOTDIR).
+    let under_file = regular.join("out.jsonl");
+    let p = Pipeline::with_sink(&url, "enotdir", &[], "", Some(&jsonl(&under_file)));
+    run_exits_1_naming(&p, &under_file, "not a directory");
+
+    // The jsonl path is a directory (EISDIR).
+    let p = Pipeline::with_sink(&url, "eisdir", &[], "", Some(&jsonl(files.path())));
+    run_exits_1_naming(&p, files.path(), "sink.path is a directory");
+
+    // The state dir runs through a regular file.
+    let p = Pipeline::new(&url, "badstate", &[], "");
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    let state = regular.join("state");
+    std::fs::write(
+        &p.config,
+        text.replace(
+            &format!("state_dir = \"{}\"", p.dir.path().join("state").display()),
+            &format!("state_dir = \"{}\"", state.display()),
+        ),
+    )
+    .unwrap();
+    run_exits_1_naming(&p, &state, "agent.state_dir");
+}

@@ -105,6 +105,52 @@ async fn every_type_arrives_as_the_spec_says() {
     db.drop().await;
 }
 
+/// MariaDB's JSON is text as written: a document with line breaks arrives as one record on one
+/// line, from the snapshot (both methods) and the binlog; the year 0000 MySQL allows takes the
+/// spec's expanded form. The restart reads such a record back as the file's last line.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_with_line_breaks_and_the_year_0000_arrive_one_record_per_line() {
+    const VALUES: &str =
+        "CONCAT('{\"a\" :', CHAR(10), ' [1, 2],', CHAR(13, 10, 9), '\"b\": \"x\"}'),
+                          '0000-01-01', '0000-01-01 12:00:00.5'";
+    for method in ["watermark", "transaction"] {
+        let db = TargetDb::new("myedges");
+        db.exec("CREATE TABLE t (id int PRIMARY KEY, js json, d date, dtm datetime(6))")
+            .await;
+        db.exec(&format!("INSERT INTO t VALUES (1, {VALUES})"))
+            .await;
+        let p = pipeline(&db, &["t"], &format!("snapshot_method = \"{method}\""));
+        let agent = p.start();
+        p.wait_state("streaming", Duration::from_secs(60));
+        p.wait_records(1, Duration::from_secs(60));
+        db.exec(&format!("INSERT INTO t VALUES (2, {VALUES})"))
+            .await;
+        let records = p.wait_records(2, Duration::from_secs(60));
+        let expect = |id: i64| {
+            json!({"id": id, "js": {"a": [1, 2], "b": "x"}, "d": "+000000-01-01",
+                   "dtm": "+000000-01-01T12:00:00.500000"})
+        };
+        assert_eq!(records[0]["source"]["snapshot"], json!(true), "{method}");
+        assert_eq!(records[0]["after"], expect(1), "{method} snapshot");
+        assert_eq!(records[1]["after"], expect(2), "{method} binlog");
+        assert_eq!(agent.stop(), 0);
+        let agent = p.start();
+        p.wait_state("streaming", Duration::from_secs(60));
+        db.exec(&format!("INSERT INTO t VALUES (3, {VALUES})"))
+            .await;
+        let records = p.wait_records(3, Duration::from_secs(60));
+        assert_eq!(records[2]["after"], expect(3), "{method} after the restart");
+        assert_eq!(agent.stop(), 0, "{}", p.log());
+        let text = std::fs::read_to_string(&p.output).unwrap();
+        for line in text.lines() {
+            serde_json::from_str::<Json>(line)
+                .unwrap_or_else(|e| panic!("a line that is not a record ({e}): {line:?}"));
+        }
+        assert_eq!(text.lines().count(), 3, "{text}");
+        db.drop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn transactions_schema_changes_and_a_restart_from_an_older_checkpoint() {
     let db = TargetDb::new("mytx");

@@ -190,6 +190,32 @@ async fn an_idle_slot_does_not_hold_wal() {
     db.drop().await;
 }
 
+/// Every alert rule links its section of docs/runbook.md, and the section exists.
+#[test]
+fn every_alert_links_its_runbook_section() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = std::fs::read_to_string(root.join("docker/prometheus-alerts.yml")).unwrap();
+    let runbook = std::fs::read_to_string(root.join("docs/runbook.md")).unwrap();
+    let headings: Vec<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    // Each rule's text, from its `- alert:` line to the next.
+    let mut alerts = 0;
+    for rule in rules.split("- alert: ").skip(1) {
+        let name = rule.split_whitespace().next().expect("an alert name");
+        let link = format!("runbook_url: \"docs/runbook.md#{}\"", name.to_lowercase());
+        assert!(rule.contains(&link), "alert {name} lacks `{link}`");
+        assert!(
+            headings.contains(&name.to_lowercase()),
+            "docs/runbook.md has no section `### {name}`"
+        );
+        alerts += 1;
+    }
+    assert!(alerts >= 8, "only {alerts} alert rules found");
+}
+
 /// The Grafana dashboard and the alert rules load (JSON, rules via promtool where installed) and
 /// name only metrics a running agent exposes.
 #[tokio::test(flavor = "multi_thread")]

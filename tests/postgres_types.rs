@@ -112,3 +112,86 @@ UPDATE all_types SET c_int4 = 7 WHERE id = 3;
     assert_eq!(source["db"], json!(db.name));
     db.drop().await;
 }
+
+/// Values a JSON Lines reader or a strict ISO 8601 parser would trip on: `json` documents kept
+/// as written, line breaks and tabs included, and years outside 0001–9999 (BC ones, five
+/// digits); and the representational limits the README's value table states (bit strings as
+/// text, JSON `null` as `null`, array lower bounds dropped). The columns are their text, exactly
+/// as Postgres takes it.
+const EDGE_TABLE: &str = "CREATE TABLE edges (id int PRIMARY KEY, j json, ja json[], d date,
+    d2 date, ts timestamp, ts2 timestamp, tz timestamptz, tz2 timestamptz, da date[],
+    b bit(3), vb varbit(5), jn jsonb, lb int[])";
+const EDGE_VALUES: &str = r#"E'{"a" :\n [1, 2],\t"b":\r\n"x"}', ARRAY[E'[1,\n2]'::json, '{}'],
+    '4713-12-31 BC', '21016-11-04', '4713-12-31 23:59:59.999999 BC', '21016-11-04 13:51:30.123456',
+    '21016-11-04 13:51:30.123456+00', '0001-01-01 00:00:00+00 BC',
+    ARRAY['0044-03-15 BC'::date, '21016-11-04'], B'101', B'0010', 'null', '[0:1]={7,8}'"#;
+
+/// The spec's JSON of [`EDGE_VALUES`]: documents as values, years in ISO 8601's expanded form
+/// (astronomical numbering: 4713 BC is -004712, 1 BC is +000000).
+fn edge_json(id: i64) -> serde_json::Value {
+    json!({
+        "id": id, "j": {"a": [1, 2], "b": "x"}, "ja": [[1, 2], {}],
+        "d": "-004712-12-31", "d2": "+021016-11-04",
+        "ts": "-004712-12-31T23:59:59.999999", "ts2": "+021016-11-04T13:51:30.123456",
+        "tz": "+021016-11-04T13:51:30.123456Z", "tz2": "+000000-01-01T00:00:00Z",
+        "da": ["-000043-03-15", "+021016-11-04"],
+        "b": "101", "vb": "0010", "jn": null, "lb": [7, 8]
+    })
+}
+
+/// Every line of the output is one whole record: no record spans two lines.
+fn assert_one_record_per_line(p: &Pipeline, records: usize) {
+    let text = std::fs::read_to_string(&p.output).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for line in &lines {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a line that is not a record ({e}): {line:?}"));
+        assert!(record["op"].is_string(), "{line}");
+    }
+    assert_eq!(lines.len(), records, "{text}");
+}
+
+/// Through each snapshot method and the stream, the edge values arrive as the spec says, one
+/// record per line; and the agent restarts cleanly when such a record is the file's last line
+/// (the sink reads it back to resume).
+#[tokio::test(flavor = "multi_thread")]
+async fn json_with_line_breaks_and_far_years_arrive_one_record_per_line() {
+    for method in ["watermark", "transaction"] {
+        let db = TestDb::new("edges").await;
+        db.exec(EDGE_TABLE).await;
+        db.exec(&format!("INSERT INTO edges VALUES (1, {EDGE_VALUES})"))
+            .await;
+        let p = Pipeline::new(
+            &db.url,
+            &db.name,
+            &["public.edges"],
+            &format!("snapshot_method = \"{method}\""),
+        );
+        let agent = p.start();
+        p.wait_state("streaming", Duration::from_secs(60));
+        p.wait_records(1, Duration::from_secs(30));
+        db.exec(&format!("INSERT INTO edges VALUES (2, {EDGE_VALUES})"))
+            .await;
+        let records = p.wait_records(2, Duration::from_secs(30));
+        assert_one_record_per_line(&p, 2);
+        assert_eq!(records[0]["source"]["snapshot"], json!(true), "{method}");
+        assert_eq!(records[0]["after"], edge_json(1), "{method} snapshot");
+        assert_eq!(records[1]["after"], edge_json(2), "{method} stream");
+        assert_eq!(agent.stop(), 0, "clean shutdown exits 0");
+
+        // The last line is the one with the document's line breaks: the restart reads it back.
+        let agent = p.start();
+        p.wait_state("streaming", Duration::from_secs(60));
+        db.exec(&format!("INSERT INTO edges VALUES (3, {EDGE_VALUES})"))
+            .await;
+        let records = p.wait_records(3, Duration::from_secs(30));
+        assert_eq!(
+            records[2]["after"],
+            edge_json(3),
+            "{method} after the restart"
+        );
+        assert_eq!(agent.stop(), 0, "clean shutdown exits 0\n{}", p.log());
+        assert_one_record_per_line(&p, 3);
+        db.drop().await;
+    }
+}

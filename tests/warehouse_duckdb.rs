@@ -191,6 +191,12 @@ async fn equal_after_sigkills_and_no_change_applied_twice() {
          COMMIT;",
     )
     .await;
+    // The kills check the ledger row's position in the file: it must be there before the first.
+    common::wait_until("the seed in the file", Duration::from_secs(60), || {
+        let status = p.status_json();
+        async move { status["events_total"].as_u64().is_some_and(|n| n >= 2) }
+    })
+    .await;
 
     let writer_url = src.url.clone();
     let writer = tokio::spawn(async move {
@@ -463,4 +469,33 @@ async fn postgres_values_arrive_exactly() {
     };
     assert_eq!(normalize(source_rows), normalize(target_rows));
     src.drop().await;
+}
+
+/// A DuckDB `sink.path` that is a directory, or runs through a regular file, can never work: `run`
+/// exits 1 with the path and the fix instead of retrying forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duckdb_path_that_cannot_work_stops_the_agent_with_the_path() {
+    let url = common::env().var("CDC_TEST_PG_URL").to_string();
+    let files = tempfile::tempdir().unwrap();
+    let regular = files.path().join("a-file");
+    std::fs::write(&regular, "not a directory").unwrap();
+    for (name, path, fix) in [
+        (
+            "duckisdir",
+            files.path().to_path_buf(),
+            "sink.path is a directory",
+        ),
+        ("ducknotdir", regular.join("t.duckdb"), "not a directory"),
+    ] {
+        let p = Pipeline::with_sink(&url, name, &[], "", Some(&sink_toml(&path, "")));
+        let code = p.start().wait_exit(Duration::from_secs(30));
+        let log = p.log();
+        assert_eq!(code, 1, "{name}: run should stop: {log}");
+        assert!(
+            log.contains(&path.display().to_string()) && log.contains(fix),
+            "{name}: the error names {} and the fix: {log}",
+            path.display()
+        );
+        assert!(!log.contains("retrying"), "{name}: not retried: {log}");
+    }
 }

@@ -377,6 +377,8 @@ async fn a_schema_change_inside_a_transaction_leaves_a_resumable_point() {
         metadata_columns: false,
         truncate: TruncateMode::Propagate,
         max_batch_changes: 1000,
+        dead_letters: None,
+        record_position: true,
     };
     let column = |name: &str, column_type: ColumnType| ColumnSchema {
         name: cdc_core::Name::new(name),

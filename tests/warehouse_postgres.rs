@@ -515,3 +515,48 @@ async fn re_copies_under_deleting_writers_leave_the_target_equal() {
     src.drop().await;
     dst.drop().await;
 }
+
+/// Years outside 0001–9999 travel in the record as ISO 8601's expanded form (`-004712-12-31`,
+/// `+021016-11-04`), which Postgres' input would read as a time zone: the target gets each as
+/// the exact value, from the snapshot and from the stream. A `json` document with line breaks
+/// lands as the same document.
+#[tokio::test(flavor = "multi_thread")]
+async fn bc_and_five_digit_years_land_exactly() {
+    let src = TestDb::new("pgeras").await;
+    let dst = TestDb::new("pgerasdst").await;
+    src.exec(
+        "CREATE TABLE eras (id int PRIMARY KEY, d date, d2 date, ts timestamp, ts2 timestamp,
+                            tz timestamptz, tz2 timestamptz, da date[], j json)",
+    )
+    .await;
+    let values = r#"'4713-12-31 BC', '21016-11-04', '4713-12-31 23:59:59.999999 BC',
+        '21016-11-04 13:51:30.123456', '21016-11-04 13:51:30.123456+00',
+        '0001-01-01 00:00:00+00 BC', ARRAY['0044-03-15 BC'::date, '5874897-12-31'],
+        E'{"a" :\n [1, 2]}'"#;
+    src.exec(&format!("INSERT INTO eras VALUES (1, {values})"))
+        .await;
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.eras"],
+        "",
+        Some(&sink_toml(&dst.url, "")),
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    src.exec(&format!("INSERT INTO eras VALUES (2, {values})"))
+        .await;
+    let source = src.client().await;
+    let target = dst.client().await;
+    wait_equal(
+        &source,
+        &target,
+        "SELECT id, d, d2, ts, ts2, tz, tz2, da, j::jsonb FROM eras ORDER BY id",
+        "SELECT id, d, d2, ts, ts2, tz, tz2, da, j FROM replica.eras ORDER BY id",
+        &p,
+    )
+    .await;
+    assert_eq!(agent.stop(), 0);
+    src.drop().await;
+    dst.drop().await;
+}

@@ -19,6 +19,7 @@
 
 use crate::event::{ChangeEvent, Op, Row, SourceKind};
 use crate::json::{write_row_with, write_str, write_value};
+use crate::json_line::one_line;
 use crate::position::Position;
 use crate::time::parse_utc_micros;
 use crate::transaction::TransactionPlace;
@@ -159,7 +160,8 @@ fn write_source(event: &ChangeEvent, name: &str, out: &mut Vec<u8>) {
 /// A row as Debezium writes it: JSON columns as their text in a string, the rest as the spec's.
 fn write_row(row: Option<&Row>, out: &mut Vec<u8>) {
     write_row_with(row, out, |value, out| match value {
-        Value::Json(raw) => write_str(raw.get(), out),
+        // The same one-line text as the record carries (crate::json_line).
+        Value::Json(raw) => write_str(&one_line(raw.get()), out),
         other => write_value(other, out),
     });
 }

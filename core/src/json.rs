@@ -8,6 +8,7 @@
 use base64::Engine;
 
 use crate::event::{ChangeEvent, Row, SourceMeta};
+use crate::json_line::one_line;
 use crate::position::Position;
 use crate::value::Value;
 
@@ -140,7 +141,8 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) {
         | Value::Timestamp(t)
         | Value::TimestampTz(t)
         | Value::Interval(t) => write_str(t, out),
-        Value::Json(raw) => out.extend_from_slice(raw.get().as_bytes()),
+        // On one line: a `json` document may hold raw line breaks between its tokens.
+        Value::Json(raw) => out.extend_from_slice(one_line(raw.get()).as_bytes()),
         Value::Bytes(b) => {
             // Base64's alphabet needs no escaping.
             out.push(b'"');

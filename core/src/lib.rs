@@ -8,19 +8,23 @@
 //! * [`value`]: lossless column values.
 //! * [`name`]: interned names of columns and tables, copied for free.
 //! * [`json`]: the record's JSON, written fast for sinks that write every record.
+//! * [`json_line`]: JSON documents on one line, as every record carries them.
 //! * [`naming`]: subject/topic templates and the change id message sinks send.
 //! * [`transaction`]: BEGIN/END transaction metadata for message sinks.
 //! * [`position`]: one position type for every source; comparing two sources is an error.
 //! * [`pipeline`]: the messages a source emits and the [`Source`]/[`Sink`] traits.
-//! * [`error`]: the two error classes (transient / definite) the runtime acts on.
+//! * [`error`]: the error classes (transient / definite / poison) the runtime acts on.
+//! * [`dead_letter`]: the dead-letter store as sinks see it, and finding a batch's poison change.
 
 pub mod batch;
 pub mod check;
 pub mod chunked;
+pub mod dead_letter;
 pub mod debezium;
 pub mod error;
 pub mod event;
 pub mod json;
+pub mod json_line;
 pub mod name;
 pub mod naming;
 pub mod pipeline;

@@ -7,7 +7,7 @@
 use crate::name::Name;
 
 /// A column type, portable across targets.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ColumnType {
     Bool,
     Int16,
@@ -41,7 +41,7 @@ pub enum ColumnType {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnSchema {
     pub name: Name,
     pub column_type: ColumnType,
@@ -49,7 +49,9 @@ pub struct ColumnSchema {
     pub source_type: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable so that a change set aside in the dead-letter store keeps the schema it was
+/// decoded with, for its replay.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableSchema {
     pub schema: Name,
     pub table: Name,

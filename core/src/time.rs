@@ -1,12 +1,59 @@
-//! UTC timestamps in the spec's text form, without a calendar crate.
+//! UTC timestamps and years in the spec's text form, without a calendar crate.
+//!
+//! Years 0001–9999 are four digits; a year outside them takes ISO 8601's expanded form, a sign
+//! and (at least) six digits with astronomical numbering: 1 BC is `+000000`, 4713 BC `-004712`,
+//! 21016 AD `+021016`. java.time and JavaScript's `Date` parse that form; Postgres' own
+//! (`4713-12-31 BC`, an unsigned `21016`) is what strict ISO 8601 parsers reject or misread.
+
+/// The first year written in four digits; the years before it take the expanded form.
+const FIRST_PLAIN_YEAR: i64 = 1;
+/// The last year written in four digits.
+const LAST_PLAIN_YEAR: i64 = 9999;
+/// Digits of an expanded year (more only for the years past 999999 Postgres' dates reach).
+const EXPANDED_YEAR_DIGITS: u32 = 6;
+
+/// Appends a (proleptic Gregorian, astronomical) year as the spec writes it: `2026`, or outside
+/// 0001–9999 `+021016`, `+000000` (1 BC), `-004712` (4713 BC).
+pub fn push_year(out: &mut String, year: i64) {
+    if (FIRST_PLAIN_YEAR..=LAST_PLAIN_YEAR).contains(&year) {
+        push_digits(out, year, 4);
+        return;
+    }
+    out.push(if year < 0 { '-' } else { '+' });
+    let magnitude = year.unsigned_abs();
+    let digits = magnitude.checked_ilog10().unwrap_or(0) + 1;
+    push_digits(out, year, digits.max(EXPANDED_YEAR_DIGITS));
+}
+
+/// The year at the start of a date in the spec's form (`2026-`, `+021016-`, `-004712-`) and the
+/// rest of the text from its `-`. `None` when the text does not start with a year so written.
+pub fn split_year(text: &str) -> Option<(i64, &str)> {
+    let (negative, digits_from) = match text.as_bytes().first()? {
+        b'-' => (true, 1),
+        b'+' => (false, 1),
+        _ => (false, 0),
+    };
+    let digits = text[digits_from..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    let expanded = digits_from == 1;
+    if digits < 4 || (expanded && digits < EXPANDED_YEAR_DIGITS as usize) || digits > 10 {
+        return None;
+    }
+    let end = digits_from + digits;
+    let year: i64 = text[digits_from..end].parse().ok()?;
+    Some((if negative { -year } else { year }, &text[end..]))
+}
 
 /// Microseconds since the Unix epoch of a UTC text timestamp such as
-/// `2026-11-26T11:02:36.123456Z` (fraction optional). `None` for anything else.
+/// `2026-11-26T11:02:36.123456Z` (fraction optional; an expanded year allowed). `None` for
+/// anything else.
 pub fn parse_utc_micros(text: &str) -> Option<i64> {
     let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let year: i64 = d.next()?.parse().ok()?;
+    let (year, rest) = split_year(text)?;
+    let (date, time) = rest.strip_prefix('-')?.split_once('T')?;
+    let mut d = date.splitn(2, '-');
     let month: i64 = d.next()?.parse().ok()?;
     let day: i64 = d.next()?.parse().ok()?;
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
@@ -50,9 +97,11 @@ fn format_utc(micros: i64, always_fraction: bool) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u64;
     let (y, mo, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        // Years outside four digits: rare enough for `format!`.
-        let mut out = format!("{y:04}-");
+    if !(FIRST_PLAIN_YEAR..=LAST_PLAIN_YEAR).contains(&y) {
+        // Years outside four digits: rare enough for the general path.
+        let mut out = String::with_capacity(32);
+        push_year(&mut out, y);
+        out.push('-');
         push_digits(&mut out, mo, 2);
         out.push('-');
         push_digits(&mut out, d, 2);
@@ -159,6 +208,7 @@ mod tests {
             1_000_000,
             1_764_230_400_000_000,
             -62_135_596_800_000_000, // 0001-01-01
+            -62_135_596_800_000_001, // 1 BC
             253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
             253_402_300_800_000_000, // 10000-01-01
             -86_400_000_000 * 366 * 3000,
@@ -167,8 +217,13 @@ mod tests {
             let frac = micros.rem_euclid(1_000_000);
             let sod = secs.rem_euclid(86_400);
             let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+            let year = if (1..=9999).contains(&y) {
+                format!("{y:04}")
+            } else {
+                format!("{y:+07}")
+            };
             let by_format = format!(
-                "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+                "{year}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
                 sod / 3600,
                 sod / 60 % 60,
                 sod % 60
@@ -180,6 +235,45 @@ mod tests {
             } else {
                 assert_eq!(short, by_format);
             }
+        }
+    }
+
+    #[test]
+    fn years_outside_four_digits_take_the_expanded_form() {
+        let year = |y: i64| {
+            let mut out = String::new();
+            push_year(&mut out, y);
+            out
+        };
+        assert_eq!(year(2026), "2026");
+        assert_eq!(year(1), "0001");
+        assert_eq!(year(9999), "9999");
+        assert_eq!(year(10_000), "+010000");
+        assert_eq!(year(21_016), "+021016");
+        assert_eq!(year(5_874_897), "+5874897");
+        assert_eq!(year(0), "+000000");
+        assert_eq!(year(-4712), "-004712");
+        for y in [-4712, -1, 0, 1, 999, 2026, 9999, 10_000, 294_276, 5_874_897] {
+            let text = format!("{}-01-01", year(y));
+            assert_eq!(split_year(&text), Some((y, "-01-01")), "{text}");
+        }
+        assert_eq!(split_year("21016-11-04"), Some((21_016, "-11-04")));
+        assert_eq!(split_year("+2026-11-04"), None, "a sign needs six digits");
+        assert_eq!(split_year("026-11-04"), None);
+        assert_eq!(split_year("infinity"), None);
+        assert_eq!(split_year("-infinity"), None);
+    }
+
+    #[test]
+    fn expanded_utc_text_parses() {
+        for micros in [
+            -62_135_596_800_000_001i64,
+            -210_866_803_200_000_000, // 4714-11-24 BC
+            601_000_000_000_000_000,
+        ] {
+            let text = format_utc_micros(micros);
+            assert!(text.starts_with(['+', '-']), "{text}");
+            assert_eq!(parse_utc_micros(&text), Some(micros), "{text}");
         }
     }
 }

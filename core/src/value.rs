@@ -4,9 +4,13 @@
 //! (`../shared/spec/INTERFACE.md`). Temporal values are kept as their canonical text (already in
 //! the spec's form), so nothing is lost to a lossy in-memory type.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
+
+use crate::json_line::{has_control, one_line};
 
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -20,7 +24,8 @@ pub enum Value {
     /// Every digit as text (`"129.90"`), or `"NaN"`.
     Decimal(String),
     Text(String),
-    /// A JSON document, written as the value itself.
+    /// A JSON document (valid JSON, as the source wrote it), written as the value itself, on
+    /// one line ([`crate::json_line`]).
     Json(Box<RawValue>),
     /// Written as base64.
     Bytes(Vec<u8>),
@@ -64,9 +69,7 @@ impl PartialEq for Value {
 impl Value {
     /// A JSON value from its text. Invalid JSON is kept as text rather than lost.
     pub fn json_from_text(text: String) -> Value {
-        // Parsed from a borrow, so invalid JSON is still there to keep (one parse and one copy;
-        // `RawValue::from_string` would consume the text).
-        match serde_json::from_str::<Box<RawValue>>(&text) {
+        match parse_json(&text) {
             Ok(raw) => Value::Json(raw),
             Err(_) => Value::Text(text),
         }
@@ -74,9 +77,19 @@ impl Value {
 
     /// [`Value::json_from_text`] of borrowed text: one allocation (the value's) when it is JSON.
     pub fn json_from_str(text: &str) -> Value {
-        match serde_json::from_str::<Box<RawValue>>(text) {
+        match parse_json(text) {
             Ok(raw) => Value::Json(raw),
             Err(_) => Value::Text(text.to_string()),
+        }
+    }
+
+    /// A JSON value from text that must be JSON (a column whose type guarantees it); the text's
+    /// allocation becomes the value's when it has no control characters to deal with.
+    pub fn json(text: String) -> Result<Value, serde_json::Error> {
+        if has_control(text.as_bytes()) {
+            parse_json(&text).map(Value::Json)
+        } else {
+            RawValue::from_string(text).map(Value::Json)
         }
     }
 
@@ -102,6 +115,20 @@ impl Value {
     }
 }
 
+/// A JSON document, validated, as the source wrote it; text that is JSON but for raw control
+/// characters inside its strings (the sources' JSON types reject them; this is the defence should
+/// one not) as its escaped one-line form. Parsed from a borrow, so invalid JSON is still there for the caller to keep
+/// (`RawValue::from_string` would consume the text).
+fn parse_json(text: &str) -> Result<Box<RawValue>, serde_json::Error> {
+    match serde_json::from_str::<Box<RawValue>>(text) {
+        Ok(raw) => Ok(raw),
+        Err(e) => match one_line(text) {
+            Cow::Owned(repaired) => RawValue::from_string(repaired).map_err(|_| e),
+            Cow::Borrowed(_) => Err(e),
+        },
+    }
+}
+
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -121,7 +148,13 @@ impl Serialize for Value {
             | Value::Timestamp(t)
             | Value::TimestampTz(t)
             | Value::Interval(t) => s.serialize_str(t),
-            Value::Json(raw) => raw.serialize(s),
+            // The document on one line, as every record carries it (crate::json_line).
+            Value::Json(raw) => match one_line(raw.get()) {
+                Cow::Borrowed(_) => raw.serialize(s),
+                Cow::Owned(line) => RawValue::from_string(line)
+                    .map_err(serde::ser::Error::custom)?
+                    .serialize(s),
+            },
             Value::Bytes(b) => {
                 s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
             }

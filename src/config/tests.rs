@@ -249,3 +249,29 @@ fn a_sink_without_its_required_key_names_the_key() {
     let err = Config::parse(&text, Path::new("a.toml")).unwrap_err().0;
     assert!(err.contains("sink.path"), "{err}");
 }
+
+#[test]
+fn on_error_defaults_to_stop_and_dlq_is_for_sinks_that_set_changes_aside() {
+    let c = Config::parse(GOOD, Path::new("a.toml")).unwrap();
+    assert_eq!(c.sink.on_error, OnError::Stop);
+    assert_eq!(c.sink.dlq_max_records, DEFAULT_DLQ_MAX_RECORDS);
+    let jsonl = GOOD.replace(
+        "path = \"out.jsonl\"",
+        "path = \"out.jsonl\"\non_error = \"dlq\"",
+    );
+    let err = Config::parse(&jsonl, Path::new("a.toml")).unwrap_err().0;
+    assert!(err.contains("sink.on_error"), "{err}");
+    let pg = GOOD.replace(
+        "type = \"jsonl\"\npath = \"out.jsonl\"",
+        "type = \"postgres\"\nurl = \"postgres://w@h/db\"\non_error = \"dlq\"\ndlq_max_records = 10",
+    );
+    let c = Config::parse(&pg, Path::new("a.toml")).unwrap();
+    assert_eq!(
+        (c.sink.on_error, c.sink.dlq_max_records),
+        (OnError::Dlq, 10)
+    );
+    let zero = pg.replace("dlq_max_records = 10", "dlq_max_records = 0");
+    assert!(Config::parse(&zero, Path::new("a.toml")).is_err());
+    let wrong = pg.replace("\"dlq\"", "\"skip\"");
+    assert!(Config::parse(&wrong, Path::new("a.toml")).is_err());
+}

@@ -9,7 +9,7 @@
 //! `null`, as Debezium does; a date with a zero month or day only is kept as text.
 
 use base64::Engine as _;
-use cdc_core::time::{format_utc_micros_short, push_digits};
+use cdc_core::time::{format_utc_micros_short, push_digits, push_year};
 use cdc_core::Value;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::Value as My;
@@ -141,13 +141,10 @@ fn sign_extend(raw: u64, bits: u32) -> i64 {
     ((raw << shift) as i64) >> shift
 }
 
-/// `YYYY-MM-DD` (a year past 9999 cannot be stored; it would print in full).
+/// `YYYY-MM-DD`; MySQL's year 0000, the year before 0001 (the spec's astronomical numbering), is
+/// outside 0001–9999, so it takes the expanded form: `+000000-01-01`.
 fn push_date(out: &mut String, y: u16, m: u8, d: u8) {
-    if y > 9999 {
-        out.push_str(&y.to_string());
-    } else {
-        push_digits(out, i64::from(y), 4);
-    }
+    push_year(out, i64::from(y));
     out.push('-');
     push_digits(out, i64::from(m % 100), 2);
     out.push('-');
@@ -187,10 +184,10 @@ fn utf8(bytes: Vec<u8>) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
 }
 
+/// MariaDB's JSON is text as written (line breaks kept); [`Value::json`] validates it and the
+/// record carries it on one line.
 fn json_value(text: String) -> Result<Value, String> {
-    serde_json::value::RawValue::from_string(text)
-        .map(Value::Json)
-        .map_err(|e| format!("a JSON column holds text that is not JSON ({e})"))
+    Value::json(text).map_err(|e| format!("a JSON column holds text that is not JSON ({e})"))
 }
 
 fn text(charset: Charset, bytes: Vec<u8>) -> Result<String, String> {
@@ -285,6 +282,44 @@ mod tests {
             decode(&ValueKind::Year, v(My::Bytes(b"1900".to_vec()))).unwrap(),
             Value::Int(0)
         );
+    }
+
+    /// MySQL's year 0000 is outside 0001–9999: the spec's expanded form (1 BC is `+000000`).
+    /// Only the all-zero date is "no date".
+    #[test]
+    fn the_year_0000_takes_the_expanded_form() {
+        assert_eq!(
+            decode(&ValueKind::Date, v(My::Date(0, 1, 1, 0, 0, 0, 0))).unwrap(),
+            Value::Date("+000000-01-01".into())
+        );
+        assert_eq!(
+            decode(&ValueKind::Date, v(My::Date(9999, 12, 31, 0, 0, 0, 0))).unwrap(),
+            Value::Date("9999-12-31".into())
+        );
+        assert_eq!(
+            decode(&ValueKind::Date, v(My::Date(0, 0, 0, 0, 0, 0, 0))).unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            decode(&ValueKind::DateTime, v(My::Date(0, 1, 1, 12, 0, 0, 0))).unwrap(),
+            Value::Timestamp("+000000-01-01T12:00:00".into())
+        );
+    }
+
+    /// MariaDB's JSON is text as written: line breaks between tokens (and, should the text hold
+    /// them, raw control characters inside strings, which `json_valid()` rejects).
+    #[test]
+    fn json_text_is_taken_with_its_line_breaks() {
+        let doc = decode(
+            &ValueKind::Json,
+            v(My::Bytes(b"{\"a\" :\n [1, \"x\ty\"]}".to_vec())),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            "{\"a\" :  [1, \"x\\ty\"]}"
+        );
+        assert!(decode(&ValueKind::Json, v(My::Bytes(b"{oops".to_vec()))).is_err());
     }
 
     #[test]

@@ -25,8 +25,8 @@ use duckdb::types::{TimeUnit, Value as Duck};
 /// minus infinity is their negation.
 const DATE_INFINITY: i32 = i32::MAX;
 const TIMESTAMP_INFINITY: i64 = i64::MAX;
-/// The years DuckDB's TIMESTAMP covers (it stops at 294247 AD and 290308 BC): parsed values
-/// outside this are left to DuckDB's own cast, which rejects them with its message.
+/// The years DuckDB's TIMESTAMP covers (it stops at 294247 AD and 290308 BC): a value outside
+/// them is refused with the value named (`Unencodable::Unfit`).
 const TIMESTAMP_YEARS: std::ops::RangeInclusive<i64> = -290_307..=294_246;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -144,11 +144,8 @@ impl StageKind {
             (K::Time, Value::Time(s)) => {
                 Duck::Time64(TimeUnit::Microsecond, parse_time(s).ok_or(TryText)?)
             }
-            (K::Timestamp, Value::Timestamp(s)) => {
-                Duck::Timestamp(TimeUnit::Microsecond, parse_timestamp(s).ok_or(TryText)?)
-            }
-            (K::TimestampTz, Value::TimestampTz(s)) => {
-                Duck::Timestamp(TimeUnit::Microsecond, parse_timestamp(s).ok_or(TryText)?)
+            (K::Timestamp, Value::Timestamp(s)) | (K::TimestampTz, Value::TimestampTz(s)) => {
+                encode_timestamp(s)?
             }
             (K::Interval, Value::Interval(s)) => {
                 if s.ends_with("infinity") {
@@ -200,7 +197,8 @@ pub fn text_form(value: &Value) -> String {
     }
 }
 
-/// Days since 1970-01-01 of `2026-11-26`, `0044-03-15 BC`, `infinity` or `-infinity`.
+/// Days since 1970-01-01 of `2026-11-26`, `+021016-11-04`, `-000043-03-15` (44 BC; also in
+/// Postgres' `0044-03-15 BC`), `infinity` or `-infinity`.
 pub fn parse_date(s: &str) -> Option<i32> {
     match s {
         "infinity" => return Some(DATE_INFINITY),
@@ -221,9 +219,29 @@ pub fn parse_time(s: &str) -> Option<i64> {
     (micros <= MICROS_PER_DAY).then_some(micros)
 }
 
+/// A timestamp for a TIMESTAMP / TIMESTAMPTZ staging column: what [`parse_timestamp`] reads, and
+/// a value of a year DuckDB's TIMESTAMP cannot hold refused with the value named, rather than
+/// handed to a cast that might read it otherwise.
+fn encode_timestamp(s: &str) -> Result<Duck, Unencodable> {
+    if let Some(micros) = parse_timestamp(s) {
+        return Ok(Duck::Timestamp(TimeUnit::Microsecond, micros));
+    }
+    let (date, bc) = strip_bc(s);
+    let date = date.split(['T', ' ']).next().unwrap_or(date);
+    match civil_days(date, bc) {
+        Some(days) if !TIMESTAMP_YEARS.contains(&civil_from_days(days).0) => {
+            Err(Unencodable::Unfit(format!(
+                "the timestamp {s} is outside DuckDB's TIMESTAMP range (290308 BC to 294246 AD)"
+            )))
+        }
+        _ => Err(Unencodable::TryText),
+    }
+}
+
 /// Microseconds since the epoch (UTC for the `Z` and offset forms) of the spec's timestamp
-/// forms: `2026-11-26T13:45:00.123456`, `2026-11-26T12:45:00Z`, a negative ISO year,
-/// `0044-03-15 12:00:00 BC`, `0044-03-15 12:00:00+00 BC`, and the infinities.
+/// forms: `2026-11-26T13:45:00.123456`, `2026-11-26T12:45:00Z`, expanded years (`+021016-…`,
+/// `-004712-…`), Postgres' `0044-03-15 12:00:00 BC` and `0044-03-15 12:00:00+00 BC`, and the
+/// infinities.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
     match s {
         "infinity" => return Some(TIMESTAMP_INFINITY),
@@ -338,13 +356,15 @@ fn strip_bc(s: &str) -> (&str, bool) {
     }
 }
 
-/// Days since the epoch of `YYYY-MM-DD` (more year digits allowed, a leading `-` for an ISO year
-/// before 1 AD); `bc`: the year is counted BC (1 BC is ISO year 0).
+/// Days since the epoch of `YYYY-MM-DD` (more year digits allowed; the expanded `+021016` /
+/// `-004712`, astronomical: `-000001` is 2 BC); `bc`: the year is counted BC (1 BC is ISO year 0),
+/// Postgres' own form, as records written before the expanded form carry it.
 fn civil_days(date: &str, bc: bool) -> Option<i64> {
-    let (negative, date) = match date.strip_prefix('-') {
-        Some(rest) if !bc => (true, rest),
-        Some(_) => return None,
-        None => (false, date),
+    let (negative, date) = match date.as_bytes().first() {
+        Some(b'-' | b'+') if bc => return None,
+        Some(b'-') => (true, &date[1..]),
+        Some(b'+') => (false, &date[1..]),
+        _ => (false, date),
     };
     let mut parts = date.splitn(3, '-');
     let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
@@ -453,6 +473,54 @@ mod tests {
         );
         assert_eq!(parse_date("2026-02-30"), None);
         assert_eq!(parse_date("2026-1-01"), None);
+        // The spec's expanded years, astronomical.
+        assert_eq!(
+            parse_date("-000043-03-15"),
+            Some(days_from_civil(-43, 3, 15) as i32)
+        );
+        assert_eq!(
+            parse_date("+000000-01-01"),
+            Some(days_from_civil(0, 1, 1) as i32)
+        );
+        assert_eq!(
+            parse_date("-004712-12-31"),
+            Some(days_from_civil(-4712, 12, 31) as i32)
+        );
+        assert_eq!(
+            parse_date("+021016-11-04"),
+            Some(days_from_civil(21_016, 11, 4) as i32)
+        );
+        assert_eq!(
+            parse_date("+5874897-12-31"),
+            Some(days_from_civil(5_874_897, 12, 31) as i32)
+        );
+        assert_eq!(parse_date("+2026-11-04 BC"), None);
+    }
+
+    #[test]
+    fn expanded_years_are_exact_or_refused_by_name() {
+        let ts = StageKind::Timestamp;
+        assert_eq!(
+            ts.encode(&Value::Timestamp("-004712-12-31T23:59:59.999999".into())),
+            Ok(Duck::Timestamp(
+                TimeUnit::Microsecond,
+                days_from_civil(-4712, 12, 31) * DAY + DAY - 1
+            ))
+        );
+        assert_eq!(
+            StageKind::TimestampTz
+                .encode(&Value::TimestampTz("+021016-11-04T13:51:30.123456Z".into())),
+            Ok(Duck::Timestamp(
+                TimeUnit::Microsecond,
+                days_from_civil(21_016, 11, 4) * DAY + 49_890_123_456
+            ))
+        );
+        // Postgres' timestamps reach 294276 AD, DuckDB's 294247.
+        let beyond = "+294276-12-31T23:59:59.999999";
+        match ts.encode(&Value::Timestamp(beyond.into())) {
+            Err(Unencodable::Unfit(why)) => assert!(why.contains(beyond), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -181,19 +181,7 @@ impl DuckdbSink {
         self.pending_changes = 0;
         self.in_transaction = false;
         let path = Path::new(&self.config.path);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(PipelineError::definite(
-                    "sink",
-                    format!(
-                        "cannot create the DuckDB file {}: directory {} does not exist",
-                        path.display(),
-                        dir.display()
-                    ),
-                )
-                .with_hint("create the directory or change sink.path"));
-            }
-        }
+        check_path(path)?;
         let conn = open_database(path, AccessMode::ReadWrite, self.config.memory_limit_mb)?;
         // The JSON type exists only if the json extension is compiled in (never downloaded).
         self.features = Features {
@@ -463,6 +451,35 @@ impl Sink for DuckdbSink {
     }
 }
 
+/// Fails definitely, naming the path and the fix, where no retry can help: `sink.path` is a
+/// directory, or its directory is missing or not one.
+fn check_path(path: &Path) -> Result<(), PipelineError> {
+    let doing = |what: &str| format!("cannot open the DuckDB file {}: {what}", path.display());
+    if path.is_dir() {
+        let e = std::io::Error::from(std::io::ErrorKind::IsADirectory);
+        return Err(cdc_core::error::file_error(
+            "sink",
+            "sink.path",
+            doing("it is a directory"),
+            &e,
+        ));
+    }
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let e = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => std::io::Error::from(std::io::ErrorKind::NotADirectory),
+        Err(e) => e,
+    };
+    Err(cdc_core::error::file_error(
+        "sink",
+        "sink.path",
+        doing(&format!("directory {}: {e}", dir.display())),
+        &e,
+    ))
+}
+
 /// Classifies a DuckDB error. A file locked by another process, an interrupted or conflicting
 /// transaction, memory pressure and I/O trouble are transient (the retry reopens the file);
 /// bad values, catalog and constraint errors need the operator.
@@ -475,9 +492,16 @@ pub(crate) fn duck_error(e: duckdb::Error, doing: &str) -> PipelineError {
             "another process has the DuckDB file open (a DuckDB shell?); close it and the agent continues",
         );
     }
-    if ["permission denied", "read-only file system", "no such file"]
-        .iter()
-        .any(|t| lower.contains(t))
+    if [
+        "permission denied",
+        "read-only file system",
+        "no such file",
+        "is a directory",
+        "not a directory",
+        "file name too long",
+    ]
+    .iter()
+    .any(|t| lower.contains(t))
     {
         return PipelineError::definite("sink", message)
             .with_hint("make sink.path a file the agent can create and write");

@@ -84,15 +84,11 @@ impl JsonlSink {
     }
 }
 
+/// A file error, definite when no retry can fix it (see [`cdc_core::error::io_error_class`]):
+/// the agent then stops with the path and the fix instead of retrying forever.
 fn file_error(what: &str, path: &Path, e: io::Error) -> PipelineError {
     let message = format!("cannot {what} the JSON lines file {}: {e}", path.display());
-    match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
-            PipelineError::definite("sink", message)
-                .with_hint("check sink.path: its directory must exist and be writable")
-        }
-        _ => PipelineError::transient("sink", message),
-    }
+    cdc_core::error::file_error("sink", "sink.path", message, &e)
 }
 
 #[async_trait]

@@ -12,6 +12,11 @@
 //! A failed delivery fails the flush: the checkpoint stays, the runtime opens a new producer and
 //! replays from it. Replayed messages carry the same `cdc-id` header, so a consumer can drop
 //! them; Kafka itself keeps them (at-least-once after a crash, as Debezium).
+//!
+//! A change whose message is larger than the producer's `message.max.bytes` is refused by the
+//! producer before it is sent: poison for that change. With `on_error = "dlq"` it is set aside
+//! in the dead-letter store (durably, before anything after it can be confirmed) and later
+//! changes to its key are held behind it; the other keys go on.
 
 mod delivery;
 mod security;
@@ -24,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cdc_core::dead_letter::{self, DeadLetter, DeadLetterHandle};
 use cdc_core::naming::{change_id, marker_id, LastName};
 use cdc_core::transaction::TransactionTracker;
 use cdc_core::{ChangeEvent, CheckOutcome, Op, PipelineError, ResumePoint, Sink, SourceMessage};
@@ -89,6 +95,8 @@ pub struct KafkaSinkConfig {
     /// Create missing topics before the first write to them (else the brokers must, or the
     /// topics must exist).
     pub topic_creation: Option<TopicCreation>,
+    /// The dead-letter store: where refused changes go, and which keys it holds.
+    pub dead_letters: DeadLetterHandle,
 }
 
 /// Why a librdkafka property may not be set through `sink.properties`, if it may not: these
@@ -244,6 +252,45 @@ impl KafkaSink {
             })
     }
 
+    /// Sends one change, or sets it aside: behind an earlier change to its key that the
+    /// dead-letter store holds, or when the producer refuses it for its size (`on_error = "dlq"`).
+    async fn produce_or_set_aside(&mut self, event: &ChangeEvent) -> Result<(), PipelineError> {
+        if let (Some(store), Some(schema)) = (&self.config.dead_letters, &event.table_schema) {
+            // Nothing held (a clean stream): no name or key is built.
+            if store.holds_any() {
+                let table = event.table_name();
+                if store.holds_table(&table)
+                    && store.holds_key(&table, &dead_letter::event_key_text(event, schema))
+                {
+                    let held = DeadLetter::of_event(
+                        event,
+                        schema,
+                        dead_letter::HELD,
+                        "held behind an earlier change to this key in the dead-letter store",
+                    );
+                    return store.set_aside(vec![held]);
+                }
+            }
+        }
+        let error = match self.produce(event).await {
+            Err(e) if e.is_poison() => e,
+            other => return other,
+        };
+        let (Some(store), Some(schema)) = (&self.config.dead_letters, &event.table_schema) else {
+            return Err(error);
+        };
+        if !store.sets_aside_poison() {
+            return Err(error);
+        }
+        let table = event.table_name();
+        let key = dead_letter::event_key_text(event, schema);
+        let message = dead_letter::describe_refusal(&table, &key, None, None, &error.message);
+        tracing::warn!(table = %table, key = %key, "Kafka refused a change; set aside in the dead-letter store: {message}");
+        store.set_aside(vec![DeadLetter::of_event(
+            event, schema, error.kind, &message,
+        )])
+    }
+
     /// Sends one change (and its tombstone); waits while the producer's queue is full.
     async fn produce(&mut self, event: &ChangeEvent) -> Result<(), PipelineError> {
         let Some(producer) = self.producer.clone() else {
@@ -335,6 +382,18 @@ async fn send<'a>(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
                 deliveries.wait(Duration::from_millis(100)).await;
+            }
+            // Refused by the producer itself, before sending: only this message is at fault.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), back)) => {
+                return Err(PipelineError::poison(
+                    "too_large",
+                    format!(
+                        "a message of {} bytes for topic {} is over the producer's message.max.bytes",
+                        back.payload.map_or(0, <[u8]>::len) + back.key.map_or(0, <[u8]>::len),
+                        back.topic
+                    ),
+                )
+                .with_hint("raise sink.properties.\"message.max.bytes\" (and the topic's max.message.bytes), or set sink.on_error = \"dlq\" to set such changes aside"));
             }
             Err((e, back)) => {
                 return Err(delivery_error(&Failure {
@@ -439,7 +498,7 @@ impl Sink for KafkaSink {
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
         for message in messages {
             match message {
-                SourceMessage::Change(event) => self.produce(event).await?,
+                SourceMessage::Change(event) => self.produce_or_set_aside(event).await?,
                 SourceMessage::Commit { position, .. } => self.end_transaction(position).await?,
                 SourceMessage::Progress { .. } => {}
             }

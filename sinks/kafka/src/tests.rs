@@ -23,6 +23,7 @@ fn config(brokers: String) -> KafkaSinkConfig {
         properties: vec![],
         transaction_metadata: false,
         topic_creation: None,
+        dead_letters: None,
     }
 }
 

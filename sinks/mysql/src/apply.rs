@@ -21,8 +21,41 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as Param};
 
 use crate::ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
+use crate::errors::named_row;
 use crate::values::{datetime_text, to_param};
 use crate::{quote_ident, sink_error};
+
+/// A failed apply: the error, and the index (in the changes given) of the change the target
+/// named (`at row N` of a multi-row statement, or a value that cannot be bound), if any.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: PipelineError,
+    pub at: Option<usize>,
+}
+
+impl From<PipelineError> for Refused {
+    fn from(error: PipelineError) -> Self {
+        Refused { error, at: None }
+    }
+}
+
+/// Changes with their indexes in what the caller was given.
+type Indexed<'a> = [(usize, &'a NetChange)];
+type Owned<'a> = Vec<(usize, &'a NetChange)>;
+
+/// Applies one table's net changes (deletes first, then upserts, as given).
+pub async fn changes(
+    conn: &mut Conn,
+    target: &Target<'_>,
+    changes: &[NetChange],
+) -> Result<(), Refused> {
+    let (deletes, upserts): (Owned, Owned) = changes
+        .iter()
+        .enumerate()
+        .partition(|(_, c)| matches!(c, NetChange::Delete { .. }));
+    self::deletes(conn, target, &deletes).await?;
+    self::upserts(conn, target, &upserts).await
+}
 
 /// Rows per statement.
 const MAX_ROWS: usize = 500;
@@ -76,26 +109,28 @@ pub fn text_at(row: &mysql_async::Row, i: usize) -> Option<String> {
     }
 }
 
-pub async fn deletes(
+async fn deletes(
     conn: &mut Conn,
     target: &Target<'_>,
-    changes: &[NetChange],
-) -> Result<(), PipelineError> {
+    changes: &Indexed<'_>,
+) -> Result<(), Refused> {
     if changes.is_empty() {
         return Ok(());
     }
     let keys: Vec<&str> = target.schema.key_names().collect();
     // Soft deletes with metadata record each delete's own position: one statement group per
     // source transaction (a batch holds few).
-    let mut groups: BTreeMap<(String, Option<Arc<str>>), Vec<&Row>> = BTreeMap::new();
-    for change in changes {
+    // (position, commit time) → the keys, with their indexes.
+    type Group<'a> = Vec<(usize, &'a Row)>;
+    let mut groups: BTreeMap<(String, Option<Arc<str>>), Group> = BTreeMap::new();
+    for (i, change) in changes {
         if let NetChange::Delete { key, source } = change {
             let group = if target.soft_delete && target.metadata {
                 (source.position.to_string(), source.commit_ts.clone())
             } else {
                 (String::new(), None)
             };
-            groups.entry(group).or_default().push(key);
+            groups.entry(group).or_default().push((*i, key));
         }
     }
     let key_list: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
@@ -125,10 +160,13 @@ pub async fn deletes(
                 )
             }
         };
-        let params = rows.into_iter().map(|key| {
-            keys.iter()
-                .map(|k| param(target, k, key.get(k)))
-                .collect::<Result<Vec<_>, _>>()
+        let params = rows.into_iter().map(|(i, key)| {
+            (
+                i,
+                keys.iter()
+                    .map(|k| param(target, k, key.get(k)))
+                    .collect::<Result<Vec<_>, _>>(),
+            )
         });
         run_chunked(
             conn,
@@ -142,14 +180,14 @@ pub async fn deletes(
     Ok(())
 }
 
-pub async fn upserts(
+async fn upserts(
     conn: &mut Conn,
     target: &Target<'_>,
-    changes: &[NetChange],
-) -> Result<(), PipelineError> {
+    changes: &Indexed<'_>,
+) -> Result<(), Refused> {
     // Rows that left different columns unchanged need different statements.
-    let mut groups: BTreeMap<Vec<&str>, Vec<(&Row, &SourceMeta)>> = BTreeMap::new();
-    for change in changes {
+    let mut groups: BTreeMap<Vec<&str>, Vec<(usize, &Row, &SourceMeta)>> = BTreeMap::new();
+    for (i, change) in changes {
         if let NetChange::Upsert {
             row,
             unchanged,
@@ -159,7 +197,7 @@ pub async fn upserts(
         {
             let mut key: Vec<&str> = unchanged.iter().map(|c| &**c).collect();
             key.sort_unstable();
-            groups.entry(key).or_default().push((row, source));
+            groups.entry(key).or_default().push((*i, row, source));
         }
     }
     let keys: Vec<&str> = target.schema.key_names().collect();
@@ -200,16 +238,19 @@ pub async fn upserts(
         );
         let tail = format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "));
         let sql = |n: usize| format!("{head}{}{tail}", vec![one.as_str(); n].join(", "));
-        let params = group.into_iter().map(|(row, source)| {
-            let mut values = columns
+        let params = group.into_iter().map(|(i, row, source)| {
+            let values = columns
                 .iter()
                 .map(|c| param(target, c, row.get(c)))
-                .collect::<Result<Vec<_>, _>>()?;
-            if target.metadata {
-                values.push(Param::Bytes(source.position.to_string().into_bytes()));
-                values.push(commit_ts_param(source.commit_ts.as_deref()));
-            }
-            Ok(values)
+                .collect::<Result<Vec<_>, _>>()
+                .map(|mut values| {
+                    if target.metadata {
+                        values.push(Param::Bytes(source.position.to_string().into_bytes()));
+                        values.push(commit_ts_param(source.commit_ts.as_deref()));
+                    }
+                    values
+                });
+            (i, values)
         });
         run_chunked(
             conn,
@@ -244,43 +285,60 @@ fn param_bytes(p: &Param) -> usize {
 }
 
 /// Executes `sql(n)` for chunks of `n` rows, each bound to `prefix` followed by its rows' values.
+/// Rows come with their indexes in the changes given, so a failure names its change.
 async fn run_chunked<F, I>(
     conn: &mut Conn,
     sql: &F,
     prefix: Vec<Param>,
     rows: I,
     doing: &str,
-) -> Result<(), PipelineError>
+) -> Result<(), Refused>
 where
     F: Fn(usize) -> String + Sync,
-    I: Iterator<Item = Result<Vec<Param>, PipelineError>> + Send,
+    I: Iterator<Item = (usize, Result<Vec<Param>, PipelineError>)> + Send,
 {
     let mut params = prefix.clone();
-    let mut n = 0usize;
+    let mut chunk_rows: Vec<usize> = Vec::new();
     let mut bytes = 0usize;
-    for row in rows {
-        let row = row?;
+    for (i, row) in rows {
+        let row = row.map_err(|error| Refused { error, at: Some(i) })?;
         let row_bytes: usize = row.iter().map(param_bytes).sum();
+        let n = chunk_rows.len();
         if n > 0
             && (n >= MAX_ROWS
                 || params.len() + row.len() > MAX_PARAMS
                 || bytes + row_bytes > MAX_BYTES)
         {
             let chunk = std::mem::replace(&mut params, prefix.clone());
-            conn.exec_drop(sql(n), chunk)
-                .await
-                .map_err(|e| sink_error(e, doing))?;
-            n = 0;
+            execute(conn, sql(n), chunk, &chunk_rows, doing).await?;
+            chunk_rows.clear();
             bytes = 0;
         }
         params.extend(row);
-        n += 1;
+        chunk_rows.push(i);
         bytes += row_bytes;
     }
-    if n > 0 {
-        conn.exec_drop(sql(n), params)
-            .await
-            .map_err(|e| sink_error(e, doing))?;
+    if !chunk_rows.is_empty() {
+        execute(conn, sql(chunk_rows.len()), params, &chunk_rows, doing).await?;
     }
     Ok(())
+}
+
+/// One multi-row statement; its failure names the change of the row the server names.
+async fn execute(
+    conn: &mut Conn,
+    sql: String,
+    params: Vec<Param>,
+    rows: &[usize],
+    doing: &str,
+) -> Result<(), Refused> {
+    conn.exec_drop(sql, params).await.map_err(|e| {
+        let error = sink_error(e, doing);
+        let at = if rows.len() == 1 {
+            rows.first().copied()
+        } else {
+            named_row(&error.message).and_then(|r| rows.get(r.checked_sub(1)?).copied())
+        };
+        Refused { error, at }
+    })
 }

@@ -7,8 +7,11 @@
 //!
 //! Transient: the connection is gone or refused (I/O, server gone away 2006, lost 2013, killed
 //! 1927, shutting down 1053, too many connections 1040) and contention (lock wait timeout 1205,
-//! deadlock 1213, a table changed under a transaction 1412). Everything else (bad value,
-//! missing privilege, unknown database, a key too long) needs the operator.
+//! deadlock 1213, a table changed under a transaction 1412). Poison, for the one change: a value
+//! the column does not take (1264, 1265, 1292, 1366, 1367, 1406, 1690, 3140; strict mode) or a row
+//! a constraint refuses (1048 NOT NULL, 1062 a unique key, 1451/1452 a foreign key, 3819 and
+//! MariaDB's 4025 a CHECK). Everything else (missing privilege, unknown database, a key too long)
+//! needs the operator.
 
 use cdc_core::PipelineError;
 use mysql_async::{DriverError, Error};
@@ -30,8 +33,10 @@ const TRANSIENT_CODES: &[u16] = &[
 
 const AUTH_CODES: &[u16] = &[1044, 1045, 1251, 1698];
 const PRIVILEGE_CODES: &[u16] = &[1142, 1143, 1227, 1370];
-/// A source value the target column does not take.
-const VALUE_CODES: &[u16] = &[1048, 1264, 1265, 1292, 1366, 1406, 3140, 4025];
+/// A source value the target column does not take: poison for its change.
+const VALUE_CODES: &[u16] = &[1264, 1265, 1292, 1366, 1367, 1406, 1690, 3140];
+/// A row a constraint of the target refuses: poison for its change.
+const CONSTRAINT_CODES: &[u16] = &[1048, 1062, 1169, 1451, 1452, 3819, 4025];
 
 /// Classifies a target error: connection trouble and contention are transient; everything
 /// else (bad value, missing privilege, constraint) needs the operator.
@@ -44,7 +49,7 @@ pub fn sink_error(e: Error, doing: &str) -> PipelineError {
             | DriverError::PacketOutOfOrder
             | DriverError::UnexpectedPacket { .. }
             | DriverError::PoolDisconnected => PipelineError::transient("sink", message),
-            DriverError::PacketTooLarge => PipelineError::definite("sink", message)
+            DriverError::PacketTooLarge => PipelineError::poison("too_large", message)
                 .with_hint("a row is larger than the target's max_allowed_packet: raise it"),
             _ => PipelineError::definite("sink", message),
         },
@@ -69,9 +74,18 @@ fn server_error(code: u16, message: String) -> PipelineError {
         );
     }
     if VALUE_CODES.contains(&code) {
-        return PipelineError::definite("sink", message).with_hint(
+        let column = named_column(&message);
+        return PipelineError::poison("data", message).with_column(column).with_hint(
             "a source value does not fit its target column: widen the column by hand (ALTER TABLE .. MODIFY) and restart; nothing is lost",
         );
+    }
+    if CONSTRAINT_CODES.contains(&code) {
+        let column = named_column(&message);
+        return PipelineError::poison("constraint", message)
+            .with_column(column)
+            .with_hint(
+                "a constraint of the target refuses the row: change or drop it, and restart",
+            );
     }
     match code {
         1153 => PipelineError::definite("sink", message)
@@ -86,6 +100,29 @@ fn server_error(code: u16, message: String) -> PipelineError {
         ),
         _ => PipelineError::definite("sink", message),
     }
+}
+
+/// The column a server message names: `column 'v'`, `Column 'v'` or ``column `db`.`t`.`v` ``.
+fn named_column(message: &str) -> Option<String> {
+    let lower = message.to_ascii_lowercase();
+    let at = lower.find("column ")? + "column ".len();
+    let rest = &message[at..];
+    if let Some(quoted) = rest.strip_prefix('\'') {
+        return quoted.split('\'').next().map(str::to_string);
+    }
+    if rest.starts_with('`') {
+        let name: &str = rest.split_whitespace().next()?;
+        let last = name.trim_end_matches(|c| c != '`').trim_end_matches('`');
+        return last.rsplit('`').next().map(str::to_string);
+    }
+    None
+}
+
+/// The row a server message names within a multi-row statement (`at row 3`), from 1.
+pub fn named_row(message: &str) -> Option<usize> {
+    let (_, after) = message.rsplit_once("at row ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -114,8 +151,32 @@ mod tests {
         assert!(!auth.is_transient());
         assert_eq!(auth.kind, "auth");
         let value = server(1406);
-        assert!(!value.is_transient() && value.hint.is_some());
+        assert!(value.is_poison() && value.hint.is_some());
+        assert!(server(4025).is_poison() && server(1452).is_poison());
+        assert!(!server(1142).is_poison() && !server(1045).is_poison());
         assert!(value.to_string().starts_with("doing: "), "{value}");
         assert!(!server(1064).is_transient());
+    }
+
+    #[test]
+    fn a_message_names_its_column_and_row() {
+        assert_eq!(
+            named_column("Data too long for column 'note' at row 3").as_deref(),
+            Some("note")
+        );
+        assert_eq!(
+            named_column("Incorrect string value: '\\x00' for column `db`.`t`.`name` at row 1")
+                .as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            named_column("Column 'v' cannot be null").as_deref(),
+            Some("v")
+        );
+        assert_eq!(
+            named_row("Data too long for column 'note' at row 3"),
+            Some(3)
+        );
+        assert_eq!(named_row("CONSTRAINT `c` failed for `db`.`t`"), None);
     }
 }

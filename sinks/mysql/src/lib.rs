@@ -26,6 +26,10 @@
 //! transaction, so after any crash the target says itself where it stands. A large source
 //! transaction is applied in pieces into one open target transaction, so memory stays bounded.
 //! See [`ddl`] for the type mapping.
+//!
+//! Poison changes, as in the postgres sink: each table's changes go in under a savepoint; a
+//! change the target refuses is found by bisection, the rest applied, and the change set aside in
+//! the dead-letter store (durably, before the commit) or the pipeline stops naming it.
 
 mod apply;
 mod check;
@@ -37,7 +41,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cdc_core::batch::TableBatch;
+use cdc_core::batch::{NetChange, TableBatch};
+use cdc_core::dead_letter::bisect::{apply_around_poison, ApplyPart};
+use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
@@ -73,6 +79,11 @@ pub struct MysqlSinkConfig {
     pub metadata_columns: bool,
     pub truncate: TruncateMode,
     pub max_batch_changes: usize,
+    /// The dead-letter store: where refused changes go, and which keys it holds.
+    pub dead_letters: DeadLetterHandle,
+    /// Record the position in `_cdc_state` at each commit (off for a replay of the dead-letter
+    /// store, which applies old changes and must not move the position).
+    pub record_position: bool,
 }
 
 /// The database a `mysql://` URL names, if any; an error when it is no valid URL. The message
@@ -204,7 +215,7 @@ impl MysqlSink {
             return Ok(());
         }
         self.begin().await?;
-        if let Some(point) = &point {
+        if let (true, Some(point)) = (self.config.record_position, &point) {
             let json = serde_json::to_string(&point.position).map_err(|e| {
                 PipelineError::definite("sink", format!("encoding the position: {e}"))
             })?;
@@ -279,7 +290,8 @@ impl MysqlSink {
         Ok(())
     }
 
-    /// Applies the buffered net changes into the open transaction.
+    /// Applies the buffered net changes into the open transaction; sets aside (durably) what
+    /// the target refuses and what the dead-letter store holds.
     async fn apply_pending(&mut self) -> Result<(), PipelineError> {
         if self.pending_changes == 0 {
             return Ok(());
@@ -287,22 +299,58 @@ impl MysqlSink {
         self.begin().await?;
         let pending = std::mem::take(&mut self.pending);
         self.pending_changes = 0;
+        let mut letters = Vec::new();
         for (source_name, mut batch) in pending {
             let Some(table) = self.tables.get(&source_name) else {
                 continue;
             };
-            let (deletes, upserts) = batch.drain();
-            let target = apply::Target {
-                name: &table.name,
-                label: &table.label,
-                schema: &batch.schema,
-                soft_delete: self.config.delete_mode == DeleteMode::Soft,
-                metadata: self.config.metadata_columns,
-            };
+            let (mut changes, upserts) = batch.drain();
+            changes.extend(upserts);
+            let schema = &batch.schema;
+            if let Some(store) = &self.config.dead_letters {
+                dead_letter::hold_back(
+                    store.as_ref(),
+                    &source_name,
+                    schema,
+                    &mut changes,
+                    &mut letters,
+                );
+            }
             self.touched.insert(table.name.clone());
             let conn = self.conn.as_mut().ok_or_else(not_open)?;
-            apply::deletes(conn, &target, &deletes).await?;
-            apply::upserts(conn, &target, &upserts).await?;
+            let mut applier = PartApplier {
+                conn,
+                target: apply::Target {
+                    name: &table.name,
+                    label: &table.label,
+                    schema,
+                    soft_delete: self.config.delete_mode == DeleteMode::Soft,
+                    metadata: self.config.metadata_columns,
+                },
+                failed_at: None,
+            };
+            let error = match applier.apply_part(&changes).await {
+                Ok(()) => continue,
+                Err(e) if e.is_poison() => e,
+                Err(e) => return Err(e),
+            };
+            let set_aside = self
+                .config
+                .dead_letters
+                .as_ref()
+                .is_some_and(|d| d.sets_aside_poison());
+            let refused = apply_around_poison(&mut applier, &changes, error, !set_aside).await?;
+            for (i, error) in refused {
+                let letter = dead_letter::refusal(&source_name, schema, &changes[i], &error);
+                if !set_aside {
+                    return Err(dead_letter::stop_on_poison(error, letter.message));
+                }
+                tracing::warn!(table = %source_name, key = %letter.key, class = error.kind, "the target refused a change; set aside in the dead-letter store: {}", letter.message);
+                letters.push(letter);
+            }
+        }
+        if let (false, Some(store)) = (letters.is_empty(), &self.config.dead_letters) {
+            store.set_aside(letters)?;
         }
         Ok(())
     }
@@ -328,7 +376,11 @@ impl MysqlSink {
         self.conn()?
             .query_drop(sql)
             .await
-            .map_err(|e| sink_error(e, "truncating the target table"))
+            .map_err(|e| sink_error(e, "truncating the target table"))?;
+        match &self.config.dead_letters {
+            Some(store) => store.discard_table(&source_name),
+            None => Ok(()),
+        }
     }
 
     fn batch_for(&mut self, schema: &Arc<TableSchema>) -> &mut TableBatch {
@@ -363,6 +415,51 @@ impl MysqlSink {
             .first()
             .and_then(|r| apply::text_at(r, 0))
             .unwrap_or_else(|| "utf8mb4_bin".into()))
+    }
+}
+
+/// Applies parts of one table's changes, each under a savepoint, for the dead-letter search.
+struct PartApplier<'a> {
+    conn: &'a mut Conn,
+    target: apply::Target<'a>,
+    failed_at: Option<usize>,
+}
+
+#[async_trait]
+impl ApplyPart<NetChange> for PartApplier<'_> {
+    async fn apply_part(&mut self, part: &[NetChange]) -> Result<(), PipelineError> {
+        self.failed_at = None;
+        let context = |e| sink_error(e, "setting a savepoint in the target transaction");
+        self.conn
+            .query_drop("SAVEPOINT cdc_part")
+            .await
+            .map_err(context)?;
+        match apply::changes(self.conn, &self.target, part).await {
+            Ok(()) => {
+                self.conn
+                    .query_drop("RELEASE SAVEPOINT cdc_part")
+                    .await
+                    .map_err(context)?;
+                Ok(())
+            }
+            Err(refused) if refused.error.is_poison() => {
+                self.conn
+                    .query_drop("ROLLBACK TO SAVEPOINT cdc_part")
+                    .await
+                    .map_err(context)?;
+                self.conn
+                    .query_drop("RELEASE SAVEPOINT cdc_part")
+                    .await
+                    .map_err(context)?;
+                self.failed_at = refused.at;
+                Err(refused.error)
+            }
+            Err(refused) => Err(refused.error),
+        }
+    }
+
+    fn failed_at(&mut self) -> Option<usize> {
+        self.failed_at.take()
     }
 }
 

@@ -7,8 +7,10 @@
 //! The change record's text forms become what MySQL accepts: `2026-11-26T13:45:00.123456` →
 //! `2026-11-26 13:45:00.123456`, a UTC `...Z` loses its `Z` (the column holds UTC), booleans are
 //! 1/0, bytes go raw (no base64), JSON documents and arrays as JSON text. What MySQL cannot hold
-//! (NaN and infinite floats or numerics, infinite or BC dates) is a definite error naming the
-//! table and column: retrying would fail the same way.
+//! (NaN and infinite floats or numerics, infinite or BC dates) is a poison error naming the
+//! table and column: retrying would fail the same way, and only this change is at fault.
+
+use std::borrow::Cow;
 
 use cdc_core::{PipelineError, Value};
 use mysql_async::Value as Param;
@@ -18,18 +20,16 @@ use mysql_async::Value as Param;
 pub enum ValueError {
     #[error("{0} cannot be stored in MySQL (it has no NaN or infinite numbers)")]
     NotFinite(String),
-    #[error("date/time `{0}` is outside what MySQL can store (no infinity, BC or 5-digit years)")]
+    #[error("date/time `{0}` is outside what MySQL can store (years 0000-9999 only; no infinity)")]
     Temporal(String),
 }
 
 impl ValueError {
-    /// The definite pipeline error for `table`.`column`.
+    /// The poison error for `table`.`column`: this change cannot be written.
     pub fn at(self, table: &str, column: &str) -> PipelineError {
-        PipelineError::definite(
-            "sink",
-            format!("cannot write {table}.{column}: {self}"),
-        )
-        .with_hint(format!(
+        PipelineError::poison("data", format!("cannot write {table}.{column}: {self}"))
+            .with_column(Some(column.to_string()))
+            .with_hint(format!(
             "change the value in the source, or stop replicating {table}.{column} (exclude the table), then restart"
         ))
     }
@@ -81,8 +81,18 @@ fn float_name(f: f64) -> &'static str {
     }
 }
 
-/// A date MySQL accepts: `YYYY-MM-DD` with a four-digit year.
-fn date_text(s: &str) -> Result<&str, ValueError> {
+/// A date MySQL accepts: `YYYY-MM-DD` with a four-digit year. MySQL's year 0000 arrives in the
+/// spec's expanded form (`+000000-01-01`) and goes back as `0000-01-01`; every other expanded
+/// year is out of MySQL's range.
+fn date_text(s: &str) -> Result<Cow<'_, str>, ValueError> {
+    if let Some(rest) = s.strip_prefix("+000000-") {
+        let plain = format!("0000-{rest}");
+        let valid = date_text(&plain).is_ok();
+        return match valid {
+            true => Ok(Cow::Owned(plain)),
+            false => Err(ValueError::Temporal(s.to_string())),
+        };
+    }
     let b = s.as_bytes();
     let ok = b.len() == 10
         && b[4] == b'-'
@@ -91,7 +101,7 @@ fn date_text(s: &str) -> Result<&str, ValueError> {
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if ok {
-        Ok(s)
+        Ok(Cow::Borrowed(s))
     } else {
         Err(ValueError::Temporal(s.to_string()))
     }
@@ -195,6 +205,30 @@ mod tests {
             Value::TimestampTz("10000-01-01T00:00:00Z".into()),
         ] {
             assert!(to_param(&v).is_err(), "{v:?}");
+        }
+        // MySQL's own year 0000 goes back as it came.
+        assert_eq!(
+            text(to_param(&Value::Date("+000000-01-01".into())).unwrap()),
+            "0000-01-01"
+        );
+        assert_eq!(
+            text(to_param(&Value::Timestamp("+000000-01-01T12:00:00".into())).unwrap()),
+            "0000-01-01 12:00:00"
+        );
+        // Other expanded years are refused with the value named, never shortened.
+        for (v, text) in [
+            (Value::Date("-004712-12-31".into()), "-004712-12-31"),
+            (
+                Value::Timestamp("+021016-11-04T13:51:30.123456".into()),
+                "+021016-11-04T13:51:30.123456",
+            ),
+            (
+                Value::TimestampTz("-004712-12-31T23:59:59.999999Z".into()),
+                "-004712-12-31T23:59:59.999999Z",
+            ),
+        ] {
+            let err = to_param(&v).unwrap_err().at("db.t", "d").to_string();
+            assert!(err.contains(text) && err.contains("db.t.d"), "{err}");
         }
         let err = to_param(&Value::Float(f64::NAN))
             .unwrap_err()

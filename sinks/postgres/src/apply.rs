@@ -1,6 +1,9 @@
 //! Applying net changes to a target table in bulk: COPY into a temporary staging table, then one
 //! set-based statement (`INSERT .. ON CONFLICT DO UPDATE` for upserts, `DELETE .. USING` for
 //! deletes). A statement per batch, not per row.
+//!
+//! A failure says, where Postgres does, which change caused it (the COPY line) and which column
+//! (see [`Refused`]): the dead-letter search starts there.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,66 @@ use crate::{quote_ident, sink_error};
 
 /// COPY data is sent in chunks of about this size.
 const COPY_CHUNK: usize = 1 << 20;
+
+/// A failed apply: the error, and the index (in the changes given) of the change the target
+/// named, when it named one (a COPY line). The error's `column` is the column it named.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: PipelineError,
+    pub at: Option<usize>,
+}
+
+impl From<PipelineError> for Refused {
+    fn from(error: PipelineError) -> Self {
+        Refused { error, at: None }
+    }
+}
+
+/// A target error while applying `rows` (indexes into the changes given, in the order they were
+/// sent): where it names a COPY line, the change on it.
+fn refused(e: tokio_postgres::Error, doing: &str, rows: &[usize]) -> Refused {
+    let place = e.as_db_error().and_then(|db| db.where_()).unwrap_or("");
+    let line = copy_line(place);
+    let column = e
+        .as_db_error()
+        .and_then(|db| db.column().map(str::to_string))
+        .or_else(|| copy_column(place));
+    Refused {
+        error: sink_error(e, doing).with_column(column),
+        at: line.and_then(|l| rows.get(l.checked_sub(1)?).copied()),
+    }
+}
+
+/// The line of a COPY error's context (`COPY t, line 3, column v: "…"`), from 1.
+fn copy_line(place: &str) -> Option<usize> {
+    let rest = place.strip_prefix("COPY ")?;
+    let (_, after) = rest.split_once(", line ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The column of a COPY error's context, if it names one.
+fn copy_column(place: &str) -> Option<String> {
+    let rest = place.strip_prefix("COPY ")?;
+    let (_, after) = rest.split_once(", column ")?;
+    let name = after.split(':').next().unwrap_or(after);
+    Some(name.to_string()).filter(|n| !n.is_empty())
+}
+
+/// Applies one table's net changes (deletes first, then upserts, as given).
+pub async fn changes(
+    client: &Client,
+    target: &Target<'_>,
+    changes: &[NetChange],
+    counter: &mut u64,
+) -> Result<(), Refused> {
+    let (deletes, upserts): (Owned, Owned) = changes
+        .iter()
+        .enumerate()
+        .partition(|(_, c)| matches!(c, NetChange::Delete { .. }));
+    self::deletes(client, target, &deletes, counter).await?;
+    self::upserts(client, target, &upserts, counter).await
+}
 
 pub struct Target<'a> {
     /// Quoted `schema.table`.
@@ -44,29 +107,35 @@ pub async fn target_columns(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-pub async fn deletes(
+/// Changes with their indexes in what the caller was given.
+type Indexed<'a> = [(usize, &'a NetChange)];
+type Owned<'a> = Vec<(usize, &'a NetChange)>;
+
+async fn deletes(
     client: &Client,
     target: &Target<'_>,
-    changes: &[NetChange],
+    changes: &Indexed<'_>,
     counter: &mut u64,
-) -> Result<(), PipelineError> {
+) -> Result<(), Refused> {
     if changes.is_empty() {
         return Ok(());
     }
     let keys: Vec<&str> = target.schema.key_names().collect();
     let stage = stage_table(client, target, &keys, counter).await?;
     let mut rows = CopyRows::default();
-    for change in changes {
+    let mut sent = Vec::with_capacity(changes.len());
+    for (i, change) in changes {
         if let NetChange::Delete { key, source } = change {
             rows.row(
                 keys.iter().map(|k| key.get(k)),
                 target.metadata.then_some(source),
             );
+            sent.push(*i);
         }
     }
     copy_into(client, &stage, &copy_columns(&keys, target.metadata), rows)
         .await
-        .map_err(|e| sink_error(e, "copying keys into the staging table"))?;
+        .map_err(|e| refused(e, "copying keys into the staging table", &sent))?;
     let matches = key_match(&keys);
     let sql = if target.soft_delete {
         let mut set = vec![format!("{} = true", quote_ident(DELETED_COLUMN))];
@@ -87,28 +156,29 @@ pub async fn deletes(
     client
         .batch_execute(&format!("{sql}; DROP TABLE {stage}"))
         .await
-        .map_err(|e| sink_error(e, &format!("applying deletes to {}", target.name)))
+        .map_err(|e| refused(e, &format!("applying deletes to {}", target.name), &[]))
 }
 
-pub async fn upserts(
+async fn upserts(
     client: &Client,
     target: &Target<'_>,
-    changes: &[NetChange],
+    changes: &Indexed<'_>,
     counter: &mut u64,
-) -> Result<(), PipelineError> {
-    let (new_rows, mut rest): (Vec<&NetChange>, Vec<&NetChange>) = changes.iter().partition(
-        |c| matches!(c, NetChange::Upsert { new_row: true, unchanged, .. } if unchanged.is_empty()),
-    );
+) -> Result<(), Refused> {
+    let (new_rows, mut rest): (Owned, Owned) =
+        changes.iter().partition(
+            |(_, c)| matches!(c, NetChange::Upsert { new_row: true, unchanged, .. } if unchanged.is_empty()),
+        );
     if !insert_new_rows(client, target, &new_rows).await? {
         rest.extend(new_rows);
     }
     // Rows that left different columns unchanged need different statements.
-    let mut groups: BTreeMap<Vec<&str>, Vec<&NetChange>> = BTreeMap::new();
-    for change in rest {
+    let mut groups: BTreeMap<Vec<&str>, Vec<(usize, &NetChange)>> = BTreeMap::new();
+    for (i, change) in rest {
         if let NetChange::Upsert { unchanged, .. } = change {
             let mut key: Vec<&str> = unchanged.iter().map(|c| &**c).collect();
             key.sort_unstable();
-            groups.entry(key).or_default().push(change);
+            groups.entry(key).or_default().push((i, change));
         }
     }
     let keys: Vec<&str> = target.schema.key_names().collect();
@@ -122,12 +192,14 @@ pub async fn upserts(
             .collect();
         let stage = stage_table(client, target, &columns, counter).await?;
         let mut rows = CopyRows::default();
-        for change in group {
+        let mut sent = Vec::with_capacity(group.len());
+        for (i, change) in group {
             if let NetChange::Upsert { row, source, .. } = change {
                 rows.row(
                     columns.iter().map(|c| row.get(c)),
                     target.metadata.then_some(source),
                 );
+                sent.push(i);
             }
         }
         copy_into(
@@ -137,7 +209,7 @@ pub async fn upserts(
             rows,
         )
         .await
-        .map_err(|e| sink_error(e, "copying rows into the staging table"))?;
+        .map_err(|e| refused(e, "copying rows into the staging table", &sent))?;
         let mut insert_columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
         let mut select: Vec<String> = insert_columns.clone();
         if target.metadata {
@@ -171,7 +243,7 @@ pub async fn upserts(
         client
             .batch_execute(&sql)
             .await
-            .map_err(|e| sink_error(e, &format!("applying upserts to {}", target.name)))?;
+            .map_err(|e| refused(e, &format!("applying upserts to {}", target.name), &[]))?;
     }
     Ok(())
 }
@@ -184,8 +256,8 @@ pub async fn upserts(
 async fn insert_new_rows(
     client: &Client,
     target: &Target<'_>,
-    changes: &[&NetChange],
-) -> Result<bool, PipelineError> {
+    changes: &Indexed<'_>,
+) -> Result<bool, Refused> {
     if changes.is_empty() {
         return Ok(true);
     }
@@ -196,12 +268,14 @@ async fn insert_new_rows(
         names.push(quote_ident(DELETED_COLUMN));
         rows.suffix = "\tf";
     }
-    for change in changes {
+    let mut sent = Vec::with_capacity(changes.len());
+    for (i, change) in changes {
         if let NetChange::Upsert { row, source, .. } = change {
             rows.row(
                 columns.iter().map(|c| row.get(c)),
                 target.metadata.then_some(source),
             );
+            sent.push(*i);
         }
     }
     let context = format!("inserting new rows into {}", target.name);
@@ -225,7 +299,7 @@ async fn insert_new_rows(
                 .map_err(|e| sink_error(e, &context))?;
             Ok(false)
         }
-        Err(e) => Err(sink_error(e, &context)),
+        Err(e) => Err(refused(e, &context, &sent)),
     }
 }
 
@@ -339,4 +413,19 @@ fn metadata_assignments(from: &str) -> Vec<String> {
         .iter()
         .map(|c| format!("{0} = {from}{0}", quote_ident(c)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_error_context_gives_its_line_and_column() {
+        let place = "COPY _cdc_stage_3, line 2, column note: \"abcdefg\"";
+        assert_eq!(copy_line(place), Some(2));
+        assert_eq!(copy_column(place).as_deref(), Some("note"));
+        assert_eq!(copy_line("COPY t, line 17"), Some(17));
+        assert_eq!(copy_column("COPY t, line 17"), None);
+        assert_eq!(copy_line("SQL statement"), None);
+    }
 }

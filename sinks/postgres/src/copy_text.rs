@@ -2,9 +2,13 @@
 //!
 //! Every value of the change record has a text form Postgres' input functions accept: ISO dates
 //! and timestamps (with `T`, and `Z` for UTC), ISO-8601 intervals, `\x` hex bytea, array literals.
+//! The one exception, the expanded years (`+021016-11-04`, `-004712-12-31`), which Postgres reads
+//! as a time zone, is written back in Postgres' own form (`21016-11-04`, `4713-12-31 BC`).
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
+use cdc_core::time::split_year;
 use cdc_core::Value;
 
 /// Appends one value, escaped for COPY's text format.
@@ -19,12 +23,10 @@ pub fn push_value(out: &mut String, value: &Value) {
             let _ = write!(out, "{u}");
         }
         Value::Float(f) => push_float(out, *f),
-        Value::Decimal(s)
-        | Value::Date(s)
-        | Value::Time(s)
-        | Value::Timestamp(s)
-        | Value::TimestampTz(s)
-        | Value::Interval(s) => push_escaped(out, s),
+        Value::Date(s) | Value::Timestamp(s) | Value::TimestampTz(s) => {
+            push_escaped(out, &postgres_years(s))
+        }
+        Value::Decimal(s) | Value::Time(s) | Value::Interval(s) => push_escaped(out, s),
         Value::Text(s) => push_escaped(out, s),
         Value::Json(raw) => push_escaped(out, raw.get()),
         Value::Bytes(bytes) => {
@@ -39,6 +41,20 @@ pub fn push_value(out: &mut String, value: &Value) {
             push_array_literal(&mut literal, items);
             push_escaped(out, &literal);
         }
+    }
+}
+
+/// A date or timestamp of the record in a form Postgres' input reads as the same instant: an
+/// expanded year (`+021016`, `-004712` = 4713 BC) unsigned, or counted BC with Postgres' suffix.
+/// Everything else (four-digit years, the infinities) is already Postgres input.
+fn postgres_years(s: &str) -> Cow<'_, str> {
+    if !s.starts_with(['+', '-']) {
+        return Cow::Borrowed(s);
+    }
+    match split_year(s) {
+        Some((year, rest)) if year >= 1 => Cow::Owned(format!("{year:04}{rest}")),
+        Some((year, rest)) => Cow::Owned(format!("{:04}{rest} BC", 1 - year)),
+        None => Cow::Borrowed(s),
     }
 }
 
@@ -92,13 +108,12 @@ fn push_array_literal(out: &mut String, items: &[Value]) {
                         }
                     }
                     Value::Json(raw) => text.push_str(raw.get()),
-                    Value::Decimal(s)
-                    | Value::Text(s)
-                    | Value::Date(s)
-                    | Value::Time(s)
-                    | Value::Timestamp(s)
-                    | Value::TimestampTz(s)
-                    | Value::Interval(s) => text.push_str(s),
+                    Value::Date(s) | Value::Timestamp(s) | Value::TimestampTz(s) => {
+                        text.push_str(&postgres_years(s))
+                    }
+                    Value::Decimal(s) | Value::Text(s) | Value::Time(s) | Value::Interval(s) => {
+                        text.push_str(s)
+                    }
                     _ => {}
                 }
                 out.push('"');
@@ -146,6 +161,28 @@ mod tests {
                 Value::Array(vec![Value::Int(2)])
             ])),
             "{{1},{2}}"
+        );
+    }
+
+    #[test]
+    fn expanded_years_are_written_as_postgres_reads_them() {
+        let date = |s: &str| text(&Value::Date(s.into()));
+        assert_eq!(date("2026-11-26"), "2026-11-26");
+        assert_eq!(date("-infinity"), "-infinity");
+        assert_eq!(date("+021016-11-04"), "21016-11-04");
+        assert_eq!(date("+000000-12-31"), "0001-12-31 BC");
+        assert_eq!(date("-004712-12-31"), "4713-12-31 BC");
+        assert_eq!(
+            text(&Value::Timestamp("-004712-12-31T23:59:59.999999".into())),
+            "4713-12-31T23:59:59.999999 BC"
+        );
+        assert_eq!(
+            text(&Value::TimestampTz("+021016-11-04T13:51:30.123456Z".into())),
+            "21016-11-04T13:51:30.123456Z"
+        );
+        assert_eq!(
+            text(&Value::Array(vec![Value::Date("-000043-03-15".into())])),
+            "{\"0044-03-15 BC\"}"
         );
     }
 }

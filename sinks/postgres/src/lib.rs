@@ -11,6 +11,13 @@
 //! so after any crash the target says itself where it stands. A source transaction is never split
 //! across two target commits (the runtime flushes only at transaction boundaries); a large one is
 //! applied in pieces into one open target transaction, so memory stays bounded.
+//!
+//! Poison changes: each table's changes go in under a savepoint. When the target refuses them
+//! for one change's sake (a value it cannot store, a constraint), the savepoint is rolled back
+//! and the change is found by bisection ([`cdc_core::dead_letter::bisect`]); the rest is
+//! applied, and the refused change is set aside in the dead-letter store (`on_error = "dlq"`,
+//! durably, before the commit) or stops the pipeline naming table, key and column. Changes to a
+//! key the store holds are set aside behind it.
 
 mod apply;
 mod copy_text;
@@ -20,7 +27,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cdc_core::batch::TableBatch;
+use cdc_core::batch::{NetChange, TableBatch};
+use cdc_core::dead_letter::bisect::{apply_around_poison, ApplyPart};
+use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
 use tokio_postgres::{Client, NoTls};
 
@@ -43,6 +52,11 @@ pub struct PostgresSinkConfig {
     pub metadata_columns: bool,
     pub truncate: TruncateMode,
     pub max_batch_changes: usize,
+    /// The dead-letter store: where refused changes go, and which keys it holds.
+    pub dead_letters: DeadLetterHandle,
+    /// Record the position in `_cdc_state` at each commit (off for a replay of the dead-letter
+    /// store, which applies old changes and must not move the position).
+    pub record_position: bool,
 }
 
 /// A target table as the sink knows it.
@@ -157,7 +171,8 @@ impl PostgresSink {
         Ok(())
     }
 
-    /// Applies the buffered net changes into the open transaction.
+    /// Applies the buffered net changes into the open transaction; sets aside (durably) what
+    /// the target refuses and what the dead-letter store holds.
     async fn apply_pending(&mut self) -> Result<(), PipelineError> {
         if self.pending_changes == 0 {
             return Ok(());
@@ -165,22 +180,59 @@ impl PostgresSink {
         self.begin().await?;
         let pending = std::mem::take(&mut self.pending);
         self.pending_changes = 0;
+        let mut letters = Vec::new();
         for (source_name, mut batch) in pending {
             let Some(table) = self.tables.get(&source_name) else {
                 continue;
             };
-            let (deletes, upserts) = batch.drain();
-            let target = apply::Target {
-                name: &table.name,
-                schema: &batch.schema,
-                soft_delete: self.config.delete_mode == DeleteMode::Soft,
-                metadata: self.config.metadata_columns,
-            };
+            let (mut changes, upserts) = batch.drain();
+            changes.extend(upserts);
+            let schema = &batch.schema;
+            if let Some(store) = &self.config.dead_letters {
+                dead_letter::hold_back(
+                    store.as_ref(),
+                    &source_name,
+                    schema,
+                    &mut changes,
+                    &mut letters,
+                );
+            }
             let client = self.client.as_ref().ok_or_else(|| {
                 PipelineError::transient("sink", "the target connection is not open")
             })?;
-            apply::deletes(client, &target, &deletes, &mut self.stage_counter).await?;
-            apply::upserts(client, &target, &upserts, &mut self.stage_counter).await?;
+            let mut applier = PartApplier {
+                client,
+                target: apply::Target {
+                    name: &table.name,
+                    schema,
+                    soft_delete: self.config.delete_mode == DeleteMode::Soft,
+                    metadata: self.config.metadata_columns,
+                },
+                counter: &mut self.stage_counter,
+                failed_at: None,
+            };
+            let error = match applier.apply_part(&changes).await {
+                Ok(()) => continue,
+                Err(e) if e.is_poison() => e,
+                Err(e) => return Err(e),
+            };
+            let set_aside = self
+                .config
+                .dead_letters
+                .as_ref()
+                .is_some_and(|d| d.sets_aside_poison());
+            let refused = apply_around_poison(&mut applier, &changes, error, !set_aside).await?;
+            for (i, error) in refused {
+                let letter = dead_letter::refusal(&source_name, schema, &changes[i], &error);
+                if !set_aside {
+                    return Err(dead_letter::stop_on_poison(error, letter.message));
+                }
+                tracing::warn!(table = %source_name, key = %letter.key, class = error.kind, "the target refused a change; set aside in the dead-letter store: {}", letter.message);
+                letters.push(letter);
+            }
+        }
+        if let (false, Some(store)) = (letters.is_empty(), &self.config.dead_letters) {
+            store.set_aside(letters)?;
         }
         Ok(())
     }
@@ -206,7 +258,11 @@ impl PostgresSink {
         self.client()?
             .batch_execute(&sql)
             .await
-            .map_err(|e| sink_error(e, "truncating the target table"))
+            .map_err(|e| sink_error(e, "truncating the target table"))?;
+        match &self.config.dead_letters {
+            Some(store) => store.discard_table(&source_name),
+            None => Ok(()),
+        }
     }
 
     /// The pending batch of the event's table, created when missing. The schema `Arc` is the
@@ -367,7 +423,7 @@ impl Sink for PostgresSink {
         self.apply_pending().await?;
         self.begin().await?;
         let position = self.last_commit.clone();
-        if let Some(position) = &position {
+        if let (true, Some(position)) = (self.config.record_position, &position) {
             let json = serde_json::to_string(position).map_err(|e| {
                 PipelineError::definite("sink", format!("encoding the position: {e}"))
             })?;
@@ -393,26 +449,79 @@ impl Sink for PostgresSink {
     }
 }
 
-/// Classifies a target error: connection trouble and contention are transient; everything else
-/// (bad value, missing privilege, constraint) needs the operator.
+/// Classifies a target error by its SQLSTATE class: connection trouble and contention are
+/// transient; a value or row the target refuses (22 data exception, 23 integrity constraint,
+/// 54000 a row over an index's limit) is poison for that one change; the rest (28 auth, 3D000 no
+/// such database, 42 privileges and objects, ...) needs the operator.
 pub(crate) fn sink_error(e: tokio_postgres::Error, doing: &str) -> PipelineError {
     let message = format!("{doing}: {}", error_text(&e));
     if e.is_closed() {
         return PipelineError::transient("sink", message);
     }
-    match e.code().map(|c| c.code()) {
-        None => PipelineError::transient("sink", message),
-        Some(code)
-            if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") =>
-        {
+    let Some(code) = e.code().map(|c| c.code()) else {
+        return PipelineError::transient("sink", message);
+    };
+    match code {
+        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
             PipelineError::transient("sink", message)
         }
-        Some("40001") | Some("40P01") | Some("55P03") => PipelineError::transient("sink", message),
-        Some(code) if code.starts_with("28") => PipelineError::definite("auth", message)
+        c if c.starts_with("40") => PipelineError::transient("sink", message),
+        "55P03" | "55006" => PipelineError::transient("sink", message),
+        c if c.starts_with("22") => PipelineError::poison("data", message),
+        c if c.starts_with("23") => PipelineError::poison("constraint", message),
+        "54000" => PipelineError::poison("too_large", message),
+        c if c.starts_with("28") => PipelineError::definite("auth", message)
             .with_hint("check the user and password in sink.url"),
-        Some(code) if code.starts_with("42") => PipelineError::definite("sink", message)
+        "3D000" => PipelineError::definite("sink", message)
+            .with_hint("create the target database, or fix the database in sink.url"),
+        "42501" => PipelineError::definite("sink", message).with_hint(
+            "GRANT the sink.url user CREATE on the target schema and INSERT, UPDATE, DELETE on its tables",
+        ),
+        c if c.starts_with("42") => PipelineError::definite("sink", message)
             .with_hint("the target's tables or privileges do not match what the sink expects"),
-        Some(_) => PipelineError::definite("sink", message),
+        _ => PipelineError::definite("sink", message),
+    }
+}
+
+/// Applies parts of one table's changes, each under a savepoint, for the dead-letter search.
+struct PartApplier<'a> {
+    client: &'a Client,
+    target: apply::Target<'a>,
+    counter: &'a mut u64,
+    failed_at: Option<usize>,
+}
+
+#[async_trait]
+impl ApplyPart<NetChange> for PartApplier<'_> {
+    async fn apply_part(&mut self, part: &[NetChange]) -> Result<(), PipelineError> {
+        self.failed_at = None;
+        let context = |e| sink_error(e, "setting a savepoint in the target transaction");
+        self.client
+            .batch_execute("SAVEPOINT cdc_part")
+            .await
+            .map_err(context)?;
+        match apply::changes(self.client, &self.target, part, self.counter).await {
+            Ok(()) => {
+                self.client
+                    .batch_execute("RELEASE SAVEPOINT cdc_part")
+                    .await
+                    .map_err(context)?;
+                Ok(())
+            }
+            Err(refused) if refused.error.is_poison() => {
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT cdc_part; RELEASE SAVEPOINT cdc_part")
+                    .await
+                    .map_err(context)?;
+                self.failed_at = refused.at;
+                Err(refused.error)
+            }
+            Err(refused) => Err(refused.error),
+        }
+    }
+
+    fn failed_at(&mut self) -> Option<usize> {
+        self.failed_at.take()
     }
 }
 

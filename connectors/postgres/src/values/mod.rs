@@ -29,7 +29,7 @@ mod temporal;
 mod tests;
 
 use array::ArrayParser;
-use temporal::{is_date_value, is_interval, is_time, timestamp_text, timestamptz_text, Temporal};
+use temporal::{date_text, is_interval, is_time, timestamp_text, timestamptz_text, Temporal};
 
 /// How a column's text is decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +143,11 @@ fn decode_cow(kind: &ValueKind, text: Cow<'_, str>) -> Value {
             Some(bytes) => Value::Bytes(bytes),
             None => Value::Text(text.into_owned()),
         },
-        ValueKind::Date if is_date_value(&text) => Value::Date(text.into_owned()),
+        ValueKind::Date => match date_text(&text) {
+            Some(Temporal::Rewritten(iso)) => Value::Date(iso),
+            Some(Temporal::AsGiven) => Value::Date(text.into_owned()),
+            None => Value::Text(text.into_owned()),
+        },
         ValueKind::Time if is_time(&text) => Value::Time(text.into_owned()),
         ValueKind::Timestamp => match timestamp_text(&text) {
             Some(Temporal::Rewritten(iso)) => Value::Timestamp(iso),
@@ -163,7 +167,7 @@ fn decode_cow(kind: &ValueKind, text: Cow<'_, str>) -> Value {
             }
         }
         // A kind's guard did not match: not the form the kind promises.
-        ValueKind::Numeric | ValueKind::Date | ValueKind::Time | ValueKind::Interval => {
+        ValueKind::Numeric | ValueKind::Time | ValueKind::Interval => {
             Value::Text(text.into_owned())
         }
     }

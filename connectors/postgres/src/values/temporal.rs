@@ -1,8 +1,10 @@
 //! Dates, times, timestamps and intervals: recognizing the ISO output forms, and rewriting
-//! timestamps into ISO 8601 (`T` separator; timestamptz converted to UTC with `Z`, using
-//! proleptic Gregorian day arithmetic). Used by the decoder in [`super`].
+//! dates and timestamps into the spec's ISO 8601 (`T` separator; timestamptz converted to UTC
+//! with `Z`, using proleptic Gregorian day arithmetic; a year outside 0001–9999, BC ones
+//! included, in the expanded form `+021016` / `-004712`, see [`cdc_core::time`]). Used by the
+//! decoder in [`super`].
 
-use std::fmt::Write as _;
+use cdc_core::time::{civil_from_days, days_from_civil, push_digits, push_year};
 
 use super::count_digits;
 
@@ -22,10 +24,73 @@ fn is_date(s: &str) -> bool {
         && count_digits(b, year + 4) == 2
 }
 
-/// A date column: ISO date, an infinity, or a BC date, which is kept as Postgres prints it
-/// ("0044-03-15 BC") rather than renumbered into ISO's astronomical years.
-pub(super) fn is_date_value(s: &str) -> bool {
-    is_infinity(s) || is_date(s.strip_suffix(" BC").unwrap_or(s))
+/// Postgres' BC marker, after a date or a timestamp.
+fn strip_bc(s: &str) -> (&str, bool) {
+    match s.strip_suffix(" BC") {
+        Some(ad_form) => (ad_form, true),
+        None => (s, false),
+    }
+}
+
+/// A shape-checked date that needs no rewriting: a four-digit year of the common era.
+fn is_plain_date(date: &str, bc: bool) -> bool {
+    !bc && date.len() == 10 && !date.starts_with("0000")
+}
+
+/// (astronomical year, month, day) of a shape-checked date; `bc` counts its year BC (1 BC is
+/// the year 0). `None` for a year 0 BC, which does not exist.
+fn date_parts(date: &str, bc: bool) -> Option<(i64, i64, i64)> {
+    let year_len = date.len() - 6;
+    let year: i64 = date[..year_len].parse().ok()?;
+    let month: i64 = date[year_len + 1..year_len + 3].parse().ok()?;
+    let day: i64 = date[year_len + 4..].parse().ok()?;
+    let year = match bc {
+        true if year == 0 => return None,
+        true => 1 - year,
+        false => year,
+    };
+    Some((year, month, day))
+}
+
+/// Appends a shape-checked date in the spec's form: `2026-11-26`, `+021016-11-04`,
+/// `-004712-12-31` (4713 BC).
+fn push_iso_date(out: &mut String, date: &str, bc: bool) -> Option<()> {
+    if is_plain_date(date, bc) {
+        out.push_str(date);
+        return Some(());
+    }
+    let (year, month, day) = date_parts(date, bc)?;
+    push_year(out, year);
+    out.push('-');
+    push_digits(out, month, 2);
+    out.push('-');
+    push_digits(out, day, 2);
+    Some(())
+}
+
+/// A valid date or timestamp's canonical text: the input itself (infinities, plain dates) or a
+/// rewrite.
+pub(super) enum Temporal {
+    AsGiven,
+    Rewritten(String),
+}
+
+/// A date column's text: ISO date output (`BC` and years past 9999 rewritten) or an infinity;
+/// `None` if not date output.
+pub(super) fn date_text(s: &str) -> Option<Temporal> {
+    if is_infinity(s) {
+        return Some(Temporal::AsGiven);
+    }
+    let (date, bc) = strip_bc(s);
+    if !is_date(date) {
+        return None;
+    }
+    if is_plain_date(date, bc) {
+        return Some(Temporal::AsGiven);
+    }
+    let mut out = String::with_capacity(date.len() + 3);
+    push_iso_date(&mut out, date, bc)?;
+    Some(Temporal::Rewritten(out))
 }
 
 /// ISO time output: `HH:MM:SS` with an optional fraction.
@@ -47,41 +112,33 @@ pub(super) fn is_time(s: &str) -> bool {
     }
 }
 
-/// A valid timestamp's canonical text: the input itself (infinities, BC values) or a rewrite.
-pub(super) enum Temporal {
-    AsGiven,
-    Rewritten(String),
-}
-
 /// Splits ISO `date time...` output at its space.
 fn split_date_time(s: &str) -> Option<(&str, &str)> {
     let (date, rest) = s.split_once(' ')?;
     is_date(date).then_some((date, rest))
 }
 
-/// `2026-11-26 13:45:00.123456` → `2026-11-26T13:45:00.123456`; None if not timestamp output.
+/// `2026-11-26 13:45:00.123456` → `2026-11-26T13:45:00.123456`, `4713-12-31 23:59:59 BC` →
+/// `-004712-12-31T23:59:59`; None if not timestamp output.
 pub(super) fn timestamp_text(s: &str) -> Option<Temporal> {
     if is_infinity(s) {
         return Some(Temporal::AsGiven);
     }
-    // BC has no ISO spelling without renumbering years; kept as given, like BC dates.
-    if let Some(ad_form) = s.strip_suffix(" BC") {
-        let (_, time) = split_date_time(ad_form)?;
-        return is_time(time).then_some(Temporal::AsGiven);
-    }
-    let (date, time) = split_date_time(s)?;
+    let (ad_form, bc) = strip_bc(s);
+    let (date, time) = split_date_time(ad_form)?;
     if !is_time(time) {
         return None;
     }
-    let mut out = String::with_capacity(s.len());
-    out.push_str(date);
+    let mut out = String::with_capacity(s.len() + 3);
+    push_iso_date(&mut out, date, bc)?;
     out.push('T');
     out.push_str(time);
     Some(Temporal::Rewritten(out))
 }
 
 /// `2026-11-26 12:45:00.123456+00` → `2026-11-26T12:45:00.123456Z`. With TimeZone=UTC the offset
-/// is always zero; any other offset is converted to UTC all the same.
+/// is always zero; any other offset is converted to UTC all the same. BC and years past 9999
+/// take the expanded form, as in dates.
 pub(super) fn timestamptz_text(s: &str) -> Option<Temporal> {
     if let Some(iso) = utc_four_digit_year(s) {
         return Some(Temporal::Rewritten(iso));
@@ -89,8 +146,8 @@ pub(super) fn timestamptz_text(s: &str) -> Option<Temporal> {
     if is_infinity(s) {
         return Some(Temporal::AsGiven);
     }
-    let bc = s.strip_suffix(" BC");
-    let (date, rest) = split_date_time(bc.unwrap_or(s))?;
+    let (ad_form, bc) = strip_bc(s);
+    let (date, rest) = split_date_time(ad_form)?;
     // The time part has no sign in it, so the first one starts the offset.
     let sign_at = rest.find(['+', '-'])?;
     let (time, offset) = rest.split_at(sign_at);
@@ -98,19 +155,16 @@ pub(super) fn timestamptz_text(s: &str) -> Option<Temporal> {
         return None;
     }
     let offset_secs = parse_offset(offset)?;
-    if bc.is_some() {
-        // Kept as given, like BC dates and timestamps.
-        return Some(Temporal::AsGiven);
-    }
     if offset_secs == 0 {
-        let mut out = String::with_capacity(date.len() + time.len() + 2);
-        out.push_str(date);
+        let mut out = String::with_capacity(date.len() + time.len() + 5);
+        push_iso_date(&mut out, date, bc)?;
         out.push('T');
         out.push_str(time);
         out.push('Z');
         return Some(Temporal::Rewritten(out));
     }
-    shift_to_utc(date, time, offset_secs).map(Temporal::Rewritten)
+    let (year, month, day) = date_parts(date, bc)?;
+    shift_to_utc((year, month, day), time, offset_secs).map(Temporal::Rewritten)
 }
 
 /// The form nearly every value takes (the agent's sessions run with TimeZone=UTC):
@@ -123,6 +177,7 @@ pub(super) fn utc_four_digit_year(s: &str) -> Option<String> {
     let digits = |at: &[usize]| at.iter().all(|&i| b[i].is_ascii_digit());
     let shaped = b.ends_with(b"+00")
         && digits(&[0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+        && !b.starts_with(b"0000")
         && (b[4], b[7], b[10], b[13], b[16]) == (b'-', b'-', b' ', b':', b':')
         && match fraction {
             [] => true,
@@ -171,12 +226,12 @@ fn parse_offset(s: &str) -> Option<i64> {
 }
 
 /// Local date and time at `offset_secs` east of UTC → the UTC instant in ISO form with `Z`.
-/// `date` and `time` have been shape-checked; the fraction is carried over untouched.
-fn shift_to_utc(date: &str, time: &str, offset_secs: i64) -> Option<String> {
-    let year_len = date.len() - 6;
-    let year: i64 = date[..year_len].parse().ok()?;
-    let month: i64 = date[year_len + 1..year_len + 3].parse().ok()?;
-    let day: i64 = date[year_len + 4..].parse().ok()?;
+/// `time` has been shape-checked; the fraction is carried over untouched.
+fn shift_to_utc(
+    (year, month, day): (i64, i64, i64),
+    time: &str,
+    offset_secs: i64,
+) -> Option<String> {
     let hour: i64 = time[0..2].parse().ok()?;
     let minute: i64 = time[3..5].parse().ok()?;
     let second: i64 = time[6..8].parse().ok()?;
@@ -193,76 +248,26 @@ fn shift_to_utc(date: &str, time: &str, offset_secs: i64) -> Option<String> {
     let utc = local - offset_secs;
     let (y, m, d) = civil_from_days(utc.div_euclid(86_400));
     let tod = utc.rem_euclid(86_400);
-    let mut out = String::with_capacity(date.len() + time.len() + 3);
-    // Shifting 0001-01-01 east can reach year 0 (1 BC); ISO writes years before it negative.
-    if y < 0 {
-        out.push('-');
+    let mut out = String::with_capacity(time.len() + 20);
+    // Shifting 0001-01-01 east can reach the year 0 (1 BC): the expanded form.
+    push_year(&mut out, y);
+    for (separator, n) in [
+        ('-', m),
+        ('-', d),
+        ('T', tod / 3600),
+        (':', tod / 60 % 60),
+        (':', tod % 60),
+    ] {
+        out.push(separator);
+        push_digits(&mut out, n, 2);
     }
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}Z",
-        y.unsigned_abs(),
-        m,
-        d,
-        tod / 3600,
-        tod / 60 % 60,
-        tod % 60,
-        fraction
-    );
+    out.push_str(fraction);
+    out.push('Z');
     Some(out)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    // Count years from March so the leap day is the last day of the "year".
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let shifted_month = (month + 9) % 12; // March = 0
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The inverse of [`days_from_civil`]: (year, month, day).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153; // March = 0
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// ISO-8601 interval output starts with `P` (components carry their own signs: `P-1Y-2M`);
 /// Postgres 17 adds the infinities.
 pub(super) fn is_interval(s: &str) -> bool {
     s.starts_with('P') || is_infinity(s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_day_arithmetic_round_trips() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(days_from_civil(1, 1, 1) - 1), (0, 12, 31));
-        for days in (-800_000..800_000).step_by(997) {
-            let (y, m, dd) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, dd), days);
-        }
-    }
 }

@@ -246,13 +246,25 @@ fn bytea_hex_and_escape_formats() {
 fn dates() {
     for s in [
         "2026-11-26",
+        "0001-01-01",
+        "9999-12-31",
         "infinity",
         "-infinity",
-        "0044-03-15 BC",
-        "10000-01-01",
     ] {
         assert_eq!(d(ValueKind::Date, s), Value::Date(s.to_owned()));
     }
+    // Outside 0001–9999: ISO 8601's expanded years, numbered astronomically (1 BC is 0).
+    for (postgres, iso) in [
+        ("0044-03-15 BC", "-000043-03-15"),
+        ("0001-12-31 BC", "+000000-12-31"),
+        ("4713-01-01 BC", "-004712-01-01"),
+        ("10000-01-01", "+010000-01-01"),
+        ("21016-11-04", "+021016-11-04"),
+        ("5874897-12-31", "+5874897-12-31"),
+    ] {
+        assert_eq!(d(ValueKind::Date, postgres), Value::Date(iso.to_owned()));
+    }
+    assert_eq!(d(ValueKind::Date, "0000-01-01 BC"), text("0000-01-01 BC"));
     assert_eq!(d(ValueKind::Date, "11/26/2026"), text("11/26/2026"));
     assert_eq!(d(ValueKind::Date, "2026-11-26x"), text("2026-11-26x"));
 }
@@ -279,13 +291,21 @@ fn timestamps_get_the_iso_separator() {
     );
     assert_eq!(
         d(ValueKind::Timestamp, "10000-01-01 00:00:00"),
-        ts("10000-01-01T00:00:00")
+        ts("+010000-01-01T00:00:00")
+    );
+    assert_eq!(
+        d(ValueKind::Timestamp, "21016-11-04 13:51:30.123456"),
+        ts("+021016-11-04T13:51:30.123456")
     );
     assert_eq!(d(ValueKind::Timestamp, "infinity"), ts("infinity"));
     assert_eq!(d(ValueKind::Timestamp, "-infinity"), ts("-infinity"));
     assert_eq!(
         d(ValueKind::Timestamp, "0044-03-15 12:00:00 BC"),
-        ts("0044-03-15 12:00:00 BC")
+        ts("-000043-03-15T12:00:00")
+    );
+    assert_eq!(
+        d(ValueKind::Timestamp, "4713-12-31 23:59:59.999999 BC"),
+        ts("-004712-12-31T23:59:59.999999")
     );
     assert_eq!(d(ValueKind::Timestamp, "2026-11-26"), text("2026-11-26"));
     assert_eq!(
@@ -318,7 +338,20 @@ fn timestamptz_in_utc() {
     assert_eq!(d(k.clone(), "-infinity"), tz("-infinity"));
     assert_eq!(
         d(k.clone(), "0044-03-15 12:00:00+00 BC"),
-        tz("0044-03-15 12:00:00+00 BC")
+        tz("-000043-03-15T12:00:00Z")
+    );
+    assert_eq!(
+        d(k.clone(), "4713-12-31 23:59:59.999999+00 BC"),
+        tz("-004712-12-31T23:59:59.999999Z")
+    );
+    assert_eq!(
+        d(k.clone(), "21016-11-04 13:51:30.123456+00"),
+        tz("+021016-11-04T13:51:30.123456Z")
+    );
+    // An offset moves a BC instant like any other.
+    assert_eq!(
+        d(k.clone(), "0001-01-01 01:00:00+02 BC"),
+        tz("-000001-12-31T23:00:00Z")
     );
 }
 
@@ -400,7 +433,7 @@ fn the_common_timestamptz_form_matches_the_general_path() {
     }
     assert_eq!(
         d(ValueKind::TimestampTz, "12026-11-26 12:45:00+00"),
-        Value::TimestampTz("12026-11-26T12:45:00Z".into()),
+        Value::TimestampTz("+012026-11-26T12:45:00Z".into()),
         "five-digit years take the general path"
     );
 }
