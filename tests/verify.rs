@@ -305,6 +305,27 @@ fn assert_tampered(report: &Json, table_name: &str, columns: &[&str]) {
     );
 }
 
+/// `verify --repair` with the agent running: the extra row deleted, the missing and different
+/// keys copied again (key ranges only), verified; the next verify is clean.
+fn assert_repaired(p: &Pipeline, table_name: &str) {
+    let (code, report) = verify(p, &["--repair"]);
+    let repair = &table(&report, table_name)["repair"];
+    assert_eq!(
+        (
+            repair["deleted"].as_u64(),
+            repair["recopy"].as_str(),
+            repair["verified"].as_bool(),
+            repair["still_divergent"].as_u64()
+        ),
+        (Some(1), Some("keys"), Some(true), Some(0)),
+        "{report:#}\n{}",
+        p.log()
+    );
+    assert_eq!(code, 0, "{report:#}");
+    let (code, report) = verify(p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_to_mysql_equal_then_every_tampering_named() {
     let src = TargetDb::new("vmsrc");
@@ -332,6 +353,7 @@ async fn mariadb_to_mysql_equal_then_every_tampering_named() {
     let (code, report) = verify(&p, &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_tampered(&report, &table_name, &["dec_small", "tx"]);
+    assert_repaired(&p, &table_name);
     drop(agent);
     src.drop().await;
     dst.drop().await;
@@ -433,6 +455,7 @@ async fn postgres_to_mysql_equal_then_every_tampering_named() {
     let (code, report) = verify(&p, &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_tampered(&report, "public.typed", &["t", "jb"]);
+    assert_repaired(&p, "public.typed");
     drop(agent);
     src.drop().await;
     dst.drop().await;
@@ -556,6 +579,10 @@ async fn repair_while_a_writer_streams_then_verify_is_clean() {
     let repair = &t["repair"];
     assert_eq!(repair["deleted"], 2, "{t:#}");
     assert_eq!(repair["recopy_requested"], true, "{t:#}");
+    assert_eq!(
+        repair["recopy"], "keys",
+        "only the divergent keys are copied: {t:#}"
+    );
     assert_eq!(repair["verified"], true, "{t:#}");
     assert_eq!(repair["still_divergent"], 0, "{t:#}");
     assert_eq!(code, 0, "a verified repair exits 0: {report:#}");
@@ -808,6 +835,55 @@ async fn keyless_tables_compare_whole_and_max_rows_samples() {
         (Some(0), Some(1)),
         "{bag:#}"
     );
+    src.drop().await;
+    dst.drop().await;
+}
+
+/// SIGKILLs of `verify --repair` and of the agent in the middle of the copy lose nothing: the
+/// request is in the agent's state store, the copy resumes, and verify ends up clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repair_survives_sigkills_of_verify_and_of_the_agent() {
+    let (src, dst, p, agent) = ledger_pipeline("vkill").await;
+    dst.exec(
+        "DELETE FROM replica.ledger WHERE id % 97 = 0;
+         UPDATE replica.ledger SET v = -v WHERE id % 89 = 0;",
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_churn(src.url.clone(), stop.clone());
+    let mut repair = p
+        .command(&["verify", "--repair", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The copy is asked for: verify dies, then the agent dies.
+    common::wait_until("the copy request", Duration::from_secs(60), || async {
+        std::net::TcpStream::connect(&p.admin).is_ok()
+            && common::http_get(&p.admin, "/snapshot").contains("public.ledger")
+    })
+    .await;
+    repair.kill().unwrap();
+    repair.wait().unwrap();
+    agent.kill9();
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, report) = verify_while_writing(&p, &[]).await;
+        if code == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never finished: {report:#}\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(agent);
     src.drop().await;
     dst.drop().await;
 }

@@ -75,6 +75,8 @@ struct Prepared {
     key_values: Vec<String>,
     /// Key columns as compared in ranges (bytewise for text), in key order.
     key_order: Vec<String>,
+    /// Key columns as they are (their own collation: the snapshot's order).
+    key_native: Vec<String>,
     key_kinds: Vec<Kind>,
     /// A single key column of type numeric (else integer keys fit in a bigint).
     numeric_key: bool,
@@ -409,7 +411,13 @@ impl Side for PgSide {
             })
             .collect();
         let soft = spec.soft_delete && own.iter().any(|c| c.name == DELETED_COLUMN);
+        let key_native = spec
+            .key
+            .iter()
+            .map(|&i| quote_ident(&spec.columns[i].name))
+            .collect();
         self.prepared = Some(Prepared {
+            key_native,
             from: format!("{}.{}", quote_ident(&spec.schema), quote_ident(&spec.table)),
             filter: if soft {
                 format!("NOT coalesce({}, false)", quote_ident(DELETED_COLUMN))
@@ -577,6 +585,31 @@ impl Side for PgSide {
             );
         }
         Ok(out)
+    }
+
+    async fn predecessor(&mut self, key: &Key) -> Result<Option<Key>> {
+        let p = self.prepared()?;
+        let kinds = p.key_kinds.clone();
+        let literals: Vec<String> = key
+            .iter()
+            .enumerate()
+            .map(|(i, v)| key_literal(&kinds, i, v))
+            .collect();
+        let descending: Vec<String> = p.key_native.iter().map(|c| format!("{c} DESC")).collect();
+        let sql = format!(
+            "SELECT {} FROM ONLY {} WHERE ({}) < ({}) ORDER BY {} LIMIT 1",
+            p.key_values.join(", "),
+            p.from,
+            p.key_native.join(", "),
+            literals.join(", "),
+            descending.join(", ")
+        );
+        Ok(self
+            .query(&sql)
+            .await?
+            .into_iter()
+            .next()
+            .map(|r| r.into_iter().map(Option::unwrap_or_default).collect()))
     }
 
     async fn position(&mut self) -> Result<Option<Position>> {

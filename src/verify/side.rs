@@ -102,6 +102,13 @@ pub trait Side: Send {
     /// The rows with these keys (absent ones are left out); `values`: with column texts.
     async fn rows(&mut self, keys: &[Key], values: bool) -> Result<Vec<FetchedRow>>;
 
+    /// The key just before `key` in the source's own key order (its collation, as the snapshot
+    /// reads chunks), `None` when `key` comes first: a range (predecessor, key] holds `key` alone.
+    async fn predecessor(&mut self, key: &Key) -> Result<Option<Key>> {
+        let _ = key;
+        anyhow::bail!("only a source is asked for key order")
+    }
+
     /// The source's current position in its change log (`None` for a target).
     async fn position(&mut self) -> Result<Option<Position>>;
 
