@@ -887,3 +887,83 @@ async fn a_repair_survives_sigkills_of_verify_and_of_the_agent() {
     src.drop().await;
     dst.drop().await;
 }
+
+/// The same with a MariaDB source (binlog positions) into Postgres, and into MariaDB.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_rows_in_flight_while_a_writer_streams_are_no_divergence() {
+    let src = TargetDb::new("vmflight");
+    let pg = TestDb::new("vmflightdst").await;
+    let my = TargetDb::new("vmflightdst");
+    src.exec(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int);
+         INSERT INTO ledger SELECT seq, seq % 7, seq FROM seq_1_to_20000;",
+    )
+    .await;
+    let table_name = format!("{}.ledger", src.name);
+    let into_pg = Pipeline::with_sink(
+        &mariadb_source_url(&src),
+        &format!("{}_pg", src.name),
+        &[&table_name],
+        "snapshot = \"initial\"",
+        Some(&pg_sink(&pg.url)),
+    );
+    let into_my = Pipeline::with_sink(
+        &mariadb_source_url(&src),
+        &format!("{}_my", src.name),
+        &[&table_name],
+        "snapshot = \"initial\"",
+        Some(&mysql_sink(&my)),
+    );
+    let agents = [
+        common::start_streaming(&into_pg),
+        common::start_streaming(&into_my),
+    ];
+    common::wait_until(
+        "the snapshots in the targets",
+        Duration::from_secs(120),
+        || async {
+            pg_count(&pg, "SELECT count(*) FROM replica.ledger").await == 20000
+                && my_count(&my, "SELECT COUNT(*) FROM ledger").await == 20000
+        },
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let url = src.admin_url.clone();
+        let db = src.name.clone();
+        tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+            conn.query_drop(format!("USE {db}")).await.unwrap();
+            let mut next = 1_000_000i64;
+            let mut transactions = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                conn.query_drop(format!(
+                    "START TRANSACTION;
+                     UPDATE ledger SET v = v + 1 WHERE id IN (FLOOR(1 + RAND() * 20000), FLOOR(1 + RAND() * 20000), FLOOR(1 + RAND() * 20000));
+                     INSERT INTO ledger VALUES ({next}, 1, 1), ({next} + 1, 1, 1);
+                     DELETE FROM ledger WHERE id = FLOOR(1 + RAND() * 20000);
+                     COMMIT;"
+                ))
+                .await
+                .unwrap();
+                next += 2;
+                transactions += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            transactions
+        })
+    };
+    for round in 0..2 {
+        for p in [&into_pg, &into_my] {
+            let (code, report) = verify_while_writing(p, &[]).await;
+            assert_eq!(code, 0, "round {round}: {report:#}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 20);
+    drop(agents);
+    src.drop().await;
+    pg.drop().await;
+    my.drop().await;
+}
