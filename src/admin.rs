@@ -71,6 +71,10 @@ async fn answer(
             snapshot_request(requests, &tables)
         }
         ("GET", "/snapshot") => snapshot_progress(requests),
+        ("POST", "/snapshot/ranges") => {
+            let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            snapshot_ranges_request(requests, body)
+        }
         (method, path) if path == "/dlq" || path.starts_with("/dlq/") => {
             let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
             dead_letters(dlq, method, path, body).await
@@ -150,6 +154,40 @@ fn snapshot_request(requests: &SnapshotRequests, tables: &[String]) -> Answer {
                 .map(|(t, g)| serde_json::json!({ "table": t, "generation": g }))
                 .collect();
             (200, "application/json", serde_json::json!(list).to_string())
+        }
+        Err(e) => (500, "text/plain", format!("{e}\n")),
+    }
+}
+
+/// `POST /snapshot/ranges` (`cdc-agent verify --repair`): `{"table": t, "ranges": [...]}`, a copy
+/// of only those key ranges of the table.
+fn snapshot_ranges_request(requests: &SnapshotRequests, body: &str) -> Answer {
+    let Some(tree) = requests.get() else {
+        return (
+            503,
+            "text/plain",
+            "the state store is not open yet\n".into(),
+        );
+    };
+    let request: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let (Some(table), Some(ranges)) = (
+        request["table"].as_str(),
+        cdc_core::chunked::parse_ranges(&request["ranges"]),
+    ) else {
+        return (
+            400,
+            "text/plain",
+            "expected {\"table\": .., \"ranges\": [..]}\n".into(),
+        );
+    };
+    match cdc_core::chunked::request_ranges(tree.as_ref(), table, &ranges) {
+        Ok(generation) => {
+            tracing::info!(table, ranges = ranges.len(), "copy of key ranges requested");
+            (
+                200,
+                "application/json",
+                serde_json::json!([{ "table": table, "generation": generation }]).to_string(),
+            )
         }
         Err(e) => (500, "text/plain", format!("{e}\n")),
     }

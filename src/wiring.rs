@@ -355,6 +355,7 @@ pub async fn drop_source_state(config: &Config) -> Result<bool, PipelineError> {
 
 #[cfg(not(feature = "duckdb"))]
 fn unsupported(what: &str) -> PipelineError {
-    PipelineError::definite("config", format!("{what} is not available in this build"))
-        .with_hint("see README.md (What works today) for the sources and sinks this version supports")
+    PipelineError::definite("config", format!("{what} is not available in this build")).with_hint(
+        "see README.md (What works today) for the sources and sinks this version supports",
+    )
 }

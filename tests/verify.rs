@@ -144,10 +144,11 @@ const MARIADB_COLUMNS: &[&str] = &[
     "geo",
 ];
 
-fn set_null(columns: &[&str]) -> String {
+/// `"a" = NULL, "b" = NULL, ...`; `quote`: the dialect's identifier quote.
+fn set_null(columns: &[&str], quote: char) -> String {
     columns
         .iter()
-        .map(|c| format!("{c} = NULL"))
+        .map(|c| format!("{quote}{c}{quote} = NULL"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -211,7 +212,7 @@ async fn postgres_to_postgres_equal_then_every_tampering_named() {
     .await;
     dst.exec(&format!(
         "UPDATE replica.typed SET {} WHERE id = 4",
-        set_null(PG_COLUMNS)
+        set_null(PG_COLUMNS, '"')
     ))
     .await;
     let (code, report) = verify(&p, &[]);
@@ -245,7 +246,7 @@ async fn postgres_to_postgres_equal_then_every_tampering_named() {
             ("19999".to_string(), vec!["tx".to_string()])
         ]
     );
-    assert_eq!(ledger["rows_compared"], 20000 - 0, "{ledger:#}");
+    assert_eq!(ledger["rows_compared"], 20000, "{ledger:#}");
     assert_eq!(report["divergent_rows"], 5 + 6);
     assert!(
         ledger["bytes_read"].as_u64().unwrap() < 200_000,
@@ -304,6 +305,27 @@ fn assert_tampered(report: &Json, table_name: &str, columns: &[&str]) {
     );
 }
 
+/// `verify --repair` with the agent running: the extra row deleted, the missing and different
+/// keys copied again (key ranges only), verified; the next verify is clean.
+fn assert_repaired(p: &Pipeline, table_name: &str) {
+    let (code, report) = verify(p, &["--repair"]);
+    let repair = &table(&report, table_name)["repair"];
+    assert_eq!(
+        (
+            repair["deleted"].as_u64(),
+            repair["recopy"].as_str(),
+            repair["verified"].as_bool(),
+            repair["still_divergent"].as_u64()
+        ),
+        (Some(1), Some("keys"), Some(true), Some(0)),
+        "{report:#}\n{}",
+        p.log()
+    );
+    assert_eq!(code, 0, "{report:#}");
+    let (code, report) = verify(p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_to_mysql_equal_then_every_tampering_named() {
     let src = TargetDb::new("vmsrc");
@@ -331,6 +353,7 @@ async fn mariadb_to_mysql_equal_then_every_tampering_named() {
     let (code, report) = verify(&p, &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_tampered(&report, &table_name, &["dec_small", "tx"]);
+    assert_repaired(&p, &table_name);
     drop(agent);
     src.drop().await;
     dst.drop().await;
@@ -369,7 +392,7 @@ async fn mariadb_to_postgres_equal_then_every_tampering_named() {
     assert_tampered(&report, &table_name, &["tx", "js"]);
     dst.exec(&format!(
         "UPDATE replica.typed SET {} WHERE id = 1",
-        set_null(MARIADB_COLUMNS)
+        set_null(MARIADB_COLUMNS, '"')
     ))
     .await;
     let (_, report) = verify(&p, &[]);
@@ -432,6 +455,7 @@ async fn postgres_to_mysql_equal_then_every_tampering_named() {
     let (code, report) = verify(&p, &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_tampered(&report, "public.typed", &["t", "jb"]);
+    assert_repaired(&p, "public.typed");
     drop(agent);
     src.drop().await;
     dst.drop().await;
@@ -555,6 +579,10 @@ async fn repair_while_a_writer_streams_then_verify_is_clean() {
     let repair = &t["repair"];
     assert_eq!(repair["deleted"], 2, "{t:#}");
     assert_eq!(repair["recopy_requested"], true, "{t:#}");
+    assert_eq!(
+        repair["recopy"], "keys",
+        "only the divergent keys are copied: {t:#}"
+    );
     assert_eq!(repair["verified"], true, "{t:#}");
     assert_eq!(repair["still_divergent"], 0, "{t:#}");
     assert_eq!(code, 0, "a verified repair exits 0: {report:#}");
@@ -584,4 +612,358 @@ async fn repair_while_a_writer_streams_then_verify_is_clean() {
     drop(agent);
     src.drop().await;
     dst.drop().await;
+}
+
+/// DuckDB (the agent holds the file while it runs: verify reads it with the agent stopped).
+#[cfg(feature = "duckdb")]
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_duckdb_equal_then_every_tampering_named() {
+    use cdc_sink_duckdb::duckdb::Connection;
+    let src = TestDb::new("vpdsrc").await;
+    src.exec(PG_TYPES).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("target.duckdb");
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.typed", "public.ledger"],
+        "snapshot = \"never\"",
+        Some(&format!(
+            "type = \"duckdb\"\npath = \"{}\"\nschema = \"replica\"\nflush_interval_ms = 50",
+            path.display()
+        )),
+    );
+    let agent = common::start_streaming(&p);
+    src.exec(PG_ROWS).await;
+    common::wait_until("every change durable", Duration::from_secs(60), || async {
+        p.status_json()["events_total"].as_u64() >= Some(20004)
+    })
+    .await;
+    let out = p.run_cmd(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "the agent holds the file");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop the agent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(agent.stop(), 0);
+
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["agent"], "stopped");
+    {
+        let duck = Connection::open(&path).unwrap();
+        duck.execute_batch(&format!(
+            "DELETE FROM replica.typed WHERE id = 2;
+             UPDATE replica.typed SET n = n + 1, t = NULL WHERE id = 3;
+             INSERT INTO replica.typed (id) VALUES (100);
+             UPDATE replica.typed SET {} WHERE id = 4;
+             DELETE FROM replica.ledger WHERE id = 777;
+             UPDATE replica.ledger SET v = 0 WHERE id = 7777;",
+            set_null(PG_COLUMNS, '"')
+        ))
+        .unwrap();
+    }
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let typed = table(&report, "public.typed");
+    assert_eq!(keys(&typed["missing_keys"], "id"), ["2"]);
+    assert_eq!(keys(&typed["extra_keys"], "id"), ["100"]);
+    assert_eq!(
+        different(typed, "id"),
+        [
+            ("3".to_string(), vec!["n".to_string(), "t".to_string()]),
+            (
+                "4".to_string(),
+                PG_COLUMNS.iter().map(|c| c.to_string()).collect()
+            ),
+        ]
+    );
+    let ledger = table(&report, "public.ledger");
+    assert_eq!(keys(&ledger["missing_keys"], "id"), ["777"]);
+    assert_eq!(
+        different(ledger, "id"),
+        [("7777".to_string(), vec!["v".to_string()])]
+    );
+    src.drop().await;
+}
+
+/// Text keys (in a collation whose order is not bytewise) and composite keys are cut into
+/// ranges by key quantiles; both sides compare them bytewise, so the same rows fall in each.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_and_composite_keys_bisect_the_same_rows_on_both_sides() {
+    let src = TestDb::new("vtsrc").await;
+    let dst = TargetDb::new("vtdst");
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.words", "public.pairs"],
+        "snapshot = \"initial\"",
+        Some(&mysql_sink(&dst)),
+    );
+    src.exec(
+        r#"CREATE TABLE words (k text COLLATE "en-US-x-icu" PRIMARY KEY, v int);
+           INSERT INTO words SELECT w, n FROM (
+             SELECT 'w' || g AS w, g AS n FROM generate_series(1, 3000) g
+             UNION ALL VALUES ('a', 1), ('A', 2), ('a ', 3), ('B', 4), ('é', 5), ('Z', 6), ('x y', 7), ('', 8)) s;
+           CREATE TABLE pairs (a text, b int, v text, PRIMARY KEY (a, b));
+           INSERT INTO pairs SELECT chr(65 + g % 26) || chr(97 + g % 7), g, md5(g::text) FROM generate_series(1, 4000) g;"#,
+    )
+    .await;
+    let agent = common::start_streaming(&p);
+    common::wait_until(
+        "the rows in the target",
+        Duration::from_secs(60),
+        || async {
+            my_count(&dst, "SELECT COUNT(*) FROM words").await == 3008
+                && my_count(&dst, "SELECT COUNT(*) FROM pairs").await == 4000
+        },
+    )
+    .await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    dst.exec(
+        "DELETE FROM words WHERE k IN ('a ', 'w1500');
+         UPDATE words SET v = 0 WHERE k IN ('A', 'w2999');
+         INSERT INTO words VALUES ('a  ', 0), ('w1500x', 0);
+         DELETE FROM pairs WHERE a = 'Cd' AND b = 2082;
+         UPDATE pairs SET v = 'x' WHERE a = 'Bb' AND b = 1;
+         INSERT INTO pairs VALUES ('Cd', 2001, 'extra');",
+    )
+    .await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let words = table(&report, "public.words");
+    assert_eq!(
+        keys(&words["missing_keys"], "k"),
+        ["a ", "w1500"],
+        "{words:#}"
+    );
+    assert_eq!(
+        keys(&words["extra_keys"], "k"),
+        ["a  ", "w1500x"],
+        "{words:#}"
+    );
+    assert_eq!(
+        different(words, "k"),
+        [
+            ("A".to_string(), vec!["v".to_string()]),
+            ("w2999".to_string(), vec!["v".to_string()])
+        ]
+    );
+    let pairs = table(&report, "public.pairs");
+    let composite = |list: &Json| -> Vec<(String, String)> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["a"].as_str().unwrap().to_string(),
+                    k["b"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        composite(&pairs["missing_keys"]),
+        [("Cd".into(), "2082".into())]
+    );
+    assert_eq!(
+        composite(&pairs["extra_keys"]),
+        [("Cd".into(), "2001".into())]
+    );
+    assert_eq!(
+        pairs["different_rows"][0]["key"],
+        serde_json::json!({"a": "Bb", "b": "1"}),
+        "{pairs:#}"
+    );
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
+}
+
+/// A table without a primary key compares by count and an order-free hash, and says that
+/// row-level detail needs a key; `--max-rows` compares a sample.
+#[tokio::test(flavor = "multi_thread")]
+async fn keyless_tables_compare_whole_and_max_rows_samples() {
+    let src = TestDb::new("vksrc").await;
+    let dst = TestDb::new("vkdst").await;
+    let rows = "INSERT INTO bag SELECT g % 10, 'v' || (g % 3) FROM generate_series(1, 100) g;
+                INSERT INTO ledger SELECT g, g % 7, g FROM generate_series(1, 50000) g; ANALYZE ledger;";
+    src.exec(&format!(
+        "CREATE TABLE bag (n int, v text); CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int); {rows}"
+    ))
+    .await;
+    dst.exec(&format!(
+        "CREATE SCHEMA replica; SET search_path = replica;
+         CREATE TABLE bag (n int, v text); CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int); {rows}"
+    ))
+    .await;
+    // Never run: verify compares at rest.
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.bag", "public.ledger"],
+        "snapshot = \"never\"",
+        Some(&pg_sink(&dst.url)),
+    );
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let bag = table(&report, "public.bag");
+    assert!(
+        bag["notes"]
+            .to_string()
+            .contains("row-level detail needs a key"),
+        "{bag:#}"
+    );
+    assert_eq!(report["agent"], "stopped");
+
+    let (code, report) = verify(&p, &["--max-rows", "5000"]);
+    assert_eq!(code, 0, "{report:#}");
+    let ledger = table(&report, "public.ledger");
+    assert_eq!(ledger["sampled"], true, "{ledger:#}");
+    let compared = ledger["rows_compared"].as_u64().unwrap();
+    assert!((1000..=10_000).contains(&compared), "{ledger:#}");
+
+    // A duplicate row more in the target: the same count of distinct rows would not notice it.
+    dst.exec("INSERT INTO replica.bag VALUES (1, 'v1')").await;
+    let (code, report) = verify(&p, &["public.bag"]);
+    assert_eq!(code, 1, "{report:#}");
+    let bag = table(&report, "public.bag");
+    assert_eq!(
+        (bag["missing"].as_u64(), bag["extra"].as_u64()),
+        (Some(0), Some(1)),
+        "{bag:#}"
+    );
+    src.drop().await;
+    dst.drop().await;
+}
+
+/// SIGKILLs of `verify --repair` and of the agent in the middle of the copy lose nothing: the
+/// request is in the agent's state store, the copy resumes, and verify ends up clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repair_survives_sigkills_of_verify_and_of_the_agent() {
+    let (src, dst, p, agent) = ledger_pipeline("vkill").await;
+    dst.exec(
+        "DELETE FROM replica.ledger WHERE id % 97 = 0;
+         UPDATE replica.ledger SET v = -v WHERE id % 89 = 0;",
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_churn(src.url.clone(), stop.clone());
+    let mut repair = p
+        .command(&["verify", "--repair", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The copy is asked for: verify dies, then the agent dies.
+    common::wait_until("the copy request", Duration::from_secs(60), || async {
+        std::net::TcpStream::connect(&p.admin).is_ok()
+            && common::http_get(&p.admin, "/snapshot").contains("public.ledger")
+    })
+    .await;
+    repair.kill().unwrap();
+    repair.wait().unwrap();
+    agent.kill9();
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, report) = verify_while_writing(&p, &[]).await;
+        if code == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never finished: {report:#}\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
+}
+
+/// The same with a MariaDB source (binlog positions) into Postgres, and into MariaDB.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_rows_in_flight_while_a_writer_streams_are_no_divergence() {
+    let src = TargetDb::new("vmflight");
+    let pg = TestDb::new("vmflightdst").await;
+    let my = TargetDb::new("vmflightdst");
+    src.exec(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int);
+         INSERT INTO ledger SELECT seq, seq % 7, seq FROM seq_1_to_20000;",
+    )
+    .await;
+    let table_name = format!("{}.ledger", src.name);
+    let into_pg = Pipeline::with_sink(
+        &mariadb_source_url(&src),
+        &format!("{}_pg", src.name),
+        &[&table_name],
+        "snapshot = \"initial\"",
+        Some(&pg_sink(&pg.url)),
+    );
+    let into_my = Pipeline::with_sink(
+        &mariadb_source_url(&src),
+        &format!("{}_my", src.name),
+        &[&table_name],
+        "snapshot = \"initial\"",
+        Some(&mysql_sink(&my)),
+    );
+    let agents = [
+        common::start_streaming(&into_pg),
+        common::start_streaming(&into_my),
+    ];
+    common::wait_until(
+        "the snapshots in the targets",
+        Duration::from_secs(120),
+        || async {
+            pg_count(&pg, "SELECT count(*) FROM replica.ledger").await == 20000
+                && my_count(&my, "SELECT COUNT(*) FROM ledger").await == 20000
+        },
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let url = src.admin_url.clone();
+        let db = src.name.clone();
+        tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+            conn.query_drop(format!("USE {db}")).await.unwrap();
+            let mut next = 1_000_000i64;
+            let mut transactions = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                conn.query_drop(format!(
+                    "START TRANSACTION;
+                     UPDATE ledger SET v = v + 1 WHERE id IN (FLOOR(1 + RAND() * 20000), FLOOR(1 + RAND() * 20000), FLOOR(1 + RAND() * 20000));
+                     INSERT INTO ledger VALUES ({next}, 1, 1), ({next} + 1, 1, 1);
+                     DELETE FROM ledger WHERE id = FLOOR(1 + RAND() * 20000);
+                     COMMIT;"
+                ))
+                .await
+                .unwrap();
+                next += 2;
+                transactions += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            transactions
+        })
+    };
+    for round in 0..2 {
+        for p in [&into_pg, &into_my] {
+            let (code, report) = verify_while_writing(p, &[]).await;
+            assert_eq!(code, 0, "round {round}: {report:#}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 20);
+    drop(agents);
+    src.drop().await;
+    pg.drop().await;
+    my.drop().await;
 }

@@ -13,6 +13,8 @@
 //! or a runtime failure), 2 bad usage or config.
 
 mod bisect;
+#[cfg(feature = "duckdb")]
+mod duckdb;
 mod inflight;
 mod kind;
 mod mysql;
@@ -79,6 +81,11 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
             Family::Mysql,
             crate::wiring::mysql_sink_config(config).database,
         ),
+        #[cfg(feature = "duckdb")]
+        SinkType::Duckdb => (
+            Family::Duckdb,
+            crate::wiring::duckdb_sink_config(config).schema,
+        ),
         other => {
             eprintln!(
                 "error: verify compares warehouse targets (sink.type postgres, mysql or duckdb); this pipeline's sink is {}",
@@ -108,7 +115,7 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         notes.push("agent not running: compared at rest (changes committed since the agent stopped show as differences)".to_string());
     }
     let mut source = connect_source(config).await?;
-    let mut target = match connect_target(config, running).await? {
+    let mut target = match connect_target(config, running, args.repair).await? {
         Ok(target) => target,
         Err(message) => {
             eprintln!("error: {message}");
@@ -229,6 +236,7 @@ async fn connect_source(config: &Config) -> Result<Box<dyn Side>> {
 async fn connect_target(
     config: &Config,
     agent_running: bool,
+    repair: bool,
 ) -> Result<std::result::Result<Box<dyn Side>, String>> {
     Ok(Ok(match config.sink.kind {
         SinkType::Postgres => Box::new(
@@ -238,8 +246,20 @@ async fn connect_target(
         SinkType::Mysql => Box::new(
             mysql::MySide::connect(&crate::wiring::mysql_sink_config(config).url, false).await?,
         ),
+        #[cfg(feature = "duckdb")]
+        SinkType::Duckdb => {
+            if agent_running {
+                return Ok(Err(
+                    "the running agent holds the DuckDB file (DuckDB lets one process open it): stop the agent, then verify".into(),
+                ));
+            }
+            Box::new(duckdb::DuckSide::open(
+                &crate::wiring::duckdb_sink_config(config).path,
+                repair,
+            )?)
+        }
         _ => {
-            let _ = agent_running;
+            let _ = (agent_running, repair);
             return Ok(Err("this sink has no tables to compare".into()));
         }
     }))

@@ -36,6 +36,8 @@ struct Prepared {
     filter: String,
     key_values: Vec<String>,
     key_order: Vec<String>,
+    /// Key columns as they are (their own collation: the snapshot's order).
+    key_native: Vec<String>,
     /// How each key column's bounds are written: the kind, and for text the collation.
     key_literals: Vec<(Kind, Option<String>)>,
     values: Vec<String>,
@@ -96,10 +98,6 @@ impl MySide {
             bytes: 0,
             prepared: None,
         })
-    }
-
-    pub fn is_mariadb(&self) -> bool {
-        self.mariadb
     }
 
     fn role(&self) -> &'static str {
@@ -331,10 +329,6 @@ fn row_part(value: &str, kind: &Kind) -> String {
 
 #[async_trait]
 impl Side for MySide {
-    fn family(&self) -> Family {
-        Family::Mysql
-    }
-
     async fn describe(&mut self, schema: &str, table: &str) -> Result<Option<Described>> {
         let (columns, key) = self.columns(schema, table).await?;
         if columns.is_empty() {
@@ -398,7 +392,13 @@ impl Side for MySide {
             key_literals.push((column.kind.clone(), collation));
         }
         let soft = spec.soft_delete && own.iter().any(|c| c.name == DELETED_COLUMN);
+        let key_native = spec
+            .key
+            .iter()
+            .map(|&i| quote_ident(&spec.columns[i].name))
+            .collect();
         self.prepared = Some(Prepared {
+            key_native,
             from: format!("{}.{}", quote_ident(&spec.schema), quote_ident(&spec.table)),
             names: (spec.schema.clone(), spec.table.clone()),
             filter: if soft {
@@ -557,6 +557,38 @@ impl Side for MySide {
             );
         }
         Ok(out)
+    }
+
+    async fn predecessor(&mut self, key: &Key) -> Result<Option<Key>> {
+        let p = self.prepared()?;
+        // Literals that take the column's collation (coercible), not a binary one.
+        let literals: Vec<String> = key
+            .iter()
+            .zip(&p.key_literals)
+            .map(|(v, (kind, _))| match kind {
+                Kind::Text | Kind::Uuid if !v.is_empty() => format!(
+                    "_utf8mb4 X'{}'",
+                    v.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+                ),
+                Kind::Text | Kind::Uuid => "''".to_string(),
+                _ => key_literal(&[(kind.clone(), None)], 0, v),
+            })
+            .collect();
+        let descending: Vec<String> = p.key_native.iter().map(|c| format!("{c} DESC")).collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE ({}) < ({}) ORDER BY {} LIMIT 1",
+            p.key_values.join(", "),
+            p.from,
+            p.key_native.join(", "),
+            literals.join(", "),
+            descending.join(", ")
+        );
+        Ok(self
+            .query(&sql)
+            .await?
+            .into_iter()
+            .next()
+            .map(|r| r.into_iter().map(Option::unwrap_or_default).collect()))
     }
 
     async fn position(&mut self) -> Result<Option<Position>> {

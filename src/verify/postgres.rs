@@ -75,6 +75,8 @@ struct Prepared {
     key_values: Vec<String>,
     /// Key columns as compared in ranges (bytewise for text), in key order.
     key_order: Vec<String>,
+    /// Key columns as they are (their own collation: the snapshot's order).
+    key_native: Vec<String>,
     key_kinds: Vec<Kind>,
     /// A single key column of type numeric (else integer keys fit in a bigint).
     numeric_key: bool,
@@ -229,8 +231,19 @@ fn value_sql(c: &str, kind: &Kind, own: &PgColumn, pair: Pair, source: bool) -> 
         // The type's output form, as the change record carries it (`::text` of an inet adds
         // the netmask the output leaves out).
         Kind::Other => format!("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END"),
+        // DuckDB holds months, days and microseconds: they are compared.
+        Kind::Interval if pair.target == Family::Duckdb => format!(
+            "((extract(year from {c}) * 12 + extract(month from {c}))::bigint::text || ',' || \
+             extract(day from {c})::bigint::text || ',' || \
+             (extract(hour from {c}) * 3600000000 + extract(minute from {c}) * 60000000 + extract(microseconds from {c}))::bigint::text)"
+        ),
         Kind::Interval => format!("{c}::text"),
         Kind::Float if pair.same_family() => format!("{c}::text"),
+        // 17 significant digits in e-notation: the double exactly, as DuckDB's format() writes it.
+        Kind::Float if pair.target == Family::Duckdb => format!(
+            "CASE WHEN {c}::float8 IN ('NaN', 'Infinity', '-Infinity') THEN {c}::float8::text \
+             ELSE btrim(to_char({c}::float8, '9.9999999999999999EEEE')) END"
+        ),
         Kind::Float => format!("pg_temp.cdc_number({c}::float8::text)"),
         Kind::Decimal => format!("trim_scale({c}::numeric)::text"),
         Kind::Text => match own.bpchar_len {
@@ -309,10 +322,6 @@ fn row_part(value: &str, kind: &Kind) -> String {
 
 #[async_trait]
 impl Side for PgSide {
-    fn family(&self) -> Family {
-        Family::Postgres
-    }
-
     async fn describe(&mut self, schema: &str, table: &str) -> Result<Option<Described>> {
         let columns = self.columns(schema, table).await?;
         if columns.is_empty() {
@@ -402,7 +411,13 @@ impl Side for PgSide {
             })
             .collect();
         let soft = spec.soft_delete && own.iter().any(|c| c.name == DELETED_COLUMN);
+        let key_native = spec
+            .key
+            .iter()
+            .map(|&i| quote_ident(&spec.columns[i].name))
+            .collect();
         self.prepared = Some(Prepared {
+            key_native,
             from: format!("{}.{}", quote_ident(&spec.schema), quote_ident(&spec.table)),
             filter: if soft {
                 format!("NOT coalesce({}, false)", quote_ident(DELETED_COLUMN))
@@ -570,6 +585,31 @@ impl Side for PgSide {
             );
         }
         Ok(out)
+    }
+
+    async fn predecessor(&mut self, key: &Key) -> Result<Option<Key>> {
+        let p = self.prepared()?;
+        let kinds = p.key_kinds.clone();
+        let literals: Vec<String> = key
+            .iter()
+            .enumerate()
+            .map(|(i, v)| key_literal(&kinds, i, v))
+            .collect();
+        let descending: Vec<String> = p.key_native.iter().map(|c| format!("{c} DESC")).collect();
+        let sql = format!(
+            "SELECT {} FROM ONLY {} WHERE ({}) < ({}) ORDER BY {} LIMIT 1",
+            p.key_values.join(", "),
+            p.from,
+            p.key_native.join(", "),
+            literals.join(", "),
+            descending.join(", ")
+        );
+        Ok(self
+            .query(&sql)
+            .await?
+            .into_iter()
+            .next()
+            .map(|r| r.into_iter().map(Option::unwrap_or_default).collect()))
     }
 
     async fn position(&mut self) -> Result<Option<Position>> {

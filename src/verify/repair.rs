@@ -6,9 +6,9 @@
 //!   delete (see `Side::delete_extra`).
 //! - Missing and different rows are copied again through the watermark snapshot, which is safe
 //!   while streaming and resumable (a SIGKILL of verify or of the agent loses nothing: the
-//!   request is kept in the state store). This first version asks for a copy of the *whole
-//!   table*; copying only the divergent key ranges needs key-range requests in the chunked
-//!   snapshot, which it does not take yet.
+//!   request is kept in the state store): a copy of key ranges that each hold one divergent
+//!   key, (its predecessor in the source's key order, the key]; with more than 1,000 keys, a
+//!   copy of the whole table.
 //! - Then the repaired keys are verified again (past the agent's confirmed position).
 //!
 //! With the agent stopped, the extra rows are deleted and the copy is queued in the state store:
@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use cdc_core::chunked::{Cursor, Key as ReaderKey};
+
 use super::inflight::{settle, AgentLink};
+use super::kind::{Family, Kind};
 use super::report::RepairReport;
 use super::side::{Key, Side, TableSpec};
 use crate::config::{Config, SnapshotMethodConfig};
@@ -27,6 +30,8 @@ use crate::config::{Config, SnapshotMethodConfig};
 /// Attempts at the guarded delete (it gives way to the sink on lock contention).
 const DELETE_ATTEMPTS: usize = 10;
 const POLL: Duration = Duration::from_millis(500);
+/// Divergent keys copied again one by one at most; beyond, the whole table is copied.
+const MAX_RANGE_KEYS: usize = 1000;
 /// How long verify follows a table copy before it leaves it to run on.
 const COPY_WAIT: Duration = Duration::from_secs(3600);
 
@@ -69,16 +74,36 @@ pub async fn repair(
             notes.push("source.snapshot_method = \"transaction\" copies only when the pipeline first starts: missing and different rows were not copied again (set it to \"auto\" or \"watermark\")".into());
         } else {
             report.recopy_requested = true;
+            let ranges = key_ranges(source, spec, &recopy).await?;
+            report.recopy = if ranges.is_some() { "keys" } else { "table" }.to_string();
+            let table = &spec.source_name;
             match agent {
                 Some(agent) => {
-                    copied = copy_with_agent(agent, &spec.source_name, &mut notes).await?
+                    let (path, body) = match &ranges {
+                        Some(ranges) => (
+                            "/snapshot/ranges",
+                            serde_json::json!({
+                                "table": table,
+                                "ranges": cdc_core::chunked::ranges_json(ranges),
+                            })
+                            .to_string(),
+                        ),
+                        None => ("/snapshot", table.clone()),
+                    };
+                    copied = copy_with_agent(agent, table, path, &body, &mut notes).await?;
                 }
                 None => {
                     let store = crate::commands::open_store_of_stopped_agent(config)?;
                     let state = crate::store::SourceState::new(Arc::new(store), &config.agent.name);
-                    cdc_core::chunked::request(&state, std::slice::from_ref(&spec.source_name))
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    notes.push("agent not running: the table's copy is queued and runs with the next `cdc-agent run`; verify again after it".into());
+                    match &ranges {
+                        Some(ranges) => {
+                            cdc_core::chunked::request_ranges(&state, table, ranges).map(|_| ())
+                        }
+                        None => cdc_core::chunked::request(&state, std::slice::from_ref(table))
+                            .map(|_| ()),
+                    }
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    notes.push("agent not running: the copy is queued and runs with the next `cdc-agent run`; verify again after it".into());
                 }
             }
         }
@@ -101,11 +126,69 @@ pub async fn repair(
     Ok(Outcome { report, notes })
 }
 
-/// Asks the running agent to copy `table` again and follows the copy until it is sent; then
-/// the rows are verified again (past the agent's confirmed position). False when the copy did
-/// not finish while verify followed it.
-async fn copy_with_agent(agent: &AgentLink, table: &str, notes: &mut Vec<String>) -> Result<bool> {
-    let generation = match crate::admin::call(&agent.addr, "POST", "/snapshot", table).await {
+/// Key ranges that hold the divergent keys alone, (predecessor, key] in the source's own key
+/// order, each key written as the snapshot reader writes keys; `None` (copy the whole table)
+/// when there are too many keys or one cannot be written so.
+async fn key_ranges(
+    source: &mut dyn Side,
+    spec: &TableSpec,
+    keys: &[Key],
+) -> Result<Option<Vec<(Cursor, ReaderKey)>>> {
+    if keys.len() > MAX_RANGE_KEYS || spec.key.is_empty() {
+        return Ok(None);
+    }
+    let kinds: Vec<Kind> = spec
+        .key
+        .iter()
+        .map(|&i| spec.columns[i].kind.clone())
+        .collect();
+    let mut ranges = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(through) = reader_key(spec.pair.source, &kinds, key) else {
+            return Ok(None);
+        };
+        let from = match source.predecessor(key).await? {
+            None => Cursor::Start,
+            Some(before) => match reader_key(spec.pair.source, &kinds, &before) {
+                Some(before) => Cursor::After(before),
+                None => return Ok(None),
+            },
+        };
+        ranges.push((from, through));
+    }
+    Ok(Some(ranges))
+}
+
+/// A key as the snapshot reader writes it: Postgres text (bytea as `\x..`); for MySQL typed,
+/// `i:`/`u:` integers, `b:` bytes in hex, `s:` text.
+fn reader_key(source: Family, kinds: &[Kind], key: &Key) -> Option<ReaderKey> {
+    key.iter()
+        .zip(kinds)
+        .map(|(value, kind)| {
+            Some(Some(match (source, kind) {
+                (Family::Postgres, Kind::Bytes) => format!("\\x{value}"),
+                (Family::Postgres, _) => value.clone(),
+                (Family::Mysql, Kind::Int) if value.parse::<i64>().is_ok() => format!("i:{value}"),
+                (Family::Mysql, Kind::Int) => format!("u:{}", value.parse::<u64>().ok()?),
+                (Family::Mysql, Kind::Bytes) => format!("b:{value}"),
+                (Family::Mysql, _) => format!("s:{value}"),
+                (Family::Duckdb, _) => return None,
+            }))
+        })
+        .collect()
+}
+
+/// Sends the copy request (`path`, `body`) to the running agent and follows the copy until it
+/// is sent; then the rows are verified again (past the agent's confirmed position). False when
+/// the copy did not finish while verify followed it.
+async fn copy_with_agent(
+    agent: &AgentLink,
+    table: &str,
+    path: &str,
+    body: &str,
+    notes: &mut Vec<String>,
+) -> Result<bool> {
+    let generation = match crate::admin::call(&agent.addr, "POST", path, body).await {
         Some((200, body)) => {
             let list: Vec<serde_json::Value> =
                 serde_json::from_str(&body).context("the agent's answer to the copy request")?;

@@ -40,8 +40,10 @@ pub struct DifferentRow {
 pub struct RepairReport {
     /// Target rows deleted (or marked deleted) because the source no longer has them.
     pub deleted: u64,
-    /// Tables asked to be copied again for missing or different rows.
+    /// A copy was asked for the missing and different rows.
     pub recopy_requested: bool,
+    /// What was copied: `keys` (a key range per divergent key) or `table` (the whole table).
+    pub recopy: String,
     /// Divergent keys that still differ after the repair (re-checked).
     pub still_divergent: u64,
     /// Whether the repaired keys were verified again (the copy finished while verify waited).
@@ -235,10 +237,10 @@ pub fn render_human(r: &VerifyReport) -> String {
                 out,
                 "  repair: {} extra rows deleted; {}; {}",
                 repair.deleted,
-                if repair.recopy_requested {
-                    "table copied again for missing/different rows"
-                } else {
-                    "nothing to copy again"
+                match (repair.recopy_requested, repair.recopy.as_str()) {
+                    (false, _) => "nothing to copy again",
+                    (true, "keys") => "the missing/different keys copied again",
+                    (true, _) => "the table copied again for missing/different rows",
                 },
                 if repair.verified {
                     format!(

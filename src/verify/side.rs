@@ -14,7 +14,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 use cdc_core::Position;
 
-use super::kind::{Column, Family, Pair};
+use super::kind::{Column, Pair};
 
 /// A key's values, each as its normalized text (keys have no NULLs).
 pub type Key = Vec<String>;
@@ -69,8 +69,6 @@ pub struct Described {
 
 #[async_trait]
 pub trait Side: Send {
-    fn family(&self) -> Family;
-
     /// The columns and primary key of `schema.table` on this side (`None`: no such table).
     async fn describe(&mut self, schema: &str, table: &str) -> Result<Option<Described>>;
 
@@ -103,6 +101,13 @@ pub trait Side: Send {
 
     /// The rows with these keys (absent ones are left out); `values`: with column texts.
     async fn rows(&mut self, keys: &[Key], values: bool) -> Result<Vec<FetchedRow>>;
+
+    /// The key just before `key` in the source's own key order (its collation, as the snapshot
+    /// reads chunks), `None` when `key` comes first: a range (predecessor, key] holds `key` alone.
+    async fn predecessor(&mut self, key: &Key) -> Result<Option<Key>> {
+        let _ = key;
+        anyhow::bail!("only a source is asked for key order")
+    }
 
     /// The source's current position in its change log (`None` for a target).
     async fn position(&mut self) -> Result<Option<Position>>;

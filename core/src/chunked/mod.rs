@@ -40,8 +40,8 @@ mod progress;
 mod worker;
 
 pub use progress::{
-    load_plans, request, request_initial, request_status, requests, save_progress, ChunkSpan,
-    Durability, STATE_PREFIX,
+    load_plans, parse_ranges, ranges_json, request, request_initial, request_ranges,
+    request_status, requests, save_progress, ChunkSpan, Durability, STATE_PREFIX,
 };
 
 use std::collections::{HashMap, HashSet};

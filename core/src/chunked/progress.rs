@@ -1,6 +1,8 @@
 //! Requests and progress of chunked snapshots, kept in a source's state tree.
 //!
-//! - `snapshot/request/{table}` → `{"generation": g}`: the newest copy asked for.
+//! - `snapshot/request/{table}` → `{"generation": g}`: the newest copy asked for; with
+//!   `"ranges": [{"from": c, "through": k}, ...]` only those key ranges (`cdc-agent verify
+//!   --repair`).
 //! - `snapshot/progress/{table}/{g:010}/{at:016x}` → `{"from": f, "cursor": c, "rows": n}`: the
 //!   chunk of keys in (f, c] (`c` = `"done"`: to the end of the table), `n` rows, went down the
 //!   pipeline in the watermark transaction at stream order `at`. It counts once the checkpoint has
@@ -62,6 +64,95 @@ pub fn request(tree: &dyn StateTree, tables: &[String]) -> Result<Vec<u64>, Pipe
         out.push(generation);
     }
     Ok(out)
+}
+
+/// Asks for a copy of only these key ranges (from, through] of `table` (the rows `cdc-agent
+/// verify` found divergent): the next generation, whose plan has no frontier and a hole per
+/// range. A later request of the whole table replaces it. Returns the generation.
+pub fn request_ranges(
+    tree: &dyn StateTree,
+    table: &str,
+    ranges: &[(Cursor, Key)],
+) -> Result<u64, PipelineError> {
+    let generation = requests(tree)?.get(table).copied().unwrap_or(0) + 1;
+    let ranges = ranges_json(ranges);
+    tree.put(
+        &request_key(table),
+        json!({ "generation": generation, "ranges": ranges })
+            .to_string()
+            .as_bytes(),
+    )?;
+    Ok(generation)
+}
+
+/// The key ranges of `table`'s newest request, if it asked for ranges only.
+fn requested_ranges(
+    tree: &dyn StateTree,
+    table: &str,
+) -> Result<Option<Vec<(Cursor, Key)>>, PipelineError> {
+    let key = request_key(table);
+    let Some((_, value)) = tree.scan(&key)?.into_iter().find(|(k, _)| *k == key) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&value).map_err(|_| state_error("snapshot request", &key))?;
+    let Some(ranges) = v.get("ranges") else {
+        return Ok(None);
+    };
+    parse_ranges(ranges)
+        .map(Some)
+        .ok_or_else(|| state_error("snapshot request", &key))
+}
+
+/// Key ranges as JSON: `[{"from": "start" | {"after": [..]}, "through": [..]}, ...]`.
+pub fn ranges_json(ranges: &[(Cursor, Key)]) -> serde_json::Value {
+    ranges
+        .iter()
+        .map(|(from, through)| json!({ "from": cursor_json(from), "through": through }))
+        .collect()
+}
+
+/// Key ranges from their JSON ([`ranges_json`]); `None` when malformed.
+pub fn parse_ranges(v: &serde_json::Value) -> Option<Vec<(Cursor, Key)>> {
+    v.as_array()?
+        .iter()
+        .map(|r| {
+            let from = parse_cursor(&r["from"])?;
+            let through = r["through"]
+                .as_array()?
+                .iter()
+                .map(|k| match k {
+                    serde_json::Value::Null => Some(None),
+                    other => other.as_str().map(|s| Some(s.to_string())),
+                })
+                .collect::<Option<Key>>()?;
+            Some((from, through))
+        })
+        .collect()
+}
+
+/// A ranged copy's plan: the ranges no durable chunk covers yet, as holes.
+fn ranged_plan(
+    table: String,
+    generation: u64,
+    ranges: Vec<(Cursor, Key)>,
+    entries: &[Entry],
+) -> TablePlan {
+    let covered = |from: &Cursor, through: &Key| {
+        entries
+            .iter()
+            .any(|e| e.from == *from && e.to == Cursor::After(through.clone()))
+    };
+    TablePlan {
+        rows: entries.iter().map(|e| e.rows).sum(),
+        holes: ranges
+            .into_iter()
+            .filter(|(from, through)| !covered(from, through))
+            .collect(),
+        table,
+        generation,
+        cursor: Cursor::Done,
+    }
 }
 
 /// Asks once for the initial copy of `tables` (a restart before the first checkpoint keeps the
@@ -134,6 +225,10 @@ pub fn load_plans(
                 Durability::Running => {}
             }
         }
+        if let Some(ranges) = requested_ranges(tree, &table)? {
+            plans.push(ranged_plan(table, generation, ranges, &durable));
+            continue;
+        }
         let (chained, cursor, rows) = chain(&durable, &Cursor::Start);
         let newest = chained.iter().map(|&i| &durable[i]).max_by_key(|e| e.at);
         if let Some(newest) = newest {
@@ -182,9 +277,12 @@ pub fn request_status(
             .iter()
             .map(|(key, value)| Entry::parse(key, value))
             .collect::<Result<Vec<_>, _>>()?;
-        let (_, cursor, _) = chain(&entries, &Cursor::Start);
         let rows = entries.iter().map(|e| e.rows).sum();
-        out.push((table, generation, rows, cursor == Cursor::Done));
+        let done = match requested_ranges(tree, &table)? {
+            Some(ranges) => ranged_plan(table.clone(), generation, ranges, &entries).finished(),
+            None => chain(&entries, &Cursor::Start).1 == Cursor::Done,
+        };
+        out.push((table, generation, rows, done));
     }
     Ok(out)
 }
@@ -450,6 +548,51 @@ mod tests {
         }
         let resumed = plan(&tree, Durability::Resume(Some(0x300)));
         assert_eq!((resumed.cursor, resumed.rows), (after("20"), 20));
+    }
+
+    #[test]
+    fn a_ranged_request_copies_its_ranges_only_and_resumes_the_rest() {
+        let tree = MemoryTree::default();
+        request(&tree, &["public.t".into()]).unwrap();
+        let ranges = vec![
+            (after("9"), vec![Some("10".to_string())]),
+            (Cursor::Start, vec![Some("1".to_string())]),
+        ];
+        assert_eq!(request_ranges(&tree, "public.t", &ranges).unwrap(), 2);
+        let planned = plan(&tree, Durability::Running);
+        assert_eq!(
+            (
+                planned.generation,
+                planned.cursor.clone(),
+                planned.holes.clone()
+            ),
+            (2, Cursor::Done, ranges.clone())
+        );
+        assert!(!planned.finished());
+        // The first range's chunk went out and became durable; the second did not.
+        save_progress(&tree, &span2(after("9"), after("10"), 1), 0x100).unwrap();
+        assert_eq!(
+            request_status(&tree).unwrap(),
+            vec![("public.t".into(), 2, 1, false)]
+        );
+        let resumed = plan(&tree, Durability::Resume(Some(0x200)));
+        assert_eq!(resumed.holes, vec![ranges[1].clone()]);
+        save_progress(&tree, &span2(Cursor::Start, after("1"), 1), 0x300).unwrap();
+        assert!(plan(&tree, Durability::Resume(Some(0x400))).finished());
+        assert_eq!(
+            request_status(&tree).unwrap(),
+            vec![("public.t".into(), 2, 2, true)]
+        );
+        // A whole-table request replaces it.
+        assert_eq!(request(&tree, &["public.t".into()]).unwrap(), vec![3]);
+        assert_eq!(plan(&tree, Durability::Running).cursor, Cursor::Start);
+    }
+
+    fn span2(from: Cursor, to: Cursor, rows: u64) -> ChunkSpan {
+        ChunkSpan {
+            generation: 2,
+            ..span(from, to, rows)
+        }
     }
 
     #[test]
