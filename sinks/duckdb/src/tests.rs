@@ -554,7 +554,10 @@ async fn a_missing_directory_is_a_definite_error_with_a_fix() {
     cfg.path = dir.path().join("nope/target.duckdb").display().to_string();
     let err = DuckdbSink::new(cfg.clone()).open().await.unwrap_err();
     assert!(!err.is_transient());
-    assert!(err.message.contains("does not exist"), "{err}");
+    assert!(
+        err.message.contains("nope") && err.to_string().contains("its directory must exist"),
+        "the missing directory and the fix: {err}"
+    );
     assert!(!check(&cfg).ok);
     let cfg = config(&dir);
     assert!(check(&cfg).ok, "a file that can be created");
