@@ -867,7 +867,6 @@ async fn a_repair_survives_sigkills_of_verify_and_of_the_agent() {
     repair.wait().unwrap();
     agent.kill9();
     let agent = p.start();
-    p.wait_state("streaming", Duration::from_secs(60));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
