@@ -128,6 +128,7 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         pair: Pair {
             source: source_family,
             target: target_family,
+            record_hash: source.record_hash() && target.record_hash(),
         },
         target_schema,
         soft_delete: config.sink.delete_mode == cdc_core::warehouse::DeleteMode::Soft,
