@@ -809,6 +809,12 @@ async fn keyless_tables_compare_whole_and_max_rows_samples() {
     );
     let (code, report) = verify(&p, &[]);
     assert_eq!(code, 0, "{report:#}");
+    // Usage errors exit 2: a table the pipeline does not replicate, a sink with no tables.
+    let out = p.run_cmd(&["verify", "public.nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not one of the pipeline's tables"));
+    let jsonl = Pipeline::new(&src.url, "vkjsonl", &["public.bag"], "snapshot = \"never\"");
+    assert_eq!(jsonl.run_cmd(&["verify"]).status.code(), Some(2));
     let bag = table(&report, "public.bag");
     assert!(
         bag["notes"]

@@ -43,7 +43,7 @@ use side::{Key, Side, TableSpec};
 pub struct VerifyArgs {
     /// Tables as schema.table (default: every table of the pipeline).
     pub tables: Vec<String>,
-    /// Machine-readable output (shape in the README).
+    /// Machine-readable output (shape in docs/verify.md).
     #[arg(long)]
     pub json: bool,
     /// Copy divergent rows again (through the watermark snapshot) and delete extra rows, then
