@@ -309,7 +309,12 @@ impl DeadLetters for DeadLetterQueue {
                     .or_default() += 1;
             }
             // Durable before the sink commits past these changes.
+            let flushing = std::time::Instant::now();
             self.store.flush().map_err(state)?;
+            tracing::debug!(
+                ms = flushing.elapsed().as_millis() as u64,
+                "dead letters flushed"
+            );
         }
         self.show_size();
         Ok(())

@@ -316,6 +316,9 @@ impl MysqlSink {
                     &mut letters,
                 );
             }
+            if changes.is_empty() {
+                continue;
+            }
             self.touched.insert(table.name.clone());
             let conn = self.conn.as_mut().ok_or_else(not_open)?;
             let mut applier = PartApplier {
@@ -339,7 +342,9 @@ impl MysqlSink {
                 .dead_letters
                 .as_ref()
                 .is_some_and(|d| d.sets_aside_poison());
+            let searching = std::time::Instant::now();
             let refused = apply_around_poison(&mut applier, &changes, error, !set_aside).await?;
+            tracing::debug!(table = %source_name, changes = changes.len(), refused = refused.len(), ms = searching.elapsed().as_millis() as u64, "dead-letter search done");
             for (i, error) in refused {
                 let letter = dead_letter::refusal(&source_name, schema, &changes[i], &error);
                 if !set_aside {

@@ -197,6 +197,9 @@ impl PostgresSink {
                     &mut letters,
                 );
             }
+            if changes.is_empty() {
+                continue;
+            }
             let client = self.client.as_ref().ok_or_else(|| {
                 PipelineError::transient("sink", "the target connection is not open")
             })?;
@@ -221,7 +224,9 @@ impl PostgresSink {
                 .dead_letters
                 .as_ref()
                 .is_some_and(|d| d.sets_aside_poison());
+            let searching = std::time::Instant::now();
             let refused = apply_around_poison(&mut applier, &changes, error, !set_aside).await?;
+            tracing::debug!(table = %source_name, changes = changes.len(), refused = refused.len(), ms = searching.elapsed().as_millis() as u64, "dead-letter search done");
             for (i, error) in refused {
                 let letter = dead_letter::refusal(&source_name, schema, &changes[i], &error);
                 if !set_aside {
