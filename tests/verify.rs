@@ -809,6 +809,12 @@ async fn keyless_tables_compare_whole_and_max_rows_samples() {
     );
     let (code, report) = verify(&p, &[]);
     assert_eq!(code, 0, "{report:#}");
+    // Usage errors exit 2: a table the pipeline does not replicate, a sink with no tables.
+    let out = p.run_cmd(&["verify", "public.nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not one of the pipeline's tables"));
+    let jsonl = Pipeline::new(&src.url, "vkjsonl", &["public.bag"], "snapshot = \"never\"");
+    assert_eq!(jsonl.run_cmd(&["verify"]).status.code(), Some(2));
     let bag = table(&report, "public.bag");
     assert!(
         bag["notes"]
@@ -867,7 +873,6 @@ async fn a_repair_survives_sigkills_of_verify_and_of_the_agent() {
     repair.wait().unwrap();
     agent.kill9();
     let agent = p.start();
-    p.wait_state("streaming", Duration::from_secs(60));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -966,4 +971,67 @@ async fn mariadb_rows_in_flight_while_a_writer_streams_are_no_divergence() {
     src.drop().await;
     pg.drop().await;
     my.drop().await;
+}
+
+/// With `delete_mode = "soft"`, rows the target keeps as deleted count as absent; `--repair`
+/// marks an extra row deleted rather than deleting it.
+#[tokio::test(flavor = "multi_thread")]
+async fn soft_deleted_rows_count_as_absent() {
+    let src = TestDb::new("vsoftsrc").await;
+    let dst = TestDb::new("vsoftdst").await;
+    src.exec("CREATE TABLE ledger (id bigint PRIMARY KEY, tx int, v int)")
+        .await;
+    let p = Pipeline::with_sink(
+        &src.url,
+        &src.name,
+        &["public.ledger"],
+        "snapshot = \"never\"",
+        Some(&format!("{}\ndelete_mode = \"soft\"", pg_sink(&dst.url))),
+    );
+    let agent = common::start_streaming(&p);
+    src.exec("INSERT INTO ledger SELECT g, g % 7, g FROM generate_series(1, 3000) g")
+        .await;
+    common::wait_until(
+        "the rows in the target",
+        Duration::from_secs(60),
+        || async { pg_count(&dst, "SELECT count(*) FROM replica.ledger").await == 3000 },
+    )
+    .await;
+    // (Inserted and deleted in one batch, a row would never reach the target at all.)
+    src.exec("DELETE FROM ledger WHERE id % 10 = 0").await;
+    common::wait_until(
+        "the deletes in the target",
+        Duration::from_secs(60),
+        || async {
+            pg_count(
+                &dst,
+                "SELECT count(*) FROM replica.ledger WHERE _cdc_deleted",
+            )
+            .await
+                == 300
+        },
+    )
+    .await;
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(table(&report, "public.ledger")["rows_compared"], 2700);
+    dst.exec("UPDATE replica.ledger SET _cdc_deleted = false WHERE id = 50")
+        .await;
+    let (code, report) = verify(&p, &["--repair"]);
+    let t = table(&report, "public.ledger");
+    assert_eq!(keys(&t["extra_keys"], "id"), ["50"], "{t:#}");
+    assert_eq!(t["repair"]["deleted"], 1, "{t:#}");
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        pg_count(
+            &dst,
+            "SELECT count(*) FROM replica.ledger WHERE id = 50 AND _cdc_deleted"
+        )
+        .await,
+        1,
+        "marked deleted, kept"
+    );
+    drop(agent);
+    src.drop().await;
+    dst.drop().await;
 }

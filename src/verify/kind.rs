@@ -23,6 +23,9 @@ pub enum Family {
 pub struct Pair {
     pub source: Family,
     pub target: Family,
+    /// Both sides hash rows by their values' own hash functions (Postgres 14 or later on both):
+    /// no text is made (see `postgres.rs`).
+    pub record_hash: bool,
 }
 
 impl Pair {

@@ -43,7 +43,7 @@ use side::{Key, Side, TableSpec};
 pub struct VerifyArgs {
     /// Tables as schema.table (default: every table of the pipeline).
     pub tables: Vec<String>,
-    /// Machine-readable output (shape in the README).
+    /// Machine-readable output (shape in docs/verify.md).
     #[arg(long)]
     pub json: bool,
     /// Copy divergent rows again (through the watermark snapshot) and delete extra rows, then
@@ -128,6 +128,7 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         pair: Pair {
             source: source_family,
             target: target_family,
+            record_hash: source.record_hash() && target.record_hash(),
         },
         target_schema,
         soft_delete: config.sink.delete_mode == cdc_core::warehouse::DeleteMode::Soft,

@@ -91,6 +91,8 @@ struct Prepared {
 pub struct PgSide {
     conn: Connection,
     source: bool,
+    /// `server_version_num`.
+    version: u32,
     bytes: u64,
     temp_functions: bool,
     prepared: Option<Prepared>,
@@ -111,13 +113,22 @@ impl PgSide {
                     if source { "source" } else { "target" }
                 )
             })?;
-        Ok(PgSide {
+        let mut side = PgSide {
             conn,
             source,
+            version: 0,
             bytes: 0,
             temp_functions: false,
             prepared: None,
-        })
+        };
+        side.version = side
+            .query("SHOW server_version_num")
+            .await?
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(side)
     }
 
     async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
@@ -380,7 +391,7 @@ impl Side for PgSide {
             hashable.push(hashable_sql(&quote_ident(&column.name), &column.kind, mine));
             values.push(value);
         }
-        let (row_hash, hash_term) = if spec.pair.same_family() {
+        let (row_hash, hash_term) = if spec.pair.same_family() && spec.pair.record_hash {
             // Postgres on both sides: each value hashed by its type's own hash function (no
             // text made at all), the types made the same on both sides first.
             let term = format!("hash_record_extended(ROW({}), 0)", hashable.join(", "));
@@ -653,6 +664,10 @@ impl Side for PgSide {
     fn bytes_read(&self) -> u64 {
         self.bytes
     }
+
+    fn record_hash(&self) -> bool {
+        self.version >= 140_000
+    }
 }
 
 /// A fetched row from its fields: key columns, md5, then (with `values`) each column.
@@ -757,10 +772,12 @@ mod tests {
         let pg = Pair {
             source: Family::Postgres,
             target: Family::Postgres,
+            record_hash: true,
         };
         let from_mysql = Pair {
             source: Family::Mysql,
             target: Family::Postgres,
+            record_hash: false,
         };
         assert_eq!(
             value_sql("c", &Kind::Decimal, &own(None), pg, true),

@@ -6,9 +6,9 @@
 //!   delete (see `Side::delete_extra`).
 //! - Missing and different rows are copied again through the watermark snapshot, which is safe
 //!   while streaming and resumable (a SIGKILL of verify or of the agent loses nothing: the
-//!   request is kept in the state store): a copy of key ranges that each hold one divergent
-//!   key, (its predecessor in the source's key order, the key]; with more than 1,000 keys, a
-//!   copy of the whole table.
+//!   request is kept in the state store): a copy of key ranges (the predecessor of a divergent
+//!   key in the source's key order, the key], integer keys less than 1,000 apart in one range;
+//!   with more than 1,000 keys, a copy of the whole table.
 //! - Then the repaired keys are verified again (past the agent's confirmed position).
 //!
 //! With the agent stopped, the extra rows are deleted and the copy is queued in the state store:
@@ -30,8 +30,10 @@ use crate::config::{Config, SnapshotMethodConfig};
 /// Attempts at the guarded delete (it gives way to the sink on lock contention).
 const DELETE_ATTEMPTS: usize = 10;
 const POLL: Duration = Duration::from_millis(500);
-/// Divergent keys copied again one by one at most; beyond, the whole table is copied.
+/// Divergent keys copied again by key at most; beyond, the whole table is copied.
 const MAX_RANGE_KEYS: usize = 1000;
+/// Integer keys closer than this share one copied range (see `group_integer_keys`).
+const GROUP_SPAN: i128 = 1000;
 /// How long verify follows a table copy before it leaves it to run on.
 const COPY_WAIT: Duration = Duration::from_secs(3600);
 
@@ -143,11 +145,14 @@ async fn key_ranges(
         .map(|&i| spec.columns[i].kind.clone())
         .collect();
     let mut ranges = Vec::with_capacity(keys.len());
-    for key in keys {
-        let Some(through) = reader_key(spec.pair.source, &kinds, key) else {
+    for group in group_integer_keys(&kinds, keys) {
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            continue;
+        };
+        let Some(through) = reader_key(spec.pair.source, &kinds, last) else {
             return Ok(None);
         };
-        let from = match source.predecessor(key).await? {
+        let from = match source.predecessor(first).await? {
             None => Cursor::Start,
             Some(before) => match reader_key(spec.pair.source, &kinds, &before) {
                 Some(before) => Cursor::After(before),
@@ -157,6 +162,32 @@ async fn key_ranges(
         ranges.push((from, through));
     }
     Ok(Some(ranges))
+}
+
+/// The keys in groups that one range may copy together: with a single integer key, sorted
+/// keys less than `GROUP_SPAN` apart share a range (it holds at most that many rows besides
+/// them, copied again harmlessly), so many divergent keys close together cost one chunk, not
+/// one each; other keys one by one.
+fn group_integer_keys(kinds: &[Kind], keys: &[Key]) -> Vec<Vec<Key>> {
+    let numbers: Option<Vec<(i128, &Key)>> = match kinds {
+        [Kind::Int] => keys
+            .iter()
+            .map(|k| k.first().and_then(|v| v.parse().ok()).map(|n| (n, k)))
+            .collect(),
+        _ => None,
+    };
+    let Some(mut numbers) = numbers else {
+        return keys.iter().map(|k| vec![k.clone()]).collect();
+    };
+    numbers.sort_by_key(|(n, _)| *n);
+    let mut groups: Vec<(i128, Vec<Key>)> = Vec::new();
+    for (n, key) in numbers {
+        match groups.last_mut() {
+            Some((start, group)) if n - *start < GROUP_SPAN => group.push(key.clone()),
+            _ => groups.push((n, vec![key.clone()])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
 }
 
 /// A key as the snapshot reader writes it: Postgres text (bytea as `\x..`); for MySQL typed,
@@ -223,5 +254,29 @@ async fn copy_with_agent(
             return Ok(false);
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: i64) -> Key {
+        vec![n.to_string()]
+    }
+
+    #[test]
+    fn close_integer_keys_share_a_range_others_go_one_by_one() {
+        let keys = vec![key(5000), key(10), key(900), key(1500), key(-3)];
+        assert_eq!(
+            group_integer_keys(&[Kind::Int], &keys),
+            vec![
+                vec![key(-3), key(10), key(900)],
+                vec![key(1500)],
+                vec![key(5000)]
+            ]
+        );
+        let text = vec![vec!["b".to_string()], vec!["a".to_string()]];
+        assert_eq!(group_integer_keys(&[Kind::Text], &text).len(), 2);
     }
 }

@@ -132,6 +132,11 @@ pub trait Side: Send {
 
     /// Bytes of query results received so far.
     fn bytes_read(&self) -> u64;
+
+    /// This side hashes rows with `hash_record_extended` (Postgres 14 or later).
+    fn record_hash(&self) -> bool {
+        false
+    }
 }
 
 /// Rows fetched by key per statement.
