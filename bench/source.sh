@@ -5,6 +5,9 @@
 #   bench/source.sh                       1,000,000 changes, 3 interleaved runs of each, medians
 #   BENCH_TRANSACTIONS=100 BENCH_RUNS=1 bench/source.sh
 #
+# Each run also measures the agent scraped for /metrics every second, and the agent with three
+# masked columns (`[[table]]`: b hash, d null, e redact) against the plain one (budget: 10 %).
+#
 # Workload (shared/notes/FINDINGS.md): table (id bigint pk, a int, b text(64), c timestamptz,
 # d numeric, e jsonb); each transaction 500 inserts, 300 updates, 200 deletes. Every run reads
 # its own slot, created before the workload, so all runs see the same changes.
@@ -26,7 +29,8 @@ rm -rf "$WORK" && mkdir -p "$WORK"
     -c "CREATE PUBLICATION cdc_bench FOR TABLE bench"
 for i in $(seq 1 "$RUNS"); do
     "${PSQL[@]}" -d cdc_bench -At -c "SELECT pg_create_logical_replication_slot('recv_$i', 'pgoutput')" -c "SELECT pg_create_logical_replication_slot('agent_$i', 'pgoutput')" \
-        -c "SELECT pg_create_logical_replication_slot('scraped_$i', 'pgoutput')" >/dev/null
+        -c "SELECT pg_create_logical_replication_slot('scraped_$i', 'pgoutput')" \
+        -c "SELECT pg_create_logical_replication_slot('masked_$i', 'pgoutput')" >/dev/null
 done
 
 echo "bench: writing $CHANGES changes in $TX transactions"
@@ -44,11 +48,13 @@ run_recvlogical() { # slot -> seconds
     python3 -c "print($t1 - $t0)"
 }
 
-run_agent() { # slot name, scrape /metrics every second (0/1) -> "seconds cpu_seconds peak_kb lines"
-    local i=$1 scrape=$2 dir="$WORK/agent_$1" m
+run_agent() { # slot name, scrape /metrics every second (0/1), [masked (0/1)] -> "seconds cpu_seconds peak_kb lines"
+    local i=$1 scrape=$2 masked=${3:-0} dir="$WORK/agent_$1" m key=""
     mkdir -p "$dir"
+    [ "$masked" = 1 ] && key='mask_key = "bench-mask-key-0123456789"'
     cat > "$dir/cdc-agent.toml" <<TOML
 [agent]
+$key
 name = "bench_$i"
 state_dir = "$dir/state"
 admin_addr = "127.0.0.1:$ADMIN_PORT"
@@ -65,6 +71,14 @@ snapshot = "never"
 type = "jsonl"
 path = "$dir/changes.jsonl"
 TOML
+    if [ "$masked" = 1 ]; then
+        cat >> "$dir/cdc-agent.toml" <<TOML
+
+[[table]]
+match = "public.bench"
+mask = { b = "hash", d = "null", e = "redact" }
+TOML
+    fi
     m=$(measure_agent "$AGENT" "$dir" "$CHANGES" "$scrape")
     echo "$m $(wc -l < "$dir/changes.jsonl")"
 }
@@ -74,8 +88,9 @@ for i in $(seq 1 "$RUNS"); do
     r=$(run_recvlogical "recv_$i")
     a=$(run_agent "agent_$i" 0)
     m=$(run_agent "scraped_$i" 1)
-    echo "run $i: pg_recvlogical ${r}s; cdc-agent (s, cpu s, peak KiB, lines) $a; scraped every second $m"
-    echo "$r $a $m" >> "$WORK/results.txt"
+    k=$(run_agent "masked_$i" 0 1)
+    echo "run $i: pg_recvlogical ${r}s; cdc-agent (s, cpu s, peak KiB, lines) $a; scraped every second $m; three masked columns $k"
+    echo "$r $a $m $k" >> "$WORK/results.txt"
 done
 
 summarize_jsonl pg_recvlogical "$CHANGES" "$WORK/results.txt"

@@ -27,7 +27,13 @@ pub struct Config {
     pub agent: AgentConfig,
     pub source: SourceConfig,
     pub sink: SinkConfig,
+    /// `[[table]]` sections: column filters and masks (see `config/tables.rs`).
+    #[serde(default, rename = "table")]
+    pub tables: Vec<TableSection>,
 }
+
+mod tables;
+pub use tables::{table_rules, TableSection};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +51,8 @@ pub struct AgentConfig {
     /// than this; 0 turns the warning off.
     #[serde(default = "default_slot_retained_warn_bytes")]
     pub slot_retained_warn_bytes: u64,
+    /// The HMAC-SHA256 key of `hash` column masks (`[[table]]` sections).
+    pub mask_key: Option<Secret>,
 }
 
 fn default_slot_retained_warn_bytes() -> u64 {
@@ -432,6 +440,9 @@ impl Config {
                     }
                 }
             }
+        }
+        if let Err((key, why)) = table_rules(self) {
+            return fail(&key, &why);
         }
         if self.source.snapshot_workers == 0 || self.source.snapshot_chunk_rows == 0 {
             return fail(

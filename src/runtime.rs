@@ -148,6 +148,7 @@ impl Runtime {
             metrics: Arc::clone(&self.metrics),
             flush_interval: self.config.flush_interval(),
             saved,
+            masker: wiring::masker(&self.config)?,
         };
         let sink_task = tokio::spawn(tracing::Instrument::in_current_span(driver.run(rx)));
         let (source_stop_tx, source_stop_rx) = watch::channel(false);

@@ -1,7 +1,7 @@
 //! Drives a sink and keeps the checkpoint: the half of the pipeline behind the channel.
 //!
 //! ```text
-//!  channel ─▶ Sink::write ─▶ (at a transaction boundary, every flush interval) Sink::flush
+//!  channel ─▶ Masker (column filters, masks) ─▶ Sink::write ─▶ (at a transaction boundary, every flush interval) Sink::flush
 //!                                   ─▶ state store (fsync) ─▶ `confirmed` ─▶ source confirms upstream
 //! ```
 //!
@@ -36,6 +36,9 @@ pub struct SinkDriver {
     pub flush_interval: Duration,
     /// The checkpoint already recorded: a new one is saved only if it moves forward.
     pub saved: Option<Checkpoint>,
+    /// The `[[table]]` rules: every change passes here, snapshot rows and streamed changes
+    /// alike, before the sink sees it.
+    pub masker: cdc_core::columns::Masker,
 }
 
 impl SinkDriver {
@@ -53,6 +56,7 @@ impl SinkDriver {
         // Commit times of the transactions received and not yet durable (for the latency
         // histogram), bounded: past the cap the rest go unobserved.
         let mut commit_times: Vec<i64> = Vec::new();
+        let masking = !self.masker.is_empty();
         loop {
             let flush_due = last_flush + self.flush_interval;
             let received = tokio::select! {
@@ -69,7 +73,12 @@ impl SinkDriver {
             for envelope in envelopes.drain(..) {
                 let (batch, permit) = envelope.into_parts();
                 permits.push(permit);
-                for message in batch {
+                for mut message in batch {
+                    if masking {
+                        if let SourceMessage::Change(event) = &mut message {
+                            self.masker.apply(event)?;
+                        }
+                    }
                     match &message {
                         SourceMessage::Change(event) => {
                             at_boundary = false;

@@ -24,6 +24,8 @@ pub fn postgres_config(config: &Config) -> PostgresConfig {
         snapshot_method: snapshot_method(config),
         snapshot_workers: config.source.snapshot_workers,
         snapshot_chunk_rows: config.source.snapshot_chunk_rows,
+        // Validated when the config was loaded.
+        table_rules: crate::config::table_rules(config).unwrap_or_default(),
     }
 }
 
@@ -76,6 +78,16 @@ pub async fn build_source(
             ))
         }
     }
+}
+
+/// The `[[table]]` rules as the sink driver applies them.
+pub fn masker(config: &Config) -> Result<cdc_core::columns::Masker, PipelineError> {
+    let rules = crate::config::table_rules(config)
+        .map_err(|(key, why)| PipelineError::definite("config", format!("`{key}` {why}")))?;
+    Ok(cdc_core::columns::Masker::new(
+        rules,
+        config.agent.mask_key.as_ref().map(|k| k.expose().as_bytes()),
+    ))
 }
 
 /// The sink of `run`: refused changes go to `dead_letters` (`sink.on_error = "dlq"`), changes to

@@ -6,6 +6,7 @@
 //!
 //! * [`event`]: the canonical change record ([`ChangeEvent`]) and its JSON form.
 //! * [`value`]: lossless column values.
+//! * [`columns`]: per-table column filters and masks, applied before any sink.
 //! * [`name`]: interned names of columns and tables, copied for free.
 //! * [`json`]: the record's JSON, written fast for sinks that write every record.
 //! * [`json_line`]: JSON documents on one line, as every record carries them.
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod check;
 pub mod chunked;
+pub mod columns;
 pub mod dead_letter;
 pub mod debezium;
 pub mod error;

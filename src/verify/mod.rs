@@ -15,6 +15,7 @@
 mod bisect;
 #[cfg(feature = "duckdb")]
 mod duckdb;
+mod filtered;
 mod inflight;
 mod kind;
 mod mysql;
@@ -292,7 +293,7 @@ async fn compare_table(
     let bytes_before = source.bytes_read() + target.bytes_read();
     let target_table = target_name(ctx, table);
     let (schema, name) = table.split_once('.').unwrap_or(("", table));
-    let Some(described) = source.describe(schema, name).await? else {
+    let Some(mut described) = source.describe(schema, name).await? else {
         return Ok(TableReport::failed(
             table,
             &target_table,
@@ -300,6 +301,10 @@ async fn compare_table(
         ));
     };
     let mut notes = Vec::new();
+    match filtered::compared_columns(ctx.config, schema, name, &mut described) {
+        Ok(note) => notes.extend(note),
+        Err(problem) => return Ok(TableReport::failed(table, &target_table, problem)),
+    }
     let keyed = !described.key.is_empty()
         && described
             .key

@@ -5,11 +5,13 @@
 //! * [`values`]: text values to lossless [`cdc_core::Value`]s.
 //! * [`schema`]: relations, value kinds and keys.
 //! * [`setup`]: tables, publication, slot, preflight.
+//! * [`column_lists`]: publication column lists for `columns = [...]`, where safe.
 //! * [`snapshot`]: a copy in the slot's exported snapshot (one transaction).
 //! * [`chunked`]: the resumable copy in key chunks between watermarks, while streaming.
 //! * [`source`]: the streaming loop.
 
 pub mod chunked;
+pub mod column_lists;
 mod errors;
 pub mod pgoutput;
 pub mod schema;

@@ -5,6 +5,7 @@
 
 use cdc_core::{CheckOutcome, Lsn, PipelineError};
 
+use crate::column_lists;
 use crate::errors::classify;
 use crate::schema::{quote_ident, quote_literal, Catalog, SESSION_SETTINGS};
 use crate::wire::{ConnectParams, Connection};
@@ -30,6 +31,9 @@ pub struct PostgresConfig {
     pub snapshot_workers: usize,
     /// Rows per chunk.
     pub snapshot_chunk_rows: usize,
+    /// The `[[table]]` rules: `columns = [...]` become publication column lists where safe
+    /// (see [`crate::column_lists`]).
+    pub table_rules: Vec<cdc_core::columns::TableRule>,
 }
 
 /// A table the pipeline replicates.
@@ -136,12 +140,33 @@ pub fn wal_level_error(level: &str) -> PipelineError {
     .with_hint("ALTER SYSTEM SET wal_level = logical; then restart Postgres")
 }
 
-/// Creates the publication if missing, and adds configured tables it lacks.
+/// Creates the publication if missing, adds configured tables it lacks, and sets the column
+/// lists of tables with `columns = [...]` where that is safe ([`crate::column_lists`]).
 pub async fn ensure_publication(
     catalog: &mut Catalog,
     config: &PostgresConfig,
     tables: &[TableRef],
 ) -> Result<(), PipelineError> {
+    let plan = column_lists::plan(catalog, config, tables).await?;
+    for (table, choice) in &plan {
+        match choice {
+            column_lists::Choice::Server(columns) => tracing::info!(table = %table.qualified(), columns = %columns.join(", "), "publication column list: the server sends only these columns"),
+            column_lists::Choice::Agent(why) => tracing::info!(table = %table.qualified(), "column filter: {why}"),
+        }
+    }
+    add_to_publication(catalog, config, tables, &plan).await?;
+    column_lists::sync(catalog, &config.publication, &plan).await
+}
+
+async fn add_to_publication(
+    catalog: &mut Catalog,
+    config: &PostgresConfig,
+    tables: &[TableRef],
+    plan: &[(TableRef, column_lists::Choice)],
+) -> Result<(), PipelineError> {
+    let entry = |t: &TableRef| {
+        column_lists::publication_entry(t, plan.iter().find(|(p, _)| p == t).map(|(_, c)| c))
+    };
     let name = &config.publication;
     let r = catalog
         .query(&format!(
@@ -149,13 +174,7 @@ pub async fn ensure_publication(
             quote_literal(name)
         ))
         .await?;
-    let table_list = || {
-        tables
-            .iter()
-            .map(TableRef::sql_name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let table_list = || tables.iter().map(entry).collect::<Vec<_>>().join(", ");
     if r.rows.is_empty() {
         let sql = if config.tables.is_empty() {
             format!("CREATE PUBLICATION {} FOR ALL TABLES", quote_ident(name))
@@ -193,7 +212,7 @@ pub async fn ensure_publication(
         .filter(|t| !have.contains(&t.qualified().as_str()))
         .collect();
     if !missing.is_empty() {
-        let list: Vec<String> = missing.iter().map(|t| t.sql_name()).collect();
+        let list: Vec<String> = missing.iter().map(|&t| entry(t)).collect();
         tracing::info!(publication = %name, tables = %list.join(", "), "adding tables to the publication");
         catalog
             .query(&format!(
@@ -391,9 +410,12 @@ pub async fn preflight(config: &PostgresConfig) -> Vec<CheckOutcome> {
         Err(e) => out.push(fail_from("replication slot", e)),
     }
     match resolve_tables(&mut catalog, config).await {
-        Ok((tables, problems)) if problems.is_empty() => out.push(CheckOutcome::tables_found(
-            &tables.iter().map(TableRef::qualified).collect::<Vec<_>>(),
-        )),
+        Ok((tables, problems)) if problems.is_empty() => {
+            out.push(CheckOutcome::tables_found(
+                &tables.iter().map(TableRef::qualified).collect::<Vec<_>>(),
+            ));
+            out.extend(column_lists::describe(&mut catalog, config, &tables).await);
+        }
         Ok((_, problems)) => {
             for p in problems {
                 let (detail, hint) = split_fix(&p);
