@@ -350,9 +350,11 @@ async fn a_column_list_keeps_left_out_columns_off_the_wire_where_the_identity_al
         )
         .await
         .unwrap();
-    // The source application's writes keep working on both tables.
+    // The source application's writes keep working on both tables. (Synchronous commit: the
+    // SQL peek decodes only WAL already flushed, and the test server commits asynchronously.)
     db.exec(
-        "INSERT INTO cards VALUES (1, 'Ann Holder', '4111111111111111');
+        "SET synchronous_commit = on;
+         INSERT INTO cards VALUES (1, 'Ann Holder', '4111111111111111');
          UPDATE cards SET pan = '4222222222222222', holder = 'Ann H.' WHERE id = 1;
          INSERT INTO full_t VALUES (1, 'kept-a', 'left-out-b');
          UPDATE full_t SET b = 'left-out-b2' WHERE id = 1;
