@@ -86,7 +86,11 @@ pub fn masker(config: &Config) -> Result<cdc_core::columns::Masker, PipelineErro
         .map_err(|(key, why)| PipelineError::definite("config", format!("`{key}` {why}")))?;
     Ok(cdc_core::columns::Masker::new(
         rules,
-        config.agent.mask_key.as_ref().map(|k| k.expose().as_bytes()),
+        config
+            .agent
+            .mask_key
+            .as_ref()
+            .map(|k| k.expose().as_bytes()),
     ))
 }
 

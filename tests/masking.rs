@@ -86,16 +86,26 @@ fn assert_users_masked(records: &[Json]) {
             assert!(row.get("secret").is_none(), "excluded column in {r}");
             assert_eq!(row["ssn"], "[redacted]", "{r}");
             assert!(row["notes"].is_null(), "{r}");
-            assert_eq!(row["bio"].as_str().map(|b| b.chars().count()), Some(6), "{r}");
+            assert_eq!(
+                row["bio"].as_str().map(|b| b.chars().count()),
+                Some(6),
+                "{r}"
+            );
             let hash = row["email"].as_str().unwrap();
             assert_eq!(hash.len(), 64, "{r}");
-            assert!(hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert!(hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         }
     }
     let ann = by("insert", 1);
     assert_eq!(ann["source"]["snapshot"], true);
     assert_eq!(ann["after"]["email"], ANN_HASH);
-    assert_eq!(by("insert", 3)["after"]["email"], ANN_HASH, "equal inputs, equal hashes");
+    assert_eq!(
+        by("insert", 3)["after"]["email"],
+        ANN_HASH,
+        "equal inputs, equal hashes"
+    );
     let update = by("update", 1);
     assert_eq!(update["before"]["email"], ANN_HASH);
     assert_ne!(update["after"]["email"], ANN_HASH);
@@ -117,7 +127,10 @@ async fn postgres_snapshot_and_stream_into_json_lines_are_masked() {
     db.exec(USERS_CHANGES).await;
     let records = p.wait_records(5, Duration::from_secs(60));
     assert_eq!(agent.stop(), 0);
-    assert_no_secret("the JSON lines file", &std::fs::read_to_string(&p.output).unwrap());
+    assert_no_secret(
+        "the JSON lines file",
+        &std::fs::read_to_string(&p.output).unwrap(),
+    );
     assert_users_masked(&records);
     db.drop().await;
 }
@@ -125,10 +138,8 @@ async fn postgres_snapshot_and_stream_into_json_lines_are_masked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_snapshot_and_stream_into_json_lines_are_masked() {
     let db = TargetDb::new("maskmy");
-    db.exec(
-        &USERS.replace("ALTER TABLE users REPLICA IDENTITY FULL;", ""),
-    )
-    .await;
+    db.exec(&USERS.replace("ALTER TABLE users REPLICA IDENTITY FULL;", ""))
+        .await;
     let port = common::env().var("CDC_TEST_MYSQL_PORT");
     let url = format!("mysql://cdc:secret-pw@127.0.0.1:{port}/{}", db.name);
     let table = format!("{}.users", db.name);
@@ -140,7 +151,10 @@ async fn mysql_snapshot_and_stream_into_json_lines_are_masked() {
     db.exec(USERS_CHANGES).await;
     let records = p.wait_records(5, Duration::from_secs(60));
     assert_eq!(agent.stop(), 0);
-    assert_no_secret("the JSON lines file", &std::fs::read_to_string(&p.output).unwrap());
+    assert_no_secret(
+        "the JSON lines file",
+        &std::fs::read_to_string(&p.output).unwrap(),
+    );
     // The same key gives MySQL's rows the same hashes as Postgres' (binlog_row_image=FULL: the
     // before images are whole rows, masked too).
     assert_users_masked(&records);
@@ -228,28 +242,35 @@ async fn postgres_target_gets_masked_rows_and_only_the_kept_columns() {
     )
     .await;
     let target = dst.client().await;
-    common::wait_until("the target to catch up", Duration::from_secs(60), || async {
-        let n = |sql: &'static str| {
-            let target = &target;
-            async move {
-                target
-                    .query_one(sql, &[])
-                    .await
-                    .map(|r| r.get::<_, i64>(0))
-                    .unwrap_or(-1)
-            }
-        };
-        n("SELECT count(*) FROM replica.orders").await == 2
-            && n("SELECT count(*) FROM replica.users").await == 2
-            && n("SELECT count(*) FROM replica.accounts WHERE plan = 'pro'").await == 1
-            && n("SELECT count(*) FROM replica.accounts").await == 2
-    })
+    common::wait_until(
+        "the target to catch up",
+        Duration::from_secs(60),
+        || async {
+            let n = |sql: &'static str| {
+                let target = &target;
+                async move {
+                    target
+                        .query_one(sql, &[])
+                        .await
+                        .map(|r| r.get::<_, i64>(0))
+                        .unwrap_or(-1)
+                }
+            };
+            n("SELECT count(*) FROM replica.orders").await == 2
+                && n("SELECT count(*) FROM replica.users").await == 2
+                && n("SELECT count(*) FROM replica.accounts WHERE plan = 'pro'").await == 1
+                && n("SELECT count(*) FROM replica.accounts").await == 2
+        },
+    )
     .await;
     assert_eq!(agent.stop(), 0);
     let dump = dump_schema(&target, "replica").await;
     assert_no_secret("the target", &dump);
     let ann: String = target
-        .query_one("SELECT plan FROM replica.accounts WHERE email = $1", &[&ANN_HASH])
+        .query_one(
+            "SELECT plan FROM replica.accounts WHERE email = $1",
+            &[&ANN_HASH],
+        )
         .await
         .unwrap()
         .get(0);
@@ -260,13 +281,20 @@ async fn postgres_target_gets_masked_rows_and_only_the_kept_columns() {
     assert_eq!(users[1].1, "text", "a hashed column is text");
     let orders = target_columns(&target, "orders").await;
     let names: Vec<&str> = orders.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["id", "total"], "a column added later is left out too");
+    assert_eq!(
+        names,
+        ["id", "total"],
+        "a column added later is left out too"
+    );
     let user3: String = target
         .query_one("SELECT t::text FROM replica.users t WHERE id = 3", &[])
         .await
         .unwrap()
         .get(0);
-    assert!(user3.contains(ANN_HASH) && user3.contains("[redacted]"), "{user3}");
+    assert!(
+        user3.contains(ANN_HASH) && user3.contains("[redacted]"),
+        "{user3}"
+    );
     src.drop().await;
     dst.drop().await;
 }
@@ -364,15 +392,24 @@ async fn a_column_list_keeps_left_out_columns_off_the_wire_where_the_identity_al
     .await;
     let wire = peek(&client, &slot, &publication).await;
     assert!(contains(&wire, b"Ann Holder"), "the peek reads the changes");
-    assert!(contains(&wire, b"holder\0"), "the relation message names the kept column");
-    assert!(!contains(&wire, b"pan\0"), "the relation message leaves `pan` out");
+    assert!(
+        contains(&wire, b"holder\0"),
+        "the relation message names the kept column"
+    );
+    assert!(
+        !contains(&wire, b"pan\0"),
+        "the relation message leaves `pan` out"
+    );
     assert!(!contains(&wire, b"4111111111111111") && !contains(&wire, b"4222222222222222"));
     // full_t has no list: the server sends b, the agent drops it.
     assert!(contains(&wire, b"left-out-b"));
     let records = p.wait_records(6, Duration::from_secs(60));
     assert_eq!(agent.stop(), 0);
     let text = std::fs::read_to_string(&p.output).unwrap();
-    assert!(!text.contains("left-out-b") && !text.contains("4111"), "{text}");
+    assert!(
+        !text.contains("left-out-b") && !text.contains("4111"),
+        "{text}"
+    );
     assert!(records.iter().all(|r| r["after"].get("b").is_none()
         && r["before"].get("b").is_none()
         && r["after"].get("pan").is_none()));

@@ -68,12 +68,11 @@ pub fn table_rules(config: &Config) -> Result<Vec<TableRule>, (String, String)> 
                     "are exclusive: list the columns to keep, or the ones to leave out".into(),
                 ))
             }
-            (Some(columns), None) if columns.is_empty() => {
-                return Err((
-                    at("columns"),
-                    "is empty: list at least the key columns (or remove the table from source.tables)".into(),
-                ))
-            }
+            (Some(columns), None) if columns.is_empty() => return Err((
+                at("columns"),
+                "is empty: list at least the key columns (or remove the table from source.tables)"
+                    .into(),
+            )),
             (Some(columns), None) => Selection::Only(columns.clone()),
             (None, Some(columns)) => Selection::Except(columns.clone()),
             (None, None) => Selection::All,
@@ -190,15 +189,23 @@ path = "out.jsonl"
         let err = Config::parse(&format!("{without}\n{section}"), Path::new("a.toml"))
             .unwrap_err()
             .0;
-        assert!(err.contains("`table[0].mask.email` = \"hash\" needs `agent.mask_key`"), "{err}");
+        assert!(
+            err.contains("`table[0].mask.email` = \"hash\" needs `agent.mask_key`"),
+            "{err}"
+        );
         let short = BASE.replace("0123456789abcdef", "k3y-7x");
         let err = Config::parse(&format!("{short}\n{section}"), Path::new("a.toml"))
             .unwrap_err()
             .0;
-        assert!(err.contains("`agent.mask_key` must be at least 16 bytes"), "{err}");
+        assert!(
+            err.contains("`agent.mask_key` must be at least 16 bytes"),
+            "{err}"
+        );
         assert!(!err.contains("k3y-7x"), "the key is not printed: {err}");
         // Redact and null need no key.
-        let ok = format!("{without}\n[[table]]\nmatch = \"public.users\"\nmask = {{ email = \"redact\" }}\n");
+        let ok = format!(
+            "{without}\n[[table]]\nmatch = \"public.users\"\nmask = {{ email = \"redact\" }}\n"
+        );
         assert!(Config::parse(&ok, Path::new("a.toml")).is_ok());
     }
 }

@@ -161,7 +161,8 @@ pub async fn sync(
         ))
         .await?;
     for (table, choice) in plan {
-        let Some(row) = (0..r.rows.len()).find(|&i| r.get(i, "oid") == Some(table.oid.to_string().as_str()))
+        let Some(row) =
+            (0..r.rows.len()).find(|&i| r.get(i, "oid") == Some(table.oid.to_string().as_str()))
         else {
             // Not listed in pg_publication_rel: published through its schema (FOR TABLES IN
             // SCHEMA), which takes no column list; the agent drops the columns.
@@ -193,7 +194,11 @@ pub async fn sync(
 }
 
 /// `check`'s lines: per filtered table, where its columns are dropped.
-pub async fn describe(catalog: &mut Catalog, config: &PostgresConfig, tables: &[TableRef]) -> Vec<CheckOutcome> {
+pub async fn describe(
+    catalog: &mut Catalog,
+    config: &PostgresConfig,
+    tables: &[TableRef],
+) -> Vec<CheckOutcome> {
     match plan(catalog, config, tables).await {
         Ok(plan) => plan
             .into_iter()

@@ -150,8 +150,12 @@ pub async fn ensure_publication(
     let plan = column_lists::plan(catalog, config, tables).await?;
     for (table, choice) in &plan {
         match choice {
-            column_lists::Choice::Server(columns) => tracing::info!(table = %table.qualified(), columns = %columns.join(", "), "publication column list: the server sends only these columns"),
-            column_lists::Choice::Agent(why) => tracing::info!(table = %table.qualified(), "column filter: {why}"),
+            column_lists::Choice::Server(columns) => {
+                tracing::info!(table = %table.qualified(), columns = %columns.join(", "), "publication column list: the server sends only these columns")
+            }
+            column_lists::Choice::Agent(why) => {
+                tracing::info!(table = %table.qualified(), "column filter: {why}")
+            }
         }
     }
     add_to_publication(catalog, config, tables, &plan).await?;

@@ -59,7 +59,8 @@ enum Action {
 
 impl Compiled {
     fn new(rule: &TableRule) -> Compiled {
-        let names = |columns: &[String]| -> Vec<Name> { columns.iter().map(|c| Name::new(c)).collect() };
+        let names =
+            |columns: &[String]| -> Vec<Name> { columns.iter().map(|c| Name::new(c)).collect() };
         Compiled {
             keep_only: match &rule.selection {
                 Selection::Only(columns) => Some(names(columns)),
@@ -69,11 +70,7 @@ impl Compiled {
                 Selection::Except(columns) => names(columns),
                 _ => Vec::new(),
             },
-            masks: rule
-                .masks
-                .iter()
-                .map(|(c, m)| (Name::new(c), *m))
-                .collect(),
+            masks: rule.masks.iter().map(|(c, m)| (Name::new(c), *m)).collect(),
             rule: rule.clone(),
         }
     }

@@ -107,7 +107,10 @@ fn a_table_matching_two_sections_is_an_error() {
         .unwrap_err()
         .contains("two [[table]] sections"));
     assert_eq!(
-        rule_for(&rules, "public", "orders").unwrap().unwrap().pattern,
+        rule_for(&rules, "public", "orders")
+            .unwrap()
+            .unwrap()
+            .pattern,
         "public.*"
     );
     assert!(rule_for(&rules, "sales", "orders").unwrap().is_none());
@@ -118,14 +121,19 @@ fn changes_are_filtered_and_masked_in_every_image() {
     let mut m = masker();
     let mut event = users_change(Op::Update, 1, "ann@example.com");
     m.apply(&mut event).unwrap();
-    for image in [event.before.as_ref().unwrap(), event.after.as_ref().unwrap()] {
+    for image in [
+        event.before.as_ref().unwrap(),
+        event.after.as_ref().unwrap(),
+    ] {
         assert!(image.get("secret").is_none(), "excluded column left out");
         let email = image.get("email").unwrap();
         let Value::Text(hash) = email else {
             panic!("hash is text: {email:?}")
         };
         assert_eq!(hash.len(), 64);
-        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(hash
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(image.get("ssn"), Some(&text(REDACTED)));
         assert_eq!(image.get("age"), Some(&Value::Null));
         // Characters, not bytes.
@@ -156,14 +164,19 @@ fn equal_values_hash_equal_and_a_key_changes_the_hash() {
     let email = |e: &crate::ChangeEvent| e.after.as_ref().unwrap().get("email").cloned();
     assert_eq!(email(&a), email(&b));
     assert_ne!(email(&a), email(&c));
-    let mut other_key = Masker::new(users_rules(), Some(&b"another key of 32 bytes, or so.."[..]));
+    let mut other_key = Masker::new(
+        users_rules(),
+        Some(&b"another key of 32 bytes, or so.."[..]),
+    );
     let mut d = users_change(Op::Insert, 1, "ann@example.com");
     other_key.apply(&mut d).unwrap();
     assert_ne!(email(&a), email(&d));
     // HMAC-SHA256("0123456789abcdef0123456789abcdef", "ann@example.com"), by Python's hmac.
     assert_eq!(
         email(&a),
-        Some(text("093e3dd9df951c5008225d533a0175475075f7551ed269c5e61fa29bc2819ae4"))
+        Some(text(
+            "093e3dd9df951c5008225d533a0175475075f7551ed269c5e61fa29bc2819ae4"
+        ))
     );
 }
 
@@ -208,10 +221,26 @@ fn columns_keeps_only_the_listed_ones() {
 #[test]
 fn rules_that_do_not_fit_the_table_stop_with_the_reason() {
     let cases = [
-        (rule("public.users", Selection::All, &[("emial", Mask::Hash)]), "does not have"),
-        (rule("public.users", Selection::All, &[("age", Mask::Truncate(3))]), "truncate is for text"),
-        (rule("public.users", Selection::Except(vec!["id".into()]), &[]), "part of the key"),
-        (rule("public.users", Selection::All, &[("id", Mask::Redact)]), "makes different keys equal"),
+        (
+            rule("public.users", Selection::All, &[("emial", Mask::Hash)]),
+            "does not have",
+        ),
+        (
+            rule(
+                "public.users",
+                Selection::All,
+                &[("age", Mask::Truncate(3))],
+            ),
+            "truncate is for text",
+        ),
+        (
+            rule("public.users", Selection::Except(vec!["id".into()]), &[]),
+            "part of the key",
+        ),
+        (
+            rule("public.users", Selection::All, &[("id", Mask::Redact)]),
+            "makes different keys equal",
+        ),
     ];
     for (rule, expected) in cases {
         let mut m = Masker::new(vec![rule], Some(KEY));
@@ -228,7 +257,10 @@ fn nulls_stay_null_and_other_tables_pass_untouched() {
     let mut event = users_change(Op::Insert, 1, "a");
     event.after.as_mut().unwrap().0[1].1 = Value::Null;
     m.apply(&mut event).unwrap();
-    assert_eq!(event.after.as_ref().unwrap().get("email"), Some(&Value::Null));
+    assert_eq!(
+        event.after.as_ref().unwrap().get("email"),
+        Some(&Value::Null)
+    );
 
     let mut orders = users_change(Op::Insert, 1, "a");
     orders.source.table = "orders".into();
