@@ -193,6 +193,21 @@ fn mask_value(mask: Mask, key: Option<&hmac::Key>, value: &mut Value) {
     if value.is_null() {
         return;
     }
+    // Text is masked in its own buffer: no allocation on the common path.
+    if let (Value::Text(text), Mask::Hash | Mask::Redact) = (&mut *value, mask) {
+        match (mask, key) {
+            (Mask::Hash, Some(key)) => {
+                let tag = hmac::sign(key, text.as_bytes());
+                text.clear();
+                push_hex(text, tag.as_ref());
+            }
+            _ => {
+                text.clear();
+                text.push_str(REDACTED);
+            }
+        }
+        return;
+    }
     *value = match mask {
         Mask::Null => Value::Null,
         Mask::Redact => Value::Text(REDACTED.to_string()),
@@ -235,13 +250,18 @@ fn hash_value(key: &hmac::Key, value: &Value) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
     for b in bytes {
         out.push(DIGITS[(b >> 4) as usize] as char);
         out.push(DIGITS[(b & 0xf) as usize] as char);
     }
-    out
 }
 
 /// The schema sinks see: filtered columns left out, hashed and redacted columns text, the key
