@@ -442,5 +442,29 @@ async fn a_column_list_keeps_left_out_columns_off_the_wire_where_the_identity_al
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await
         .unwrap();
+    // Someone turns cards to REPLICA IDENTITY FULL while the agent is stopped: the list no
+    // longer covers the identity, Postgres refuses the application's UPDATEs, `check` says so,
+    // and the next start removes the list.
+    db.exec("ALTER TABLE cards REPLICA IDENTITY FULL; INSERT INTO cards VALUES (2, 'Bo', '4333')")
+        .await;
+    let refused = client
+        .batch_execute("UPDATE cards SET holder = 'B.' WHERE id = 2")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("replica identity")
+            || format!("{refused:?}").contains("replica identity"),
+        "{refused:?}"
+    );
+    let said = String::from_utf8_lossy(&p.run_cmd(&["check"]).stdout).to_string();
+    assert!(
+        said.contains("FAIL column filter: public.cards: publication")
+            && said.contains("does not cover the table's replica identity"),
+        "{said}"
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    db.exec("UPDATE cards SET holder = 'B.' WHERE id = 2").await;
+    assert_eq!(agent.stop(), 0);
     db.drop().await;
 }

@@ -150,27 +150,14 @@ pub async fn sync(
     if plan.is_empty() || server_version(catalog).await? < COLUMN_LISTS_SINCE {
         return Ok(());
     }
-    let r = catalog
-        .query(&format!(
-            "SELECT pr.prrelid::int8 AS oid, \
-             (SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_attribute a \
-              WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs::int2[])) AS list \
-             FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid \
-             WHERE p.pubname = {}",
-            quote_literal(publication)
-        ))
-        .await?;
+    let lists = current_lists(catalog, publication).await?;
     for (table, choice) in plan {
-        let Some(row) =
-            (0..r.rows.len()).find(|&i| r.get(i, "oid") == Some(table.oid.to_string().as_str()))
-        else {
+        let Some((_, current)) = lists.iter().find(|(oid, _)| *oid == table.oid) else {
             // Not listed in pg_publication_rel: published through its schema (FOR TABLES IN
             // SCHEMA), which takes no column list; the agent drops the columns.
             continue;
         };
-        let current: Option<Vec<String>> = r
-            .get(row, "list")
-            .map(|l| l.split(',').map(str::to_string).collect());
+        let current = current.clone();
         let wanted = match choice {
             Choice::Server(columns) => Some(columns.clone()),
             Choice::Agent(_) => None,
@@ -193,25 +180,83 @@ pub async fn sync(
     Ok(())
 }
 
-/// `check`'s lines: per filtered table, where its columns are dropped.
+/// The tables of the publication by oid, with their column list (`None`: every column).
+async fn current_lists(
+    catalog: &mut Catalog,
+    publication: &str,
+) -> Result<Vec<(u32, Option<Vec<String>>)>, PipelineError> {
+    let r = catalog
+        .query(&format!(
+            "SELECT pr.prrelid::int8 AS oid, \
+             (SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_attribute a \
+              WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs::int2[])) AS list \
+             FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid \
+             WHERE p.pubname = {}",
+            quote_literal(publication)
+        ))
+        .await?;
+    Ok((0..r.rows.len())
+        .filter_map(|i| {
+            let oid = r.get(i, "oid")?.parse().ok()?;
+            let list = r
+                .get(i, "list")
+                .map(|l| l.split(',').map(str::to_string).collect());
+            Some((oid, list))
+        })
+        .collect())
+}
+
+/// `check`'s lines: per filtered table, where its columns are dropped; and a FAIL for a table
+/// whose column list in the publication no longer covers its replica identity (someone turned
+/// it to REPLICA IDENTITY FULL, say): the source's UPDATEs and DELETEs fail until it is gone.
 pub async fn describe(
     catalog: &mut Catalog,
     config: &PostgresConfig,
     tables: &[TableRef],
 ) -> Vec<CheckOutcome> {
+    let lists = match server_version(catalog).await {
+        Ok(v) if v >= COLUMN_LISTS_SINCE => current_lists(catalog, &config.publication)
+            .await
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     match plan(catalog, config, tables).await {
         Ok(plan) => plan
             .into_iter()
             .map(|(table, choice)| {
-                let detail = match choice {
-                    Choice::Server(columns) => format!(
-                        "{}: publication column list ({}): the server sends no other column",
-                        table.qualified(),
-                        columns.join(", ")
+                let listed = lists
+                    .iter()
+                    .find(|(oid, _)| *oid == table.oid)
+                    .and_then(|(_, list)| list.as_ref());
+                match (choice, listed) {
+                    (Choice::Server(columns), _) => CheckOutcome::ok(
+                        "column filter",
+                        format!(
+                            "{}: publication column list ({}): the server sends no other column",
+                            table.qualified(),
+                            columns.join(", ")
+                        ),
                     ),
-                    Choice::Agent(why) => format!("{}: {why}", table.qualified()),
-                };
-                CheckOutcome::ok("column filter", detail)
+                    (Choice::Agent(why), Some(list)) if why.contains("UPDATE and DELETE fail") => {
+                        CheckOutcome::fail(
+                            "column filter",
+                            format!(
+                                "{}: publication {} lists only ({}), which does not cover the table's replica identity: the source's UPDATE and DELETE on it fail now",
+                                table.qualified(),
+                                config.publication,
+                                list.join(", ")
+                            ),
+                            format!(
+                                "start the agent (it removes the list), or ALTER PUBLICATION {pub_} DROP TABLE {t}; ALTER PUBLICATION {pub_} ADD TABLE {t};",
+                                pub_ = quote_ident(&config.publication),
+                                t = table.sql_name()
+                            ),
+                        )
+                    }
+                    (Choice::Agent(why), _) => {
+                        CheckOutcome::ok("column filter", format!("{}: {why}", table.qualified()))
+                    }
+                }
             })
             .collect(),
         Err(e) => vec![CheckOutcome::fail(
