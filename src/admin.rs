@@ -92,6 +92,8 @@ async fn answer(
         503 => "Service Unavailable",
         _ => "Not Found",
     };
+    // Status, metrics and errors may quote what a driver was given: never a secret.
+    let body = crate::secrets::scrub(&body);
     let response = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

@@ -113,7 +113,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::secrets::scrub(&e.to_string()));
             Ok(ExitCode::from(1))
         }
     }
@@ -250,7 +250,7 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
     });
     let mut failed = false;
     for outcome in &outcomes {
-        println!("{outcome}");
+        println!("{}", crate::secrets::scrub(&outcome.to_string()));
         failed |= !outcome.ok;
     }
     Ok(if failed {
@@ -340,9 +340,10 @@ pub async fn status(
         },
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let text = serde_json::to_string_pretty(&report)?;
+        println!("{}", crate::secrets::scrub(&text));
     } else {
-        print!("{}", render_human(&report));
+        print!("{}", crate::secrets::scrub(&render_human(&report)));
     }
     if report.state == PipelineState::NeverRan {
         if !json {

@@ -1,4 +1,5 @@
-//! Configuration: the TOML file of the spec, with `${NAME}` environment interpolation.
+//! Configuration: the TOML file of the spec, with `${NAME}` environment interpolation and
+//! `${file:/path}` secret files.
 //!
 //! Unknown keys are errors; every error names the file, line and column and what to change.
 //! Defaults sit beside the field they fill, as named constants with the reason.
@@ -269,8 +270,10 @@ fn default_buffer_bytes() -> usize {
     DEFAULT_BUFFER_BYTES
 }
 
-/// A string with `${NAME}` replaced by the environment variable `NAME`. An unset variable is an
-/// error (raised while deserializing, so it carries the value's line and column).
+/// A string with `${NAME}` replaced by the environment variable `NAME`, and `${file:/path}` by
+/// the file's content (a container or Kubernetes secret) without its final newline. An unset
+/// variable or an unreadable file is an error (raised while deserializing, so it carries the
+/// value's line and column).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvString(pub String);
 
@@ -290,7 +293,9 @@ impl<'de> Deserialize<'de> for EnvString {
     }
 }
 
-/// A secret-bearing string (a URL with a password): never printed.
+/// A secret-bearing string (a URL with a password): never printed, and its secret parts (a URL's
+/// password, a value taken from `${NAME}` or `${file:...}`) are scrubbed from everything the agent
+/// prints (see [`crate::secrets`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -308,7 +313,13 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        EnvString::deserialize(d).map(|s| Secret(s.0))
+        let raw = String::deserialize(d)?;
+        let value =
+            interpolate(&raw, |name| std::env::var(name).ok()).map_err(serde::de::Error::custom)?;
+        if !crate::secrets::register_url_secrets(&value) && raw.contains("${") {
+            crate::secrets::register(&value);
+        }
+        Ok(Secret(value))
     }
 }
 
@@ -322,6 +333,11 @@ fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
             .find('}')
             .ok_or_else(|| format!("unclosed `${{` in `{raw}`: write `${{NAME}}`"))?;
         let name = &after[..end];
+        if let Some(path) = name.strip_prefix("file:") {
+            out.push_str(&read_secret_file(path)?);
+            rest = &after[end + 1..];
+            continue;
+        }
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
                 "`${{{name}}}` is not a valid environment variable reference"
@@ -335,6 +351,24 @@ fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `${file:/path}`: the file's content, its final newline (`\n` or `\r\n`) removed, as secret
+/// files are usually written by `echo` or an editor.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    if path.is_empty() {
+        return Err("`${file:}` names no file: write `${file:/run/secrets/name}`".into());
+    }
+    let mut text = std::fs::read_to_string(path).map_err(|e| {
+        format!("cannot read the secret file {path} (referenced as `${{file:{path}}}`): {e}: mount it, or fix the path")
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// A configuration problem: the message names the file, the place and the fix.
@@ -365,7 +399,22 @@ impl Config {
             ConfigError(format!("invalid config {place}: {}", e.message().trim()))
         })?;
         config.validate(path)?;
+        config.register_property_secrets();
         Ok(config)
+    }
+
+    /// Kafka properties that carry secrets (`sasl.password`, `ssl.key.password`, a JAAS line),
+    /// written inline: scrubbed from output like the URLs' passwords.
+    fn register_property_secrets(&self) {
+        for (key, value) in self.sink.properties.iter().flatten() {
+            let key = key.to_ascii_lowercase();
+            if ["password", "secret", "token", "jaas"]
+                .iter()
+                .any(|word| key.contains(word))
+            {
+                crate::secrets::register(value.expose());
+            }
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -453,12 +502,12 @@ impl Config {
         if self.sink.on_error == OnError::Dlq
             && !matches!(
                 self.sink.kind,
-                SinkType::Postgres | SinkType::Mysql | SinkType::Kafka
+                SinkType::Postgres | SinkType::Mysql | SinkType::Kafka | SinkType::Nats
             )
         {
             return fail(
                 "sink.on_error",
-                "= \"dlq\" is for the postgres, mysql and kafka sinks (the others never refuse a single change, or stop on it)",
+                "= \"dlq\" is for the postgres, mysql, kafka and nats sinks (the others never refuse a single change, or stop on it)",
             );
         }
         if self.sink.dlq_max_records == 0 {

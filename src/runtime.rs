@@ -61,7 +61,7 @@ impl Runtime {
             self.metrics.error(error.kind, !definite);
             self.update_meta(|m| {
                 m.errors_total += 1;
-                m.last_error = Some(error.to_string());
+                m.last_error = Some(crate::secrets::scrub(&error.to_string()).into_owned());
                 if definite {
                     m.state = "failed".into();
                 }

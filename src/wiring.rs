@@ -124,9 +124,13 @@ fn build_any_sink(
         SinkType::Duckdb => Ok(Box::new(cdc_sink_duckdb::DuckdbSink::new(
             duckdb_sink_config(config),
         ))),
-        SinkType::Nats => Ok(Box::new(cdc_sink_nats::NatsSink::new(nats_sink_config(
-            config,
-        )?))),
+        SinkType::Nats => Ok(Box::new(cdc_sink_nats::NatsSink::new(
+            cdc_sink_nats::NatsSinkConfig {
+                dead_letters,
+                replay: !record_position,
+                ..nats_sink_config(config)?
+            },
+        ))),
         SinkType::Kafka => Ok(Box::new(cdc_sink_kafka::KafkaSink::new(
             cdc_sink_kafka::KafkaSinkConfig {
                 dead_letters,
@@ -168,6 +172,8 @@ pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig
         ),
         format: config.sink.format.unwrap_or_default(),
         transaction_metadata: config.sink.transaction_metadata.unwrap_or(false),
+        dead_letters: None,
+        replay: false,
     })
 }
 

@@ -275,3 +275,29 @@ fn on_error_defaults_to_stop_and_dlq_is_for_sinks_that_set_changes_aside() {
     let wrong = pg.replace("\"dlq\"", "\"skip\"");
     assert!(Config::parse(&wrong, Path::new("a.toml")).is_err());
 }
+
+#[test]
+fn secret_files_are_read_without_their_final_newline_and_scrubbed_from_output() {
+    let dir = std::env::temp_dir().join(format!("cdc-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pgpass");
+    std::fs::write(&file, "fr0m-a-f1le\n").unwrap();
+    let text = GOOD.replace("repl@", &format!("repl:${{file:{}}}@", file.display()));
+    let c = Config::parse(&text, Path::new("a.toml")).unwrap();
+    assert_eq!(
+        c.source.url.expose(),
+        "postgres://repl:fr0m-a-f1le@localhost/app"
+    );
+    assert_eq!(
+        crate::secrets::scrub("password authentication failed: fr0m-a-f1le"),
+        "password authentication failed: ***"
+    );
+
+    let missing = GOOD.replace("repl@", "repl:${file:/surely/not/there}@");
+    let err = Config::parse(&missing, Path::new("a.toml")).unwrap_err().0;
+    assert!(
+        err.contains("/surely/not/there") && err.contains("secret file"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

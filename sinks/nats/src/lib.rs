@@ -9,6 +9,10 @@
 //! crash the agent replays from its checkpoint; the sink reads the newest change the stream holds
 //! for this pipeline (`resume`) and the agent drops every replayed change up to it. The replayed
 //! messages also carry the same message ids, so the stream's duplicate window drops what is left.
+//!
+//! A change larger than the stream's `max_msg_size` or the server's `max_payload` is refused here,
+//! before it is sent: poison for that change, set aside in the dead-letter store with
+//! `on_error = "dlq"` (later changes to its key are held behind it), else the pipeline stops.
 
 mod acks;
 mod resume;
@@ -21,6 +25,7 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
+use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::naming::{change_id, marker_id, LastName};
 use cdc_core::transaction::TransactionTracker;
 use cdc_core::{
@@ -49,6 +54,12 @@ pub struct NatsSinkConfig {
     pub format: MessageFormat,
     /// BEGIN/END messages on `<prefix>.transaction` (see [`cdc_core::transaction`]).
     pub transaction_metadata: bool,
+    /// Where refused changes are set aside (`on_error = "dlq"`) and held keys are looked up.
+    pub dead_letters: DeadLetterHandle,
+    /// A `dlq replay` sink: message ids get a `:replay` suffix, so that a resume never takes a
+    /// replayed (older) change for the newest one stored, while a replay run twice within the
+    /// duplicate window is still stored once.
+    pub replay: bool,
 }
 
 pub struct NatsSink {
@@ -63,9 +74,9 @@ pub struct NatsSink {
     transactions: TransactionTracker,
     /// Reused buffer of BEGIN/END messages.
     marker: Vec<u8>,
-    /// The stream's `max_msg_size` (headers and payload), when it has one: a larger message is
-    /// refused here, before it is sent, so that the stream never stores a change after one it
-    /// refused (which `resume` relies on).
+    /// The smaller of the stream's `max_msg_size` and the server's `max_payload` (headers and
+    /// payload): a larger message is refused here, before it is sent, so that the stream never
+    /// stores a change after one it refused (which `resume` relies on).
     max_message_size: Option<usize>,
 }
 
@@ -151,6 +162,20 @@ impl NatsSink {
         Ok(stream)
     }
 
+    /// Sends one change, or sets it aside: behind an earlier change to its key that the
+    /// dead-letter store holds, or when it is too large for the stream (`on_error = "dlq"`).
+    async fn publish_or_set_aside(&mut self, event: &ChangeEvent) -> Result<(), PipelineError> {
+        if dead_letter::hold_if_key_held(&self.config.dead_letters, event)? {
+            return Ok(());
+        }
+        match self.publish(event).await {
+            Err(e) if e.is_poison() => {
+                dead_letter::set_aside_refused_message(&self.config.dead_letters, event, e, "NATS")
+            }
+            other => other,
+        }
+    }
+
     /// Sends one change (after its transaction's BEGIN, when it opens one); its ack is awaited
     /// later (in order) by `flush` or when too many wait.
     async fn publish(&mut self, event: &ChangeEvent) -> Result<(), PipelineError> {
@@ -193,7 +218,10 @@ impl NatsSink {
                 );
             }
         }
-        let id = change_id(&self.config.pipeline, event);
+        let mut id = change_id(&self.config.pipeline, event);
+        if self.config.replay {
+            id.push_str(":replay");
+        }
         let sent = self.send(subject, &id, key.as_deref(), &buffer).await;
         self.buffer = buffer;
         sent
@@ -239,11 +267,11 @@ impl NatsSink {
         if let Some(limit) = self.max_message_size {
             let size = message_size(id, key, payload.len());
             if size > limit {
-                return Err(PipelineError::definite(
-                    "sink",
-                    format!("a change on {subject} is {size} bytes, over the stream's max_msg_size ({limit})"),
+                return Err(PipelineError::poison(
+                    "too_large",
+                    format!("a message of {size} bytes on {subject} is over the limit of {limit} bytes (the stream's max_msg_size or the server's max_payload)"),
                 )
-                .with_hint(format!("raise max_msg_size of the JetStream stream {}", self.config.stream)));
+                .with_hint(format!("raise max_msg_size of the JetStream stream {} (and the server's max_payload), or set sink.on_error = \"dlq\" to set such changes aside", self.config.stream)));
             }
         }
         let mut headers = HeaderMap::new();
@@ -253,10 +281,15 @@ impl NatsSink {
         }
         let payload = bytes::Bytes::copy_from_slice(payload);
         let reply = acks.next_reply();
-        client
+        let published = client
             .publish_with_reply_and_headers(subject.clone(), reply, headers, payload)
-            .await
-            .map_err(|e| publish_error(e.kind(), &subject, &e))
+            .await;
+        published.map_err(|e| {
+            if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
+                acks.unsent();
+            }
+            publish_error(e.kind(), &subject, &e)
+        })
     }
 }
 
@@ -316,8 +349,8 @@ fn publish_error(
     e: &dyn std::fmt::Display,
 ) -> PipelineError {
     match kind {
-        async_nats::client::PublishErrorKind::MaxPayloadExceeded => PipelineError::definite(
-            "sink",
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => PipelineError::poison(
+            "too_large",
             format!("a change on {subject} is larger than the server's max_payload: {e}"),
         )
         .with_hint("raise max_payload in the NATS server configuration"),
@@ -333,9 +366,15 @@ impl Sink for NatsSink {
         let js = self.connect().await?;
         let stream = self.ensure_stream(&js).await?;
         let info = stream.cached_info();
-        self.max_message_size = usize::try_from(info.config.max_message_size)
+        let stream_limit = usize::try_from(info.config.max_message_size)
             .ok()
             .filter(|&limit| limit > 0);
+        let client = js.client();
+        let server_limit = Some(client.server_info().max_payload).filter(|&limit| limit > 0);
+        self.max_message_size = match (stream_limit, server_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let stored = resume::last_stored(
             &stream,
             info.state.last_sequence,
@@ -343,7 +382,6 @@ impl Sink for NatsSink {
             &self.config.pipeline,
         )
         .await?;
-        let client = js.client();
         self.acks = Some(AckInbox::open(&client).await?);
         self.client = Some(client);
         Ok(stored)
@@ -352,7 +390,7 @@ impl Sink for NatsSink {
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
         for message in messages {
             match message {
-                SourceMessage::Change(event) => self.publish(event).await?,
+                SourceMessage::Change(event) => self.publish_or_set_aside(event).await?,
                 SourceMessage::Commit { position, .. } => self.end_transaction(position).await?,
                 SourceMessage::Progress { .. } => {}
             }

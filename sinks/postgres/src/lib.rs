@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cdc_core::batch::{NetChange, TableBatch};
-use cdc_core::dead_letter::bisect::{apply_around_poison, ApplyPart};
+use cdc_core::dead_letter::bisect::{apply_or_search, ApplyPart, Refusals};
 use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
 use tokio_postgres::{Client, NoTls};
@@ -203,6 +203,11 @@ impl PostgresSink {
             let client = self.client.as_ref().ok_or_else(|| {
                 PipelineError::transient("sink", "the target connection is not open")
             })?;
+            let set_aside = self
+                .config
+                .dead_letters
+                .as_ref()
+                .is_some_and(|d| d.sets_aside_poison());
             let mut applier = PartApplier {
                 client,
                 target: apply::Target {
@@ -210,23 +215,12 @@ impl PostgresSink {
                     schema,
                     soft_delete: self.config.delete_mode == DeleteMode::Soft,
                     metadata: self.config.metadata_columns,
+                    refuse_inline: set_aside,
                 },
                 counter: &mut self.stage_counter,
                 failed_at: None,
             };
-            let error = match applier.apply_part(&changes).await {
-                Ok(()) => continue,
-                Err(e) if e.is_poison() => e,
-                Err(e) => return Err(e),
-            };
-            let set_aside = self
-                .config
-                .dead_letters
-                .as_ref()
-                .is_some_and(|d| d.sets_aside_poison());
-            let searching = std::time::Instant::now();
-            let refused = apply_around_poison(&mut applier, &changes, error, !set_aside).await?;
-            tracing::debug!(table = %source_name, changes = changes.len(), refused = refused.len(), ms = searching.elapsed().as_millis() as u64, "dead-letter search done");
+            let refused = apply_or_search(&mut applier, &changes, !set_aside).await?;
             for (i, error) in refused {
                 let letter = dead_letter::refusal(&source_name, schema, &changes[i], &error);
                 if !set_aside {
@@ -498,7 +492,7 @@ struct PartApplier<'a> {
 
 #[async_trait]
 impl ApplyPart<NetChange> for PartApplier<'_> {
-    async fn apply_part(&mut self, part: &[NetChange]) -> Result<(), PipelineError> {
+    async fn apply_part(&mut self, part: &[NetChange]) -> Result<Refusals, PipelineError> {
         self.failed_at = None;
         let context = |e| sink_error(e, "setting a savepoint in the target transaction");
         self.client
@@ -506,12 +500,12 @@ impl ApplyPart<NetChange> for PartApplier<'_> {
             .await
             .map_err(context)?;
         match apply::changes(self.client, &self.target, part, self.counter).await {
-            Ok(()) => {
+            Ok(refused) => {
                 self.client
                     .batch_execute("RELEASE SAVEPOINT cdc_part")
                     .await
                     .map_err(context)?;
-                Ok(())
+                Ok(refused)
             }
             Err(refused) if refused.error.is_poison() => {
                 self.client
