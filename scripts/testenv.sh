@@ -10,7 +10,7 @@
 #
 # Instances (under $CDC_TESTENV_DIR, default /var/tmp/cdc-agent-testenv):
 #   logical  127.0.0.1:$CDC_TEST_PG_PORT (55432)        Postgres, wal_level=logical, TLS, per-user auth methods
-#                                                       (cdc_cert: TLS client certificate only)
+#                                                       (cdc_cert: a role for the test client certificate)
 #   plain    127.0.0.1:$CDC_TEST_PG_PLAIN_PORT (55433)  Postgres, wal_level=replica, trust only, no TLS
 #   mariadb  127.0.0.1:$CDC_TEST_MYSQL_PORT (53306)     MariaDB, binlog on (ROW, full images and metadata),
 #                                                       TLS and plaintext on the same port,
@@ -309,7 +309,14 @@ password_encryption = 'scram-sha-256'
 ssl = on
 ssl_cert_file = '$BASE/server.crt'
 ssl_key_file = '$BASE/server.key'
-# Client certificates (hba method cert) must chain to the test CA.
+EOF
+}
+
+# The CA client certificates must chain to (the server then asks for one and verifies it), in a
+# file of its own next to cdc-testenv.conf.
+conf_logical_tls() {
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
 ssl_ca_file = '$BASE/ca.crt'
 EOF
 }
@@ -320,11 +327,6 @@ hba_logical() {
 local all all trust
 local replication all trust
 EOF
-    # cdc_cert logs in with a client certificate only (CN=cdc_cert), over TLS only.
-    echo "hostssl all cdc_cert 127.0.0.1/32 cert"
-    echo "hostssl replication cdc_cert 127.0.0.1/32 cert"
-    echo "host all cdc_cert 127.0.0.1/32 reject"
-    echo "host replication cdc_cert 127.0.0.1/32 reject"
     local user method user_method
     for user_method in cdc_scram:scram-sha-256 cdc_md5:md5 cdc_plain:password; do
         user="${user_method%%:*}"
@@ -425,9 +427,11 @@ reload_instance() {
     return 1
 }
 
-# start_instance NAME PORT CONF HBA
+# start_instance NAME PORT CONF HBA [EXTRA_CONF]: EXTRA_CONF goes to cdc-testenv-extra.conf, an
+# include of its own (settings that older checkouts of this script do not write, so that they
+# leave them alone).
 start_instance() {
-    local bin="$1" name="$2" port="$3" conf="$4" hba="$5"
+    local bin="$1" name="$2" port="$3" conf="$4" hba="$5" extra="${6:-}"
     local data="$BASE/$name" changed=0
     if [ ! -f "$data/PG_VERSION" ]; then
         # An interrupted initdb leaves a partial dir behind: start that one over.
@@ -442,6 +446,9 @@ start_instance() {
     grep -q "^include = 'cdc-testenv.conf'" "$data/postgresql.conf" ||
         echo "include = 'cdc-testenv.conf'" >>"$data/postgresql.conf"
     write_if_changed "$data/cdc-testenv.conf" "$conf" && changed=1
+    grep -q "^include_if_exists = 'cdc-testenv-extra.conf'" "$data/postgresql.conf" ||
+        echo "include_if_exists = 'cdc-testenv-extra.conf'" >>"$data/postgresql.conf"
+    write_if_changed "$data/cdc-testenv-extra.conf" "$extra" && changed=1
     write_if_changed "$data/pg_hba.conf" "$hba" && changed=1
 
     if is_running "$data" "$port"; then
@@ -960,7 +967,7 @@ cmd_start() {
     make_nkey
     local bin
     bin="$(pick_bin)"
-    start_instance "$bin" logical "$LOGICAL_PORT" "$(conf_logical)" "$(hba_logical)"
+    start_instance "$bin" logical "$LOGICAL_PORT" "$(conf_logical)" "$(hba_logical)" "$(conf_logical_tls)"
     CERTS_CHANGED=0
     start_instance "$bin" plain "$PLAIN_PORT" "$(conf_plain)" "$(hba_plain)"
     setup_roles "$bin"
@@ -1076,6 +1083,20 @@ cmd_env() {
     printf 'export CDC_TEST_KAFKA_TLS_BROKERS=%q\n' "localhost:$KAFKA_TLS_PORT"
     printf 'export CDC_TEST_KAFKA_SASL_BROKERS=%q\n' "localhost:$KAFKA_SASL_PORT"
 }
+
+# Every descriptor above 2 this script inherited is closed first: the servers it starts live on,
+# and must not hold what the caller had open (the `flock` of a shared build lock, say, which
+# would then stay locked for as long as the servers run).
+close_inherited_fds() {
+    local fd
+    for fd in /proc/$$/fd/*; do
+        fd="${fd##*/}"
+        if [[ "$fd" =~ ^[0-9]+$ ]] && [ "$fd" -gt 2 ]; then
+            eval "exec $fd>&-" 2>/dev/null || true
+        fi
+    done
+}
+close_inherited_fds
 
 case "${1:-}" in
 start) cmd_start ;;

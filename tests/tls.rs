@@ -7,7 +7,7 @@
 //! use exits 2 naming the parameter.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mysql::TargetDb;
 use common::proxy::Proxy;
@@ -107,16 +107,12 @@ fn unusable(p: &Pipeline, key: &str, named: &str) {
     }
 }
 
-async fn wait_for<F, Fut>(what: &str, mut done: F)
+async fn wait_for<F, Fut>(what: &str, done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_until(what, Duration::from_secs(60), done).await
 }
 
 // ---- Postgres -----------------------------------------------------------------------------
@@ -134,8 +130,8 @@ fn pg_sink(url: &str) -> String {
     format!("type = \"postgres\"\nurl = \"{url}\"\nschema = \"replica\"\nflush_interval_ms = 50")
 }
 
-/// The Postgres sink over verify-full with a client certificate (cdc_cert may log in with
-/// nothing else): changes arrive; `check` says what was verified.
+/// The Postgres sink over verify-full with a client certificate (the server verifies it: its
+/// ssl_ca_file is the test CA): changes arrive; `check` says what was verified.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_sink_verify_full_with_a_client_certificate() {
     let db = TestDb::new("tls_pgsink").await;
@@ -169,11 +165,12 @@ async fn postgres_sink_verify_full_with_a_client_certificate() {
             .is_ok_and(|r| r.get::<_, i64>(0) == 2)
     })
     .await;
-    // The sink's own session, as the server sees it: TLS, as cdc_cert.
+    // The sink's own session, as the server sees it: TLS, with the client certificate it
+    // verified against the test CA.
     let tls_sessions: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.usename = 'cdc_cert' AND s.ssl",
+             WHERE a.usename = 'cdc_cert' AND s.ssl AND s.client_dn = '/CN=cdc_cert'",
             &[],
         )
         .await
@@ -305,13 +302,16 @@ async fn mysql_source_and_sink_verify_identity() {
     );
     let agent = common::start_streaming(&p);
     source_db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
-    let mut conn = target_db.conn().await;
     let query = format!("SELECT count(*) FROM {}.t", target_db.name);
     wait_for("the rows in the target", || {
-        let conn = &mut conn;
+        let admin_url = target_db.admin_url.clone();
         let query = query.clone();
         async move {
+            let Ok(mut conn) = mysql_async::Conn::from_url(admin_url).await else {
+                return false;
+            };
             let n: Option<i64> = conn.query_first(query).await.unwrap_or(None);
+            let _ = conn.disconnect().await;
             n == Some(2)
         }
     })

@@ -181,17 +181,18 @@ impl MysqlTls {
                 let roots = self.roots();
                 // Read now for a clear error (and never an empty set of roots).
                 load_roots(&roots, &VOCABULARY)?;
-                let certs = match roots {
-                    Roots::File(path) => vec![path.into()],
-                    Roots::System => rustls_native_certs::load_native_certs()
-                        .certs
-                        .into_iter()
-                        .map(|c| c.as_ref().to_vec().into())
-                        .collect(),
+                opts = match roots {
+                    Roots::File(path) => opts.with_root_certs(vec![path.into()]),
+                    // DER buffers: mysql_async takes what is not PEM as DER.
+                    Roots::System => opts.with_root_certs(
+                        rustls_native_certs::load_native_certs()
+                            .certs
+                            .into_iter()
+                            .map(|c| c.as_ref().to_vec().into())
+                            .collect(),
+                    ),
                 };
-                opts = opts
-                    .with_root_certs(certs)
-                    .with_danger_skip_domain_validation(verify == Verify::Chain);
+                opts = opts.with_danger_skip_domain_validation(verify == Verify::Chain);
             }
         }
         if let Some(identity) = identity_of(self.ssl_cert.clone(), self.ssl_key.clone(), &VOCABULARY)? {

@@ -47,8 +47,7 @@ pub fn refusal(error_text: &str, vocabulary: &Vocabulary, url_key: &str) -> Opti
             ),
         });
     }
-    if text.contains("certificate expired") || text.contains("expired") && text.contains("certif")
-    {
+    if text.contains("certificate expired") || (text.contains("expired") && text.contains("certif")) {
         return Some(Refusal {
             what: "the server's certificate has expired",
             hint: "renew the server's certificate (or fix this machine's clock)".into(),

@@ -139,18 +139,17 @@ pub fn parse_url(url: &str) -> Result<NatsUrl, String> {
                 }
             }
         }
-        let shown = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        // An IPv6 host comes bracketed from the URL already.
+        let shown = format!("{host}:{port}");
         servers.push(format!("{}://{shown}", u.scheme()));
         parsed.display = if parsed.display.is_empty() {
             shown
         } else {
             format!("{}, {shown}", parsed.display)
         };
-        parsed.addresses.push((host, port));
+        parsed
+            .addresses
+            .push((host.trim_matches(['[', ']']).to_string(), port));
     }
     if servers.is_empty() {
         return Err("no server: write nats://host:4222".into());

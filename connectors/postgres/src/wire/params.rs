@@ -108,6 +108,9 @@ impl ConnectParams {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = percent_decode(key, "query parameter name")?;
             let value = percent_decode(value, &key)?;
+            if tls.take_param(&key, &value).map_err(tls_config)? {
+                continue;
+            }
             match key.as_str() {
                 "host" => host = value,
                 "port" => {
@@ -129,7 +132,6 @@ impl ConnectParams {
                     })?;
                     connect_timeout = Duration::from_secs(secs);
                 }
-                other if tls.take_param(other, &value).map_err(tls_config)? => {}
                 other => {
                     return Err(config(format!(
                         "unsupported URL parameter {other:?} (supported: host, port, user, \
