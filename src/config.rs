@@ -394,7 +394,9 @@ impl Config {
         }
         match self.source.kind {
             SourceType::Postgres => {
-                if let Err(e) = cdc_postgres::wire::ConnectParams::from_url(self.source.url.expose()) {
+                if let Err(e) =
+                    cdc_postgres::wire::ConnectParams::from_url(self.source.url.expose())
+                {
                     return fail("source.url", &format!("cannot be used: {e}"));
                 }
                 if self.source.server_id.is_some() {

@@ -190,17 +190,35 @@ async fn postgres_refusals_are_named_for_source_and_sink() {
     let proxy_port = proxy.port.to_string();
     let cases = [
         (
-            pg_tls_url("postgres", "localhost", &port, &db.name, "CDC_TEST_WRONG_CA"),
+            pg_tls_url(
+                "postgres",
+                "localhost",
+                &port,
+                &db.name,
+                "CDC_TEST_WRONG_CA",
+            ),
             "not signed by a CA the agent trusts",
             "set sslrootcert in",
         ),
         (
-            pg_tls_url("postgres", "127.0.0.2", &proxy_port, &db.name, "CDC_TEST_CA"),
+            pg_tls_url(
+                "postgres",
+                "127.0.0.2",
+                &proxy_port,
+                &db.name,
+                "CDC_TEST_CA",
+            ),
             "does not hold the host name",
             "sslmode=verify-ca",
         ),
         (
-            pg_tls_url("postgres", "127.0.0.1", &pg_plain_port(), "postgres", "CDC_TEST_CA"),
+            pg_tls_url(
+                "postgres",
+                "127.0.0.1",
+                &pg_plain_port(),
+                "postgres",
+                "CDC_TEST_CA",
+            ),
             "does not offer TLS",
             "enable TLS on the server",
         ),
@@ -282,8 +300,20 @@ async fn mysql_source_and_sink_verify_identity() {
         .exec("CREATE TABLE t (id int PRIMARY KEY, v varchar(10))")
         .await;
     let target_db = TargetDb::new("tlsdst");
-    let source_url = mysql_tls_url("cdc_tls", "localhost", &mysql_port(), &source_db.name, "CDC_TEST_CA");
-    let target_url = mysql_tls_url("cdc_cert", "localhost", &mysql_port(), &target_db.name, "CDC_TEST_CA");
+    let source_url = mysql_tls_url(
+        "cdc_tls",
+        "localhost",
+        &mysql_port(),
+        &source_db.name,
+        "CDC_TEST_CA",
+    );
+    let target_url = mysql_tls_url(
+        "cdc_cert",
+        "localhost",
+        &mysql_port(),
+        &target_db.name,
+        "CDC_TEST_CA",
+    );
     let table = format!("{}.t", source_db.name);
     let p = Pipeline::with_sink(
         &source_url,
@@ -301,7 +331,9 @@ async fn mysql_source_and_sink_verify_identity() {
         "{text}"
     );
     let agent = common::start_streaming(&p);
-    source_db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
+    source_db
+        .exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+        .await;
     let query = format!("SELECT count(*) FROM {}.t", target_db.name);
     wait_for("the rows in the target", || {
         let admin_url = target_db.admin_url.clone();
@@ -336,7 +368,13 @@ async fn mysql_refusals_are_named_for_source_and_sink() {
             "set ssl-ca in",
         ),
         (
-            mysql_tls_url("cdc_tls", "127.0.0.2", &proxy.port.to_string(), &db.name, "CDC_TEST_CA"),
+            mysql_tls_url(
+                "cdc_tls",
+                "127.0.0.2",
+                &proxy.port.to_string(),
+                &db.name,
+                "CDC_TEST_CA",
+            ),
             "does not hold the host name",
             "that the certificate holds",
         ),
@@ -366,7 +404,10 @@ async fn mysql_refusals_are_named_for_source_and_sink() {
 
     // A plaintext login of a user the server requires TLS of: "Access denied", and the hint says
     // that the server may require TLS.
-    let plaintext = format!("mysql://cdc_tls:secret-pw@127.0.0.1:{port}/{}?ssl-mode=DISABLED", db.name);
+    let plaintext = format!(
+        "mysql://cdc_tls:secret-pw@127.0.0.1:{port}/{}?ssl-mode=DISABLED",
+        db.name
+    );
     let source = Pipeline::new(&plaintext, &db.name, &[&table], "snapshot = \"never\"");
     refused(&source, "Access denied", "the server may require TLS");
     // PREFERRED (the default) takes TLS where the server offers it: the same user gets in.
@@ -374,17 +415,32 @@ async fn mysql_refusals_are_named_for_source_and_sink() {
     let source = Pipeline::new(&preferred, &db.name, &[&table], "snapshot = \"never\"");
     let (_, text) = check(&source);
     assert!(
-        text.contains("source tls: TLS on (") && text.contains("certificate not verified (ssl-mode=PREFERRED"),
+        text.contains("source tls: TLS on (")
+            && text.contains("certificate not verified (ssl-mode=PREFERRED"),
         "{text}"
     );
 
     // Unknown URL parameters: exit 2 from the source and the sink alike, the parameter named.
     let odd = format!("{preferred}?frobnicate=1");
-    unusable(&Pipeline::new(&odd, &db.name, &[&table], ""), "source.url", "frobnicate");
-    let sink = Pipeline::with_sink(&pg.url, &pg.name, &["public.t"], "", Some(&mysql_sink(&odd)));
+    unusable(
+        &Pipeline::new(&odd, &db.name, &[&table], ""),
+        "source.url",
+        "frobnicate",
+    );
+    let sink = Pipeline::with_sink(
+        &pg.url,
+        &pg.name,
+        &["public.t"],
+        "",
+        Some(&mysql_sink(&odd)),
+    );
     unusable(&sink, "sink.url", "frobnicate");
     let foreign = format!("{preferred}?require_ssl=true");
-    unusable(&Pipeline::new(&foreign, &db.name, &[&table], ""), "source.url", "ssl-mode");
+    unusable(
+        &Pipeline::new(&foreign, &db.name, &[&table], ""),
+        "source.url",
+        "ssl-mode",
+    );
     drop(proxy);
     db.drop().await;
     pg.drop().await;
@@ -430,12 +486,13 @@ async fn nats_tls_with_a_password_and_an_nkey() {
     );
     let agent = common::start_streaming(&p);
     db.exec("INSERT INTO t VALUES (1), (2), (3)").await;
-    let client = async_nats::ConnectOptions::with_user_and_password("cdc".into(), "secret-pw".into())
-        .add_root_certificates(ca.clone().into())
-        .require_tls(true)
-        .connect(format!("tls://127.0.0.1:{port}"))
-        .await
-        .expect("a TLS client of the test");
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("cdc".into(), "secret-pw".into())
+            .add_root_certificates(ca.clone().into())
+            .require_tls(true)
+            .connect(format!("tls://127.0.0.1:{port}"))
+            .await
+            .expect("a TLS client of the test");
     let js = async_nats::jetstream::new(client);
     let stream = db.name.clone();
     wait_for("three messages in the stream", || {
@@ -469,7 +526,11 @@ async fn nats_refusals_are_named() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
     let port = nats_tls_port();
     let proxy = wrong_name(&port).await;
-    let plain_port = var("CDC_TEST_NATS_URL").rsplit(':').next().unwrap().to_string();
+    let plain_port = var("CDC_TEST_NATS_URL")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
     let ca = var("CDC_TEST_CA");
     let wrong_ca = var("CDC_TEST_WRONG_CA");
     let cases = [
@@ -497,11 +558,23 @@ async fn nats_refusals_are_named() {
     for (url, what, fix) in &cases {
         let (code, text) = common::run_check(&db, "public.t", &nats_sink(url, &db.name));
         assert_eq!(code, Some(1), "{text}");
-        assert!(text.contains(what) && text.contains(fix), "{what}, {fix}: {text}");
-        assert!(!text.contains("wrong-pw") && !text.contains("secret-pw"), "{text}");
+        assert!(
+            text.contains(what) && text.contains(fix),
+            "{what}, {fix}: {text}"
+        );
+        assert!(
+            !text.contains("wrong-pw") && !text.contains("secret-pw"),
+            "{text}"
+        );
     }
     let odd = format!("tls://127.0.0.1:{port}?tls_verify=false");
-    let p = Pipeline::with_sink(&db.url, &db.name, &["public.t"], "", Some(&nats_sink(&odd, &db.name)));
+    let p = Pipeline::with_sink(
+        &db.url,
+        &db.name,
+        &["public.t"],
+        "",
+        Some(&nats_sink(&odd, &db.name)),
+    );
     unusable(&p, "sink.url", "tls_verify");
     drop(proxy);
     db.drop().await;

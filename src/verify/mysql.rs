@@ -69,14 +69,15 @@ fn text_literal(value: &str, collation: &str) -> String {
 
 impl MySide {
     pub async fn connect(url: &str, source: bool) -> Result<MySide> {
-        let url = cdc_tls::mysql::parse_url(url).map_err(|e| {
-            anyhow::anyhow!("{}.url: {e}", if source { "source" } else { "sink" })
-        })?;
+        let url = cdc_tls::mysql::parse_url(url)
+            .map_err(|e| anyhow::anyhow!("{}.url: {e}", if source { "source" } else { "sink" }))?;
         let side = if source { "source" } else { "target" };
         let mut conn = cdc_tls::mysql::connect(OptsBuilder::from_opts(url.opts), &url.tls)
             .await
             .map_err(|e| match e {
-                cdc_tls::mysql::ConnectError::Tls(e) => anyhow::anyhow!("connecting to the {side}: {e}"),
+                cdc_tls::mysql::ConnectError::Tls(e) => {
+                    anyhow::anyhow!("connecting to the {side}: {e}")
+                }
                 cdc_tls::mysql::ConnectError::Driver(e) => {
                     anyhow::Error::new(e).context(format!("connecting to the {side}"))
                 }

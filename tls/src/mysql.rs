@@ -174,10 +174,13 @@ impl MysqlTls {
             return Ok(None);
         }
         crate::provider();
-        let mut opts = SslOpts::default().with_disable_built_in_roots(true);
+        let mut opts = SslOpts::default();
         match self.mode.verify() {
+            // mysql_async's verifier wants roots even when it accepts any certificate: its
+            // built-in ones, which then decide nothing.
             Verify::Nothing => opts = opts.with_danger_accept_invalid_certs(true),
             verify => {
+                opts = opts.with_disable_built_in_roots(true);
                 let roots = self.roots();
                 // Read now for a clear error (and never an empty set of roots).
                 load_roots(&roots, &VOCABULARY)?;
@@ -195,7 +198,9 @@ impl MysqlTls {
                 opts = opts.with_danger_skip_domain_validation(verify == Verify::Chain);
             }
         }
-        if let Some(identity) = identity_of(self.ssl_cert.clone(), self.ssl_key.clone(), &VOCABULARY)? {
+        if let Some(identity) =
+            identity_of(self.ssl_cert.clone(), self.ssl_key.clone(), &VOCABULARY)?
+        {
             // Read now for a clear error; mysql_async reads them again on connecting.
             crate::load_identity(&identity, &VOCABULARY)?;
             opts = opts.with_client_identity(Some(ClientIdentity::new(
@@ -282,7 +287,9 @@ pub async fn connect(builder: OptsBuilder, tls: &MysqlTls) -> Result<Conn, Conne
 /// The session's TLS cipher, empty for a plaintext session.
 pub async fn session_cipher(conn: &mut Conn) -> Result<String, mysql_async::Error> {
     use mysql_async::prelude::Queryable;
-    let row: Option<(String, String)> = conn.query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'").await?;
+    let row: Option<(String, String)> = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .await?;
     Ok(row.map(|(_, cipher)| cipher).unwrap_or_default())
 }
 
@@ -301,7 +308,10 @@ mod tests {
         // A CA without a mode: verify against it.
         let u = parse_url("mysql://u@h/db?ssl_ca=/ca.pem").unwrap();
         assert_eq!(u.tls.mode, SslMode::VerifyCa);
-        assert_eq!(parse_url("mysql://u@h/").unwrap().tls.mode, SslMode::Preferred);
+        assert_eq!(
+            parse_url("mysql://u@h/").unwrap().tls.mode,
+            SslMode::Preferred
+        );
     }
 
     #[test]

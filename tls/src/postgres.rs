@@ -160,7 +160,11 @@ impl PgTls {
                 ),
             };
         }
-        let mut text = format!("TLS on, {} (sslmode={}", self.sslmode.verify().describe(), self.sslmode);
+        let mut text = format!(
+            "TLS on, {} (sslmode={}",
+            self.sslmode.verify().describe(),
+            self.sslmode
+        );
         if self.sslmode.verify() != Verify::Nothing {
             text.push_str(&format!(", CA {}", self.roots().describe()));
         }

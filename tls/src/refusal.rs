@@ -47,7 +47,8 @@ pub fn refusal(error_text: &str, vocabulary: &Vocabulary, url_key: &str) -> Opti
             ),
         });
     }
-    if text.contains("certificate expired") || (text.contains("expired") && text.contains("certif")) {
+    if text.contains("certificate expired") || (text.contains("expired") && text.contains("certif"))
+    {
         return Some(Refusal {
             what: "the server's certificate has expired",
             hint: "renew the server's certificate (or fix this machine's clock)".into(),
@@ -95,7 +96,11 @@ mod tests {
         )
         .unwrap();
         assert!(r.what.contains("host name"));
-        assert!(r.hint.contains("sslmode=verify-ca in source.url"), "{}", r.hint);
+        assert!(
+            r.hint.contains("sslmode=verify-ca in source.url"),
+            "{}",
+            r.hint
+        );
 
         let r = refusal("server does not support TLS", &VOCABULARY, "sink.url").unwrap();
         assert!(r.what.contains("does not offer TLS"));

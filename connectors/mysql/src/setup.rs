@@ -1,8 +1,8 @@
 //! Connecting, reading the server's binlog settings and position, and `cdc-agent check`.
 
 use cdc_core::{CheckOutcome, PipelineError, Position};
-use mysql_async::prelude::Queryable;
 use cdc_tls::mysql::{MysqlTls, MysqlUrl};
+use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
 use crate::errors::{classify, query_error};
@@ -98,9 +98,7 @@ fn connect_error(e: cdc_tls::mysql::ConnectError, tls: &MysqlTls) -> PipelineErr
         }
         cdc_tls::mysql::ConnectError::Driver(e) => {
             let text = e.to_string();
-            if let Some(refusal) =
-                cdc_tls::refusal(&text, &cdc_tls::mysql::VOCABULARY, URL_KEY)
-            {
+            if let Some(refusal) = cdc_tls::refusal(&text, &cdc_tls::mysql::VOCABULARY, URL_KEY) {
                 return PipelineError::definite(
                     "connection",
                     format!(
@@ -301,7 +299,10 @@ pub async fn preflight(config: &MysqlConfig, checkpoint: Option<&Position>) -> V
     out.push(CheckOutcome::ok("source connection", "connected"));
     out.push(match cdc_tls::mysql::session_cipher(&mut conn).await {
         Ok(cipher) => CheckOutcome::ok("source tls", tls.describe(&cipher)),
-        Err(e) => fail("source tls", query_error(e, "reading the session's Ssl_cipher")),
+        Err(e) => fail(
+            "source tls",
+            query_error(e, "reading the session's Ssl_cipher"),
+        ),
     });
     match binlog_settings(&mut conn).await {
         Ok(s) => {

@@ -20,10 +20,12 @@ pub fn classify(error: WireError, doing: &str, user: &str) -> PipelineError {
                 ),
             }
         }
-        WireError::Auth(_) => PipelineError::definite("auth", text)
-            .with_hint("put the password in source.url, e.g. postgres://user:${PGPASSWORD}@host/db"),
-        WireError::Config(_) => PipelineError::definite("config", text)
-            .with_hint("source.url must look like postgres://user:password@host:port/dbname?sslmode=prefer"),
+        WireError::Auth(_) => PipelineError::definite("auth", text).with_hint(
+            "put the password in source.url, e.g. postgres://user:${PGPASSWORD}@host/db",
+        ),
+        WireError::Config(_) => PipelineError::definite("config", text).with_hint(
+            "source.url must look like postgres://user:password@host:port/dbname?sslmode=prefer",
+        ),
         WireError::Protocol(_) => PipelineError::transient("connection", text),
         WireError::Server(_) => classify_sqlstate(error.sqlstate().unwrap_or(""), text, user),
     }

@@ -41,7 +41,11 @@ const CONSTRAINT_CODES: &[u16] = &[1048, 1062, 1169, 1451, 1452, 3819, 4025];
 
 /// A TLS setting that cannot work and a refused handshake are definite, named with the fix; an
 /// "Access denied" to a plaintext login says the server may require TLS.
-pub fn connect_error(e: cdc_tls::mysql::ConnectError, tls: &MysqlTls, doing: &str) -> PipelineError {
+pub fn connect_error(
+    e: cdc_tls::mysql::ConnectError,
+    tls: &MysqlTls,
+    doing: &str,
+) -> PipelineError {
     const URL_KEY: &str = "sink.url";
     match e {
         cdc_tls::mysql::ConnectError::Tls(e) => {

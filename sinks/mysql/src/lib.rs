@@ -45,8 +45,8 @@ use cdc_core::batch::{NetChange, TableBatch};
 use cdc_core::dead_letter::bisect::{apply_around_poison, ApplyPart};
 use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
-use mysql_async::prelude::Queryable;
 use cdc_tls::mysql::MysqlTls;
+use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
 pub use check::check;

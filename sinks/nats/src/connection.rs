@@ -28,7 +28,10 @@ pub const VOCABULARY: Vocabulary = Vocabulary {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
-    UserPassword { user: String, password: String },
+    UserPassword {
+        user: String,
+        password: String,
+    },
     Token(String),
     /// A file holding an nkey seed (`SU...`).
     NkeySeed(PathBuf),
@@ -157,7 +160,8 @@ pub fn parse_url(url: &str) -> Result<NatsUrl, String> {
     auths.dedup();
     if auths.len() > 1 {
         return Err(
-            "more than one way to authenticate (user:password, token, nkey, creds): keep one".into(),
+            "more than one way to authenticate (user:password, token, nkey, creds): keep one"
+                .into(),
         );
     }
     parsed.auth = auths.pop().unwrap_or(Auth::None);
@@ -255,8 +259,11 @@ impl NatsUrl {
         let text = e.to_string();
         let at = format!("NATS at {}", self.display);
         if let Some(refusal) = cdc_tls::refusal(&text, &VOCABULARY, "sink.url") {
-            return PipelineError::definite("connection", format!("{}: {at}: {text}", refusal.what))
-                .with_hint(refusal.hint);
+            return PipelineError::definite(
+                "connection",
+                format!("{}: {at}: {text}", refusal.what),
+            )
+            .with_hint(refusal.hint);
         }
         if matches!(
             e.kind(),
@@ -269,8 +276,8 @@ impl NatsUrl {
             .with_hint("check the user and password, token, nkey or creds file in sink.url");
         }
         if self.tls_required && self.server_lacks_tls().await {
-            let refusal = cdc_tls::refusal("does not offer TLS", &VOCABULARY, "sink.url")
-                .expect("a refusal");
+            let refusal =
+                cdc_tls::refusal("does not offer TLS", &VOCABULARY, "sink.url").expect("a refusal");
             return PipelineError::definite(
                 "connection",
                 format!("{}: {at} (its INFO says so): {text}", refusal.what),
@@ -288,14 +295,18 @@ impl NatsUrl {
             return false;
         };
         let probe = async {
-            let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.ok()?;
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .ok()?;
             let mut line = String::new();
             tokio::io::BufReader::new(stream)
                 .read_line(&mut line)
                 .await
                 .ok()?;
             let info = line.strip_prefix("INFO ")?;
-            Some(!info.contains("\"tls_required\":true") && !info.contains("\"tls_available\":true"))
+            Some(
+                !info.contains("\"tls_required\":true") && !info.contains("\"tls_available\":true"),
+            )
         };
         tokio::time::timeout(Duration::from_secs(3), probe)
             .await

@@ -296,10 +296,7 @@ pub async fn check(config: &NatsSinkConfig) -> CheckOutcome {
     match js.get_stream(&config.stream).await {
         Ok(_) => CheckOutcome::ok(
             "sink",
-            format!(
-                "NATS JetStream stream {} exists; {security}",
-                config.stream
-            ),
+            format!("NATS JetStream stream {} exists; {security}", config.stream),
         ),
         // JetStream itself answered "no such stream": it is on, and the stream can be made.
         Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) && config.create_stream => {

@@ -66,7 +66,9 @@ pub fn parse_url(url: &str) -> Result<TargetUrl, String> {
             text = format!("{text}: {cause}");
         }
         if text.contains("unknown option") {
-            text.push_str(" (TLS: sslmode, sslrootcert, sslcert, sslkey; see docs/configuration.md)");
+            text.push_str(
+                " (TLS: sslmode, sslrootcert, sslcert, sslkey; see docs/configuration.md)",
+            );
         }
         text
     })?;
@@ -78,7 +80,9 @@ pub fn parse_url(url: &str) -> Result<TargetUrl, String> {
         .iter()
         .all(|h| !matches!(h, Host::Tcp(_)));
     config.ssl_mode(match tls.sslmode {
-        _ if unix_only && !config.get_hosts().is_empty() => tokio_postgres::config::SslMode::Disable,
+        _ if unix_only && !config.get_hosts().is_empty() => {
+            tokio_postgres::config::SslMode::Disable
+        }
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
@@ -136,7 +140,13 @@ fn connect_error(e: tokio_postgres::Error, target: &TargetUrl) -> PipelineError 
         )
         .with_hint(refusal.hint);
     }
-    crate::sink_error(e, "connecting to the target")
+    let server_said = e.as_db_error().is_some();
+    let mut error = crate::sink_error(e, "connecting to the target");
+    if !server_said {
+        // With the cause (tokio-postgres's own text leaves it out: "error connecting to server").
+        error.message = format!("connecting to the target: {text}");
+    }
+    error
 }
 
 /// Whether the session runs over TLS, as the server sees it.
@@ -161,8 +171,14 @@ mod tests {
         let t = parse_url("postgres://u:p@db:5433/wh?sslmode=verify-full&sslrootcert=/ca%2B.pem&connect_timeout=5")
             .unwrap();
         assert_eq!(t.tls.sslmode, SslMode::VerifyFull);
-        assert_eq!(t.tls.sslrootcert.as_deref(), Some(std::path::Path::new("/ca+.pem")));
-        assert_eq!(t.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert_eq!(
+            t.tls.sslrootcert.as_deref(),
+            Some(std::path::Path::new("/ca+.pem"))
+        );
+        assert_eq!(
+            t.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
         assert_eq!(t.config.get_dbname(), Some("wh"));
         assert!(t.over_tcp());
         assert_eq!(
@@ -177,7 +193,10 @@ mod tests {
             ("postgres://u@db/wh?sslmode=verify", "sslmode"),
             ("postgres://u@db/wh?frobnicate=1", "frobnicate"),
             ("postgres://u@db/wh?sslcert=/c.pem", "sslkey"),
-            ("postgres://u:secret@db/wh?connect_timeout=x", "connect_timeout"),
+            (
+                "postgres://u:secret@db/wh?connect_timeout=x",
+                "connect_timeout",
+            ),
         ] {
             let message = parse_url(url).unwrap_err();
             assert!(message.contains(named), "{url}: {message}");

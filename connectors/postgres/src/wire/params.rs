@@ -12,8 +12,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Used when the URL has no `application_name`.
 pub const DEFAULT_APPLICATION_NAME: &str = "cdc-agent";
 
-pub use cdc_tls::postgres::SslMode;
 use cdc_tls::postgres::PgTls;
+pub use cdc_tls::postgres::SslMode;
 
 /// Where and how to connect. Build it with [`ConnectParams::from_url`] or by hand.
 #[derive(Clone, PartialEq, Eq)]
@@ -361,8 +361,10 @@ mod tests {
 
     #[test]
     fn client_certificate_and_key() {
-        let p = ConnectParams::from_url("postgres://u@h/d?sslmode=verify-full&sslcert=/c.pem&sslkey=/k.pem")
-            .unwrap();
+        let p = ConnectParams::from_url(
+            "postgres://u@h/d?sslmode=verify-full&sslcert=/c.pem&sslkey=/k.pem",
+        )
+        .unwrap();
         assert_eq!(p.sslcert, Some(PathBuf::from("/c.pem")));
         assert_eq!(p.sslkey, Some(PathBuf::from("/k.pem")));
         assert_eq!(p.tls().sslmode, SslMode::VerifyFull);
