@@ -443,6 +443,11 @@ impl Config {
         }
         match self.source.kind {
             SourceType::Postgres => {
+                if let Err(e) =
+                    cdc_postgres::wire::ConnectParams::from_url(self.source.url.expose())
+                {
+                    return fail("source.url", &format!("cannot be used: {e}"));
+                }
                 if self.source.server_id.is_some() {
                     return fail("source.server_id", "is only for mysql sources");
                 }
@@ -465,6 +470,9 @@ impl Config {
                         "source.url",
                         "must be a mysql:// URL for a mysql source: mysql://user:password@host:3306/database",
                     );
+                }
+                if let Err(e) = cdc_tls::mysql::parse_url(self.source.url.expose()) {
+                    return fail("source.url", &format!("cannot be used: {e}"));
                 }
                 if self.source.server_id == Some(0) {
                     return fail(
@@ -571,8 +579,11 @@ impl Config {
                 }
             }
             SinkType::Postgres => {
-                if self.sink.url.is_none() {
+                let Some(url) = &self.sink.url else {
                     return fail("sink.url", "is required for the postgres sink: postgres://user:password@host:port/dbname");
+                };
+                if let Err(e) = cdc_sink_postgres::parse_url(url.expose()) {
+                    return fail("sink.url", &format!("cannot be used: {e}"));
                 }
                 if self.sink.path.is_some() {
                     return fail("sink.path", "is for the jsonl and duckdb sinks; the postgres sink takes `url` and `schema`");
@@ -648,6 +659,9 @@ impl Config {
                         "sink.url",
                         "must be a NATS URL: nats://host:4222 (or tls://host:4222)",
                     );
+                }
+                if let Err(e) = cdc_sink_nats::parse_url(url.expose()) {
+                    return fail("sink.url", &format!("cannot be used: {e}"));
                 }
                 if self.sink.path.is_some() || self.sink.schema.is_some() {
                     return fail("sink.path / sink.schema", "are not used by the nats sink (it takes url, subject, subject_prefix, stream, format)");

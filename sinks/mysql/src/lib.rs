@@ -45,8 +45,9 @@ use cdc_core::batch::{NetChange, TableBatch};
 use cdc_core::dead_letter::bisect::{apply_or_search, ApplyPart, Refusals};
 use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
+use cdc_tls::mysql::MysqlTls;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, OptsBuilder};
 
 pub use check::check;
 pub use ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
@@ -89,8 +90,13 @@ pub struct MysqlSinkConfig {
 /// The database a `mysql://` URL names, if any; an error when it is no valid URL. The message
 /// never repeats the URL (it holds a password).
 pub fn url_database(url: &str) -> Result<Option<String>, String> {
-    Opts::from_url(url)
-        .map(|o| o.db_name().map(str::to_string).filter(|d| !d.is_empty()))
+    cdc_tls::mysql::parse_url(url)
+        .map(|u| {
+            u.opts
+                .db_name()
+                .map(str::to_string)
+                .filter(|d| !d.is_empty())
+        })
         .map_err(|e| e.to_string())
 }
 
@@ -138,21 +144,29 @@ fn not_open() -> PipelineError {
 /// Connects without selecting a database (the target one may not exist yet) and sets the session
 /// up.
 async fn connect(url: &str, doing: &str) -> Result<Conn, PipelineError> {
-    let opts = Opts::from_url(url).map_err(|e| {
-        PipelineError::definite("config", format!("sink.url is not a valid mysql URL: {e}"))
-            .with_hint("sink.url must look like mysql://user:password@host:port/database")
+    Ok(connect_tls(url, doing).await?.0)
+}
+
+/// [`connect`], also saying what the URL asked of TLS (for `check`).
+async fn connect_tls(url: &str, doing: &str) -> Result<(Conn, MysqlTls), PipelineError> {
+    let url = cdc_tls::mysql::parse_url(url).map_err(|e| {
+        PipelineError::definite("config", format!("sink.url: {e}")).with_hint(
+            "sink.url must look like mysql://user:password@host:port/database?ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/ca.pem",
+        )
     })?;
     // prefer_socket off: connect where the URL says, not to a local socket found on the way.
-    let opts = OptsBuilder::from_opts(opts)
+    let opts = OptsBuilder::from_opts(url.opts)
         .db_name(None::<String>)
         .prefer_socket(false);
-    let mut conn = Conn::new(opts).await.map_err(|e| sink_error(e, doing))?;
+    let mut conn = cdc_tls::mysql::connect(opts, &url.tls)
+        .await
+        .map_err(|e| errors::connect_error(e, &url.tls, doing))?;
     for statement in SESSION_SETUP {
         conn.query_drop(*statement)
             .await
             .map_err(|e| sink_error(e, "setting up the target session"))?;
     }
-    Ok(conn)
+    Ok((conn, url.tls))
 }
 
 impl MysqlSink {

@@ -15,6 +15,7 @@
 //! `on_error = "dlq"` (later changes to its key are held behind it), else the pipeline stops.
 
 mod acks;
+mod connection;
 mod resume;
 mod subject;
 
@@ -33,6 +34,7 @@ use cdc_core::{
 };
 
 pub use cdc_core::debezium::MessageFormat;
+pub use connection::{parse_url, Auth, NatsUrl};
 pub use subject::{SubjectTemplate, DEFAULT_SUBJECT};
 
 /// Acks awaited at most at once; past half of it, `write` waits for acks to come in.
@@ -109,23 +111,26 @@ impl NatsSink {
     }
 
     async fn connect(&self) -> Result<jetstream::Context, PipelineError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("cdc-agent {}", self.config.pipeline))
-            .connection_timeout(Duration::from_secs(10))
-            .connect(self.config.url.as_str())
-            .await
-            .map_err(|e| {
-                PipelineError::transient(
-                    "connection",
-                    format!("cannot connect to NATS at {}: {e}", self.config.url),
-                )
-                .with_hint("check sink.url (nats://host:4222) and that the server runs")
-            })?;
+        Ok(self.connect_client().await?.1)
+    }
+
+    /// The client (for what it tells of the server) and the JetStream context.
+    async fn connect_client(
+        &self,
+    ) -> Result<(async_nats::Client, jetstream::Context, NatsUrl), PipelineError> {
+        let url = parse_url(&self.config.url).map_err(|e| {
+            PipelineError::definite("config", format!("sink.url: {e}"))
+                .with_hint("write it as nats://host:4222 or tls://host:4222?tls_ca=/path/ca.pem")
+        })?;
+        let client = url
+            .connect(format!("cdc-agent {}", self.config.pipeline))
+            .await?;
         // The context only manages the stream; changes are published on the client with their
         // acks counted by [`AckInbox`] (an ack not back in 10 s fails the flush there).
-        Ok(jetstream::ContextBuilder::new()
+        let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
-            .build(client))
+            .build(client.clone());
+        Ok((client, js, url))
     }
 
     /// The stream must capture our subjects: made if missing (and allowed), else checked.
@@ -305,34 +310,40 @@ fn message_size(id: &str, key: Option<&str>, payload: usize) -> usize {
 /// `cdc-agent check`: the server answers, JetStream is on, and the stream exists or may be made.
 pub async fn check(config: &NatsSinkConfig) -> CheckOutcome {
     let sink = NatsSink::new(config.clone());
-    let js = match sink.connect().await {
-        Ok(js) => js,
+    let (client, js, url) = match sink.connect_client().await {
+        Ok(c) => c,
         Err(e) => {
             return CheckOutcome::fail(
                 "sink",
-                e.to_string(),
-                "check sink.url and that nats-server runs",
+                e.message,
+                e.hint
+                    .unwrap_or_else(|| "check sink.url and that nats-server runs".into()),
             )
         }
     };
+    let security = format!(
+        "{}; {}",
+        url.describe_tls(client.server_info().tls_required),
+        url.auth.describe()
+    );
     match js.get_stream(&config.stream).await {
         Ok(_) => CheckOutcome::ok(
             "sink",
-            format!("NATS JetStream stream {} exists", config.stream),
+            format!("NATS JetStream stream {} exists; {security}", config.stream),
         ),
         // JetStream itself answered "no such stream": it is on, and the stream can be made.
         Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) && config.create_stream => {
             CheckOutcome::ok(
                 "sink",
                 format!(
-                    "NATS JetStream is on; stream {} will be created",
+                    "NATS JetStream is on; stream {} will be created; {security}",
                     config.stream
                 ),
             )
         }
         Err(e) if matches!(e.kind(), GetStreamErrorKind::Request) => CheckOutcome::fail(
             "sink",
-            format!("JetStream does not answer at {}: {e}", config.url),
+            format!("JetStream does not answer at {}: {e}", url.display),
             "run nats-server with JetStream enabled (-js)",
         ),
         Err(e) => CheckOutcome::fail(

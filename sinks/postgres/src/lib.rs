@@ -20,8 +20,10 @@
 //! key the store holds are set aside behind it.
 
 mod apply;
+mod connect;
 mod copy_text;
 mod ddl;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,8 +33,9 @@ use cdc_core::batch::{NetChange, TableBatch};
 use cdc_core::dead_letter::bisect::{apply_or_search, ApplyPart, Refusals};
 use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+pub use connect::{parse_url, TargetUrl};
 pub use ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
 
 /// Changes buffered (after collapsing) before they are applied into the open transaction.
@@ -341,14 +344,7 @@ impl PostgresSink {
 #[async_trait]
 impl Sink for PostgresSink {
     async fn open(&mut self) -> Result<Option<ResumePoint>, PipelineError> {
-        let (client, connection) = tokio_postgres::connect(&self.config.url, NoTls)
-            .await
-            .map_err(|e| sink_error(e, "connecting to the target"))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "target connection ended");
-            }
-        });
+        let (client, _) = connect::connect(&self.config.url).await?;
         self.client = Some(client);
         self.tables.clear();
         self.last_schema = None;
@@ -534,10 +530,9 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 /// `cdc-agent check` for the postgres sink: can it connect, and create the schema and tables.
 pub async fn check(config: &PostgresSinkConfig) -> cdc_core::CheckOutcome {
     use cdc_core::CheckOutcome;
-    let (client, connection) = match tokio_postgres::connect(&config.url, NoTls).await {
+    let (client, target) = match connect::connect(&config.url).await {
         Ok(c) => c,
         Err(e) => {
-            let e = sink_error(e, "connecting to the target");
             return CheckOutcome::fail(
                 "sink",
                 e.message,
@@ -545,7 +540,11 @@ pub async fn check(config: &PostgresSinkConfig) -> cdc_core::CheckOutcome {
             );
         }
     };
-    tokio::spawn(connection);
+    let tls = match (target.over_tcp(), connect::session_tls(&client).await) {
+        (false, _) => "Unix socket, no TLS".to_string(),
+        (true, Some(on)) => target.tls.describe(on),
+        (true, None) => format!("TLS state unknown (sslmode={})", target.tls.sslmode),
+    };
     let probe = client
         .query_one(
             "SELECT has_database_privilege(current_database(), 'CREATE') \
@@ -557,7 +556,7 @@ pub async fn check(config: &PostgresSinkConfig) -> cdc_core::CheckOutcome {
         Ok(row) if row.get::<_, bool>(0) => CheckOutcome::ok(
             "sink",
             format!(
-                "postgres target reachable; schema {} can be written",
+                "postgres target reachable; schema {} can be written; {tls}",
                 config.schema
             ),
         ),
