@@ -756,7 +756,20 @@ PY
     touch "$DEBEZIUM_LIBS/.complete"
 }
 
+# The servers started here must not keep the caller's descriptors: run from `flock LOCK cargo
+# test` (the tests call `start`), they would inherit flock's descriptor and hold the caller's
+# lock for as long as they run, blocking every later `flock LOCK` on the machine. Closes 3 to 8
+# (bash keeps its own above 9; 9 is this script's lock).
+close_inherited_fds() {
+    local fd
+    for fd in 3 4 5 6 7 8; do
+        [ -e "/proc/$$/fd/$fd" ] && eval "exec $fd>&-"
+    done
+    return 0
+}
+
 take_lock() {
+    close_inherited_fds
     exec 9>"$BASE/.lock"
     flock -w 300 9 || die "timed out waiting for the lock $BASE/.lock"
 }
