@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+mod interval;
+pub use interval::Interval;
+
 /// Prometheus' registered default-port range neighbour of node_exporter; the spec's example.
 const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9187";
 const DEFAULT_STATE_DIR: &str = "./cdc-state";
@@ -46,7 +49,17 @@ pub struct AgentConfig {
     /// than this; 0 turns the warning off.
     #[serde(default = "default_slot_retained_warn_bytes")]
     pub slot_retained_warn_bytes: u64,
+    /// Run verify of every table of the pipeline this often (`"6h"`), inside the agent, never
+    /// repairing; results in `status` and `/metrics`. Default: off.
+    pub verify_interval: Option<Interval>,
+    /// With `verify_interval`: compare a random key range of about this many rows per table
+    /// (as `verify --max-rows`) instead of whole tables.
+    pub verify_max_rows: Option<u64>,
 }
+
+/// The shortest `agent.verify_interval`: each run reads every table on both sides, so an
+/// interval this short is for tests and small tables (production: hours).
+pub const MIN_VERIFY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn default_slot_retained_warn_bytes() -> u64 {
     1 << 30
@@ -440,6 +453,33 @@ impl Config {
                 "agent.channel_messages / agent.buffer_bytes",
                 "must be at least 1 message and 1024 bytes",
             );
+        }
+        if let Some(interval) = &self.agent.verify_interval {
+            if interval.duration() < MIN_VERIFY_INTERVAL {
+                return fail(
+                    "agent.verify_interval",
+                    "must be at least 1s (each run reads every table on both sides: hours suit most pipelines)",
+                );
+            }
+            if !matches!(
+                self.sink.kind,
+                SinkType::Postgres | SinkType::Mysql | SinkType::Duckdb
+            ) {
+                return fail(
+                    "agent.verify_interval",
+                    "is for warehouse sinks (sink.type postgres, mysql or duckdb): verify compares tables",
+                );
+            }
+        }
+        match self.agent.verify_max_rows {
+            Some(0) => return fail("agent.verify_max_rows", "must be at least 1"),
+            Some(_) if self.agent.verify_interval.is_none() => {
+                return fail(
+                    "agent.verify_max_rows",
+                    "samples the periodic verify: set agent.verify_interval too",
+                )
+            }
+            _ => {}
         }
         match self.source.kind {
             SourceType::Postgres => {

@@ -79,11 +79,20 @@ pub async fn build_source(
 }
 
 /// The sink of `run`: refused changes go to `dead_letters` (`sink.on_error = "dlq"`), changes to
-/// keys it holds are held behind them.
+/// keys it holds are held behind them; a DuckDB sink lends its open database to verify run by
+/// the agent through `access`.
 pub fn build_sink(
     config: &Config,
     dead_letters: DeadLetterHandle,
+    access: &crate::verify::TargetAccess,
 ) -> Result<Box<dyn Sink>, PipelineError> {
+    #[cfg(feature = "duckdb")]
+    if let (SinkType::Duckdb, Some(shared)) = (config.sink.kind, &access.duckdb) {
+        return Ok(Box::new(
+            cdc_sink_duckdb::DuckdbSink::new(duckdb_sink_config(config)).sharing(shared.clone()),
+        ));
+    }
+    let _ = access;
     build_any_sink(config, dead_letters, true)
 }
 
