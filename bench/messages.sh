@@ -4,7 +4,8 @@
 #   - NATS JetStream: the testenv's private nats-server;
 #   - Kafka: librdkafka's mock cluster (sinks/kafka/examples/kafka_mock_cluster.rs, one broker,
 #     the topic with 3 partitions), a Kafka protocol peer in a process of its own.
-# Then the commit-to-ack latency at a steady 10,000 changes/s (pgbench --rate), per sink, from the
+# Then the commit-to-ack latency at a steady 10,000 changes/s (pgbench --rate), per sink (JSON lines,
+# NATS, Kafka and a Postgres target), from the
 # agent's own histogram (cdc_end_to_end_latency_seconds: source commit -> every message of the
 # transaction acknowledged by the broker and the checkpoint saved).
 #
@@ -44,6 +45,8 @@ KAFKA="$(head -1 "$WORK/kafka.addr")"
 "${PSQL[@]}" -d cdc_nbench -c "CREATE TABLE bench (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric, e jsonb)" \
     -c "CREATE TABLE lat (id bigserial PRIMARY KEY, v int)" \
     -c "CREATE PUBLICATION cdc_nbench FOR TABLE bench, lat" >/dev/null
+# The Postgres target of the latency part (a schema per run).
+"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS cdc_nbench_target WITH (FORCE)" -c "CREATE DATABASE cdc_nbench_target" >/dev/null
 for i in $(seq 1 "$RUNS"); do
     for kind in jsonl nats kafka; do
         "${PSQL[@]}" -d cdc_nbench -At -c "SELECT pg_create_logical_replication_slot('${kind}_$i', 'pgoutput')" >/dev/null
@@ -67,6 +70,9 @@ subject_prefix = \"nbench_$slot\"" ;;
         kafka) sink="type = \"kafka\"
 brokers = \"$KAFKA\"
 topic_prefix = \"nbench_$slot\"" ;;
+        postgres) sink="type = \"postgres\"
+url = \"postgres://postgres@127.0.0.1:$PORT/cdc_nbench_target\"
+schema = \"$slot\"" ;;
     esac
     cat > "$dir/cdc-agent.toml" <<TOML
 [agent]
@@ -114,7 +120,7 @@ INSERT INTO lat (v) SELECT g FROM generate_series(1, 100) g;
 SQL
 : > "$WORK/latency.txt"
 for setting in default 10; do
-for kind in jsonl nats kafka; do
+for kind in jsonl nats kafka postgres; do
     slot="lat_${kind}_$setting"
     "${PSQL[@]}" -d cdc_nbench -At -c "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
     extra=""

@@ -60,6 +60,16 @@ wait_for "both scrape targets up" 120 bash -c "curl -fsS http://127.0.0.1:9090/a
 curl -fsS http://127.0.0.1:9090/api/v1/rules | grep -q CdcPipelineFailed || die "the alert rules are not loaded"
 curl -fsS 'http://127.0.0.1:9090/api/v1/query?query=cdc_events_total' | grep -q shop_mariadb || die "no cdc-agent metrics in Prometheus"
 
+log "the agents read their passwords from secret files and print them nowhere"
+for agent in agent agent-mariadb; do
+    if "${COMPOSE[@]}" logs --no-color "$agent" 2>&1 | grep -Eq 'demo-(source|warehouse)-pw'; then
+        die "$agent's log shows a password"
+    fi
+    if "${COMPOSE[@]}" exec -T "$agent" cdc-agent status --json 2>&1 | grep -Eq 'demo-(source|warehouse)-pw'; then
+        die "$agent's status shows a password"
+    fi
+done
+
 log "docker-compose down -v"
 trap - EXIT
 "${COMPOSE[@]}" down -v >/dev/null

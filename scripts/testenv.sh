@@ -10,12 +10,17 @@
 #
 # Instances (under $CDC_TESTENV_DIR, default /var/tmp/cdc-agent-testenv):
 #   logical  127.0.0.1:$CDC_TEST_PG_PORT (55432)        Postgres, wal_level=logical, TLS, per-user auth methods
+#                                                       (cdc_cert: a role for the test client certificate)
 #   plain    127.0.0.1:$CDC_TEST_PG_PLAIN_PORT (55433)  Postgres, wal_level=replica, trust only, no TLS
 #   mariadb  127.0.0.1:$CDC_TEST_MYSQL_PORT (53306)     MariaDB, binlog on (ROW, full images and metadata),
+#                                                       TLS and plaintext on the same port,
 #                                                       socket sock/mariadb.sock; root has no password,
 #                                                       users cdc (replication) and cdc_norepl (SELECT only),
-#                                                       both with password secret-pw
+#                                                       cdc_tls (as cdc, REQUIRE SSL) and cdc_cert (as cdc,
+#                                                       REQUIRE SUBJECT /CN=cdc_cert), all with password secret-pw
 #   nats     127.0.0.1:$CDC_TEST_NATS_PORT (54222)      nats-server with JetStream (store in nats/)
+#   nats-tls 127.0.0.1:$CDC_TEST_NATS_TLS_PORT (54223)  the same with TLS only (server.crt) and logins: user cdc
+#                                                       with password secret-pw, or the nkey seed nats-user.nk
 #   kafka    127.0.0.1:$CDC_TEST_KAFKA_PORT (59092)     Tansu 0.6.0, an Apache Kafka compatible broker
 #                                                       (crates.io; built once into /var/cache/cdc-agent),
 #                                                       in-memory storage
@@ -24,6 +29,9 @@
 #   kafka-sasl localhost:$CDC_TEST_KAFKA_SASL_PORT (59095) behind TLS too, requiring SASL, with no users: every
 #                                                       login is refused
 #   debezium jars in /var/cache/cdc-agent/debezium-3.6.3 (a Debezium-format consumer for tests)
+#
+# TLS material in $CDC_TESTENV_DIR: ca.crt (the private test CA), server.crt/.key (localhost and
+# 127.0.0.1), wrong-ca.crt (another CA with the same name), client.crt/.key (CN=cdc_cert).
 #
 # The machine's own Postgres (port 5432) and MariaDB/MySQL (port 3306, /etc/mysql) are never
 # touched. Everything here is idempotent: `start` on running instances only re-checks them, so
@@ -35,6 +43,7 @@ LOGICAL_PORT="${CDC_TEST_PG_PORT:-55432}"
 PLAIN_PORT="${CDC_TEST_PG_PLAIN_PORT:-55433}"
 MYSQL_PORT="${CDC_TEST_MYSQL_PORT:-53306}"
 NATS_PORT="${CDC_TEST_NATS_PORT:-54222}"
+NATS_TLS_PORT="${CDC_TEST_NATS_TLS_PORT:-54223}"
 KAFKA_PORT="${CDC_TEST_KAFKA_PORT:-59092}"
 KAFKA_TLS_PORT="${CDC_TEST_KAFKA_TLS_PORT:-59093}"
 KAFKA_SASL_PORT="${CDC_TEST_KAFKA_SASL_PORT:-59095}"
@@ -48,6 +57,7 @@ MARIADB_CNF="$BASE/mariadb.cnf"
 MARIADB_LOG="$BASE/mariadb.log"
 MARIADB_SOCK="$SOCK_DIR/mariadb.sock"
 MARIADB_PID="$SOCK_DIR/mariadb.pid"
+MARIADB_KEY="$BASE/mariadb-server.key"
 # Written once mariadb-install-db has succeeded: a data dir without it is a partial one.
 MARIADB_INIT_MARKER="$MARIADB_DATA/cdc-testenv.initialized"
 TEST_PASSWORD='secret-pw'
@@ -159,6 +169,12 @@ extendedKeyUsage = serverAuth
 subjectAltName = DNS:localhost,IP:127.0.0.1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[v3_client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 '
 
 certs_ok() {
@@ -204,6 +220,74 @@ make_certs() {
     return 0
 }
 
+# A client certificate (CN=cdc_cert, the user name the servers map it to) signed by the test CA,
+# added next to an existing CA without renewing it (running servers keep their certificates).
+# A throwaway test key: readable by everyone, like ca.crt, so tests running as any user can use it.
+make_client_cert() {
+    if [ -s "$BASE/client.crt" ] && [ -s "$BASE/client.key" ] &&
+        openssl x509 -checkend 86400 -noout -in "$BASE/client.crt" >/dev/null 2>&1 &&
+        openssl verify -CAfile "$BASE/ca.crt" "$BASE/client.crt" >/dev/null 2>&1; then
+        return 0
+    fi
+    log "generating the TLS client certificate in $BASE"
+    local tmp
+    tmp="$(mktemp -d)"
+    printf '%s' "$OPENSSL_CNF" >"$tmp/openssl.cnf"
+    (
+        cd "$tmp"
+        openssl req -config openssl.cnf -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout client.key -out client.csr -subj "/CN=cdc_cert"
+        openssl x509 -req -in client.csr -CA "$BASE/ca.crt" -CAkey "$BASE/ca.key" \
+            -set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile openssl.cnf -extensions v3_client \
+            -out client.crt
+    ) >"$tmp/openssl.log" 2>&1 || {
+        cat "$tmp/openssl.log" >&2
+        rm -rf "$tmp"
+        die "openssl failed to generate the test client certificate"
+    }
+    install -m 0644 "$tmp/client.crt" "$tmp/client.key" "$BASE/"
+    rm -rf "$tmp"
+}
+
+# An nkey user for the TLS NATS instance: nats-user.nk (the seed, as `nk -gen user` writes it) and
+# nats-user.pub (its public key). Encoded by hand (python3's cryptography makes the Ed25519 key):
+# base32 of prefix bytes, key and CRC16 (XMODEM), as github.com/nats-io/nkeys does.
+make_nkey() {
+    [ -s "$BASE/nats-user.nk" ] && [ -s "$BASE/nats-user.pub" ] && return 0
+    log "generating the NATS nkey user in $BASE"
+    python3 - "$BASE" <<'PY' || die "generating the nkey failed (python3 with the cryptography module is needed)"
+import base64, os, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+
+def crc16(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+def encode(raw):
+    c = crc16(raw)
+    return base64.b32encode(raw + bytes([c & 0xFF, c >> 8])).decode().rstrip("=")
+
+seed = os.urandom(32)
+public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+    serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+user, seed_prefix = 20 << 3, 18 << 3
+seed_text = encode(bytes([seed_prefix | (user >> 5), (user & 31) << 3]) + seed)
+public_text = encode(bytes([user]) + public)
+base = sys.argv[1]
+with open(os.path.join(base, "nats-user.nk"), "w") as f:
+    f.write(seed_text + "\n")
+with open(os.path.join(base, "nats-user.pub"), "w") as f:
+    f.write(public_text + "\n")
+PY
+    chmod 0644 "$BASE/nats-user.nk" "$BASE/nats-user.pub"
+}
+
 # --- instances -----------------------------------------------------------------------------
 
 conf_logical() {
@@ -225,6 +309,15 @@ password_encryption = 'scram-sha-256'
 ssl = on
 ssl_cert_file = '$BASE/server.crt'
 ssl_key_file = '$BASE/server.key'
+EOF
+}
+
+# The CA client certificates must chain to (the server then asks for one and verifies it), in a
+# file of its own next to cdc-testenv.conf.
+conf_logical_tls() {
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
+ssl_ca_file = '$BASE/ca.crt'
 EOF
 }
 
@@ -312,9 +405,33 @@ wait_ready() {
     die "instance '$name' (port $port) is running but not accepting connections; see $BASE/$name.log"
 }
 
-# start_instance NAME PORT CONF HBA
+# Applies a changed configuration without a restart (other test runs may be connected right now);
+# returns 1 when a setting changed that only a restart applies (pending_restart).
+reload_instance() {
+    local bin="$1" name="$2" port="$3" before state _
+    local psql=("$bin/psql" -X -q -At -h "$SOCK_DIR" -p "$port" -U postgres -d postgres)
+    log "configuration of '$name' changed: reloading"
+    before="$(as_pg "${psql[@]}" -c "SELECT pg_conf_load_time()" 2>/dev/null)" || return 1
+    as_pg "${psql[@]}" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || return 1
+    # The postmaster re-reads the files asynchronously: wait until a new session has the new load
+    # time, then ask whether a setting waits for a restart.
+    for _ in $(seq 1 50); do
+        state="$(as_pg "${psql[@]}" -F ' ' -c "SELECT pg_conf_load_time() > '$before'::timestamptz, \
+            (SELECT count(*) FROM pg_settings WHERE pending_restart)" 2>/dev/null)" || return 1
+        case "$state" in
+        "t 0") return 0 ;;
+        t*) return 1 ;;
+        esac
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_instance NAME PORT CONF HBA [EXTRA_CONF]: EXTRA_CONF goes to cdc-testenv-extra.conf, an
+# include of its own (settings that older checkouts of this script do not write, so that they
+# leave them alone).
 start_instance() {
-    local bin="$1" name="$2" port="$3" conf="$4" hba="$5"
+    local bin="$1" name="$2" port="$3" conf="$4" hba="$5" extra="${6:-}"
     local data="$BASE/$name" changed=0
     if [ ! -f "$data/PG_VERSION" ]; then
         # An interrupted initdb leaves a partial dir behind: start that one over.
@@ -329,10 +446,13 @@ start_instance() {
     grep -q "^include = 'cdc-testenv.conf'" "$data/postgresql.conf" ||
         echo "include = 'cdc-testenv.conf'" >>"$data/postgresql.conf"
     write_if_changed "$data/cdc-testenv.conf" "$conf" && changed=1
+    grep -q "^include_if_exists = 'cdc-testenv-extra.conf'" "$data/postgresql.conf" ||
+        echo "include_if_exists = 'cdc-testenv-extra.conf'" >>"$data/postgresql.conf"
+    write_if_changed "$data/cdc-testenv-extra.conf" "$extra" && changed=1
     write_if_changed "$data/pg_hba.conf" "$hba" && changed=1
 
     if is_running "$data" "$port"; then
-        if [ "$changed" -eq 1 ] || [ "${CERTS_CHANGED:-0}" -eq 1 ]; then
+        if [ "${CERTS_CHANGED:-0}" -eq 1 ] || { [ "$changed" -eq 1 ] && ! reload_instance "$bin" "$name" "$port"; }; then
             log "configuration of '$name' changed: restarting"
             as_pg "$bin/pg_ctl" -D "$data" -m fast -w -t 120 -l "$BASE/$name.log" restart >/dev/null ||
                 die "restart of instance '$name' failed; see $BASE/$name.log"
@@ -358,7 +478,7 @@ setup_roles() {
 DO $$
 DECLARE r text;
 BEGIN
-  FOREACH r IN ARRAY ARRAY['cdc_scram', 'cdc_md5', 'cdc_plain'] LOOP
+  FOREACH r IN ARRAY ARRAY['cdc_scram', 'cdc_md5', 'cdc_plain', 'cdc_cert'] LOOP
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
       EXECUTE format('CREATE ROLE %I LOGIN REPLICATION', r);
     ELSE
@@ -377,8 +497,8 @@ ALTER ROLE cdc_plain PASSWORD :'pw';
 -- md5 auth only works against an md5-hashed password (a SCRAM verifier upgrades it to SCRAM).
 SET password_encryption = 'md5';
 ALTER ROLE cdc_md5 PASSWORD :'pw';
-GRANT CREATE ON DATABASE postgres TO cdc_scram, cdc_md5, cdc_plain, cdc_norepl;
-GRANT CREATE ON SCHEMA public TO cdc_scram, cdc_md5, cdc_plain, cdc_norepl;
+GRANT CREATE ON DATABASE postgres TO cdc_scram, cdc_md5, cdc_plain, cdc_norepl, cdc_cert;
+GRANT CREATE ON SCHEMA public TO cdc_scram, cdc_md5, cdc_plain, cdc_norepl, cdc_cert;
 SQL
 }
 
@@ -436,6 +556,10 @@ sync_binlog = 0
 innodb_buffer_pool_size = 64M
 max_connections = 200
 performance_schema = OFF
+# TLS and plaintext on the same port (the key: a copy the mysql user may read).
+ssl_ca = $BASE/ca.crt
+ssl_cert = $BASE/server.crt
+ssl_key = $MARIADB_KEY
 
 # For humans: mariadb --defaults-file=$MARIADB_CNF
 [client]
@@ -557,6 +681,12 @@ stop_mariadb() {
 start_mariadb() {
     local changed=0 pid
     write_if_changed "$MARIADB_CNF" "$(conf_mariadb)" root:root 0644 && changed=1
+    if ! cmp -s "$BASE/server.key" "$MARIADB_KEY"; then
+        install -o mysql -g mysql -m 0600 "$BASE/server.key" "$MARIADB_KEY"
+        changed=1
+    fi
+    # The certificate the running server has read: a renewed one needs a restart.
+    cmp -s "$BASE/server.crt" "$BASE/mariadb-server.crt.started" || changed=1
     init_mariadb
     if pid="$(mariadb_pid)"; then
         if [ "$changed" -eq 1 ]; then
@@ -569,6 +699,7 @@ start_mariadb() {
     else
         launch_mariadb
     fi
+    cp "$BASE/server.crt" "$BASE/mariadb-server.crt.started"
     setup_mariadb_users
 }
 
@@ -608,6 +739,14 @@ BEGIN NOT ATOMIC
 END //
 DELIMITER ;
 GRANT SELECT ON *.* TO 'cdc_norepl'@'%';
+CREATE USER IF NOT EXISTS 'cdc_tls'@'%';
+ALTER USER 'cdc_tls'@'%' IDENTIFIED BY 'secret-pw' REQUIRE SSL;
+GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD, SHOW DATABASES ON *.* TO 'cdc_tls'@'%';
+GRANT ALL PRIVILEGES ON `cdc_%`.* TO 'cdc_tls'@'%';
+CREATE USER IF NOT EXISTS 'cdc_cert'@'%';
+ALTER USER 'cdc_cert'@'%' IDENTIFIED BY 'secret-pw' REQUIRE SUBJECT '/CN=cdc_cert';
+GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT, RELOAD, SHOW DATABASES ON *.* TO 'cdc_cert'@'%';
+GRANT ALL PRIVILEGES ON `cdc_%`.* TO 'cdc_cert'@'%';
 SQL
 }
 
@@ -656,6 +795,54 @@ wait_listening() {
 }
 
 stop_nats() { stop_instance_pid nats "$NATS_PID" nats-server; }
+
+# The TLS instance: its own port, store and pid file, configured by a file (TLS and users need
+# one); a changed file (or renewed certificates) restarts it.
+NATS_TLS_PID="$BASE/nats-tls.pid"
+NATS_TLS_CONF="$BASE/nats-tls.conf"
+nats_tls_running() { pid_running "$NATS_TLS_PID" nats-server; }
+
+conf_nats_tls() {
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
+listen: "127.0.0.1:$NATS_TLS_PORT"
+pid_file: "$NATS_TLS_PID"
+log_file: "$BASE/nats-tls.log"
+jetstream { store_dir: "$BASE/nats-tls" }
+tls {
+  cert_file: "$BASE/server.crt"
+  key_file: "$BASE/server.key"
+  timeout: 5
+}
+authorization {
+  users = [
+    { user: "cdc", password: "$TEST_PASSWORD" }
+    { nkey: "$(tr -d '\n' <"$BASE/nats-user.pub")" }
+  ]
+}
+EOF
+}
+
+start_nats_tls() {
+    local changed=0 _
+    write_if_changed "$NATS_TLS_CONF" "$(conf_nats_tls)" root:root 0644 && changed=1
+    [ "${CERTS_NEW:-0}" -eq 1 ] && changed=1
+    if nats_tls_running; then
+        [ "$changed" -eq 1 ] || return 0
+        log "configuration of 'nats-tls' changed: restarting"
+        stop_nats_tls
+        for _ in $(seq 1 100); do
+            nats_tls_running || break
+            sleep 0.1
+        done
+    fi
+    log "starting instance 'nats-tls' on 127.0.0.1:$NATS_TLS_PORT (TLS)"
+    mkdir -p "$BASE/nats-tls"
+    (cd / && exec setsid nats-server -c "$NATS_TLS_CONF" </dev/null >/dev/null 2>&1 9>&-) &
+    wait_listening nats-tls nats_tls_running "$NATS_TLS_PORT" "$BASE/nats-tls.log"
+}
+
+stop_nats_tls() { stop_instance_pid nats-tls "$NATS_TLS_PID" nats-server; }
 
 # A real Kafka-protocol broker for the Kafka sink's end-to-end test: Tansu (Apache Kafka
 # compatible, written in Rust, on crates.io; no Kafka distribution is reachable from here), built
@@ -775,14 +962,18 @@ cmd_start() {
     take_lock
     CERTS_CHANGED=0
     make_certs && CERTS_CHANGED=1
+    CERTS_NEW="$CERTS_CHANGED"
+    make_client_cert
+    make_nkey
     local bin
     bin="$(pick_bin)"
-    start_instance "$bin" logical "$LOGICAL_PORT" "$(conf_logical)" "$(hba_logical)"
+    start_instance "$bin" logical "$LOGICAL_PORT" "$(conf_logical)" "$(hba_logical)" "$(conf_logical_tls)"
     CERTS_CHANGED=0
     start_instance "$bin" plain "$PLAIN_PORT" "$(conf_plain)" "$(hba_plain)"
     setup_roles "$bin"
     [ "$with_mariadb" -eq 0 ] || start_mariadb
     start_nats
+    start_nats_tls
     # The quickstart and the benchmarks need neither the Kafka broker nor Debezium's jars: on a
     # fresh machine the broker's one-time build alone takes minutes.
     if [ "${CDC_TESTENV_FOR_TESTS:-1}" = 1 ]; then
@@ -794,7 +985,7 @@ cmd_start() {
     local kafka=""
     kafka_running && kafka=", kafka on 127.0.0.1:$KAFKA_PORT"
     log "ready: logical on 127.0.0.1:$LOGICAL_PORT, plain on 127.0.0.1:$PLAIN_PORT," \
-        "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT$kafka (eval \"\$($0 env)\")"
+        "mariadb on 127.0.0.1:$MYSQL_PORT, nats on 127.0.0.1:$NATS_PORT (TLS: $NATS_TLS_PORT)$kafka (eval \"\$($0 env)\")"
 }
 
 cmd_stop() {
@@ -814,6 +1005,7 @@ cmd_stop() {
     stop_instance "$bin" logical "$LOGICAL_PORT"
     stop_instance "$bin" plain "$PLAIN_PORT"
     stop_nats || log "instance 'nats' is not running"
+    stop_nats_tls || log "instance 'nats-tls' is not running"
     stop_kafka || log "instance 'kafka' is not running"
     stop_tansu_tls kafka-tls || log "instance 'kafka-tls' is not running"
     stop_tansu_tls kafka-sasl || log "instance 'kafka-sasl' is not running"
@@ -841,6 +1033,12 @@ cmd_status() {
         echo "nats: running on 127.0.0.1:$NATS_PORT"
     else
         echo "nats: not running"
+        rc=3
+    fi
+    if nats_tls_running; then
+        echo "nats-tls: running on 127.0.0.1:$NATS_TLS_PORT (TLS)"
+    else
+        echo "nats-tls: not running"
         rc=3
     fi
     if kafka_running; then
@@ -874,11 +1072,31 @@ cmd_env() {
     printf 'export CDC_TEST_MYSQL_PORT=%q\n' "$MYSQL_PORT"
     printf 'export CDC_TEST_MYSQL_SOCKET=%q\n' "$MARIADB_SOCK"
     printf 'export CDC_TEST_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
+    printf 'export CDC_TEST_NATS_TLS_URL=%q\n' "tls://127.0.0.1:$NATS_TLS_PORT"
+    printf 'export CDC_TEST_NATS_NKEY_SEED=%q\n' "$BASE/nats-user.nk"
+    printf 'export CDC_TEST_CA=%q\n' "$BASE/ca.crt"
+    printf 'export CDC_TEST_WRONG_CA=%q\n' "$BASE/wrong-ca.crt"
+    printf 'export CDC_TEST_CLIENT_CERT=%q\n' "$BASE/client.crt"
+    printf 'export CDC_TEST_CLIENT_KEY=%q\n' "$BASE/client.key"
     printf 'export CDC_TEST_DEBEZIUM_LIBS=%q\n' "$DEBEZIUM_LIBS"
     printf 'export CDC_TEST_KAFKA_BROKERS=%q\n' "127.0.0.1:$KAFKA_PORT"
     printf 'export CDC_TEST_KAFKA_TLS_BROKERS=%q\n' "localhost:$KAFKA_TLS_PORT"
     printf 'export CDC_TEST_KAFKA_SASL_BROKERS=%q\n' "localhost:$KAFKA_SASL_PORT"
 }
+
+# Every descriptor above 2 this script inherited is closed first: the servers it starts live on,
+# and must not hold what the caller had open (the `flock` of a shared build lock, say, which
+# would then stay locked for as long as the servers run).
+close_inherited_fds() {
+    local fd
+    for fd in /proc/$$/fd/*; do
+        fd="${fd##*/}"
+        if [[ "$fd" =~ ^[0-9]+$ ]] && [ "$fd" -gt 2 ]; then
+            eval "exec $fd>&-" 2>/dev/null || true
+        fi
+    done
+}
+close_inherited_fds
 
 case "${1:-}" in
 start) cmd_start ;;

@@ -1,6 +1,8 @@
 //! The admin HTTP endpoint: `/status` (the `status --json` object), `/healthz`, `/readyz`,
 //! `/metrics` in Prometheus' text format (see `metrics`), `/snapshot` and the dead-letter store
-//! (`GET /dlq`, `GET /dlq/<id>`, `POST /dlq/replay`, `POST /dlq/drop`) for the `dlq` commands.
+//! (`GET /dlq`, `GET /dlq/<id>`, `POST /dlq/replay`, `POST /dlq/drop`) for the `dlq` commands,
+//! `POST /verify` (a result to keep) and `POST /verify/run` (verify run by the agent, for a
+//! DuckDB target the agent holds).
 //!
 //! Deliberately tiny (one request per connection, GET only): it serves operators and probes, not
 //! traffic, and keeps an HTTP framework out of the binary.
@@ -24,36 +26,41 @@ pub type SnapshotRequests = Arc<std::sync::OnceLock<Arc<dyn cdc_core::StateTree>
 /// The dead-letter operations, once the state store is open.
 pub type DeadLetterService = Arc<std::sync::OnceLock<Arc<crate::dlq::DlqService>>>;
 
-pub async fn serve(
-    listener: TcpListener,
-    live: Arc<LiveStatus>,
-    metrics: Arc<Metrics>,
-    requests: SnapshotRequests,
-    dlq: DeadLetterService,
-) {
+/// Verify run by the agent, once the state store is open.
+pub type VerifyRuns = Arc<std::sync::OnceLock<Arc<crate::verify::service::VerifyService>>>;
+
+/// What the endpoint serves, shared by its connections.
+#[derive(Clone)]
+pub struct Services {
+    pub live: Arc<LiveStatus>,
+    pub metrics: Arc<Metrics>,
+    pub requests: SnapshotRequests,
+    pub dlq: DeadLetterService,
+    pub verify: VerifyRuns,
+}
+
+pub async fn serve(listener: TcpListener, services: Services) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let live = Arc::clone(&live);
-        let metrics = Arc::clone(&metrics);
-        let requests = Arc::clone(&requests);
-        let dlq = Arc::clone(&dlq);
+        let services = services.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &live, &metrics, &requests, &dlq).await {
+            if let Err(e) = answer(stream, &services).await {
                 tracing::debug!(error = %e, "admin request failed");
             }
         });
     }
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    live: &LiveStatus,
-    metrics: &Metrics,
-    requests: &SnapshotRequests,
-    dlq: &DeadLetterService,
-) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, services: &Services) -> std::io::Result<()> {
+    let Services {
+        live,
+        metrics,
+        requests,
+        dlq,
+        verify,
+    } = services;
     let request = read_request(&mut stream).await?;
     let head = String::from_utf8_lossy(&request);
     let mut words = head.split_whitespace();
@@ -83,6 +90,18 @@ async fn answer(
             let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
             verify_result(requests, body)
         }
+        ("POST", "/verify/run") => {
+            let body = head.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            // A caller that goes away (verify interrupted) ends the run: nothing waits for it.
+            let run = verify_run(verify, body);
+            tokio::select! {
+                answer = run => answer,
+                () = closed(&mut stream) => {
+                    tracing::info!("verify: the caller went away; the run stopped");
+                    return Ok(());
+                }
+            }
+        }
         (_, path) => answer_get(path, live, metrics, requests),
     };
     let reason = match code {
@@ -92,12 +111,25 @@ async fn answer(
         503 => "Service Unavailable",
         _ => "Not Found",
     };
+    // Status, metrics and errors may quote what a driver was given: never a secret.
+    let body = crate::secrets::scrub(&body);
     let response = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// Resolves when the peer closes the connection (it sends nothing after its request).
+async fn closed(stream: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Reads one request: the head, and a body up to its Content-Length (small: table names).
@@ -278,6 +310,32 @@ fn verify_result(requests: &SnapshotRequests, body: &str) -> Answer {
     match crate::verify::record::accept(tree.as_ref(), body) {
         Ok(n) => (200, "text/plain", format!("{n} results kept\n")),
         Err(e) => (400, "text/plain", format!("{e}\n")),
+    }
+}
+
+/// `POST /verify/run`: the `verify` arguments as JSON; the report as JSON.
+async fn verify_run(verify: &VerifyRuns, body: &str) -> Answer {
+    use crate::verify::service::Refused;
+    let Some(service) = verify.get() else {
+        return (
+            503,
+            "text/plain",
+            "the state store is not open yet\n".into(),
+        );
+    };
+    let args: crate::verify::VerifyArgs = match serde_json::from_str(body) {
+        Ok(args) => args,
+        Err(e) => return (400, "text/plain", format!("not verify arguments: {e}\n")),
+    };
+    match service.run(&args).await {
+        Ok(report) => (
+            200,
+            "application/json",
+            serde_json::to_string(&report).unwrap_or_default(),
+        ),
+        Err(Refused::NotReady(why)) => (503, "text/plain", format!("{why}\n")),
+        Err(Refused::Usage(why)) => (400, "text/plain", format!("{why}\n")),
+        Err(Refused::Failed(why)) => (500, "text/plain", format!("{why}\n")),
     }
 }
 

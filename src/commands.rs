@@ -39,6 +39,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let requests = admin::SnapshotRequests::default();
     let dlq_service = admin::DeadLetterService::default();
+    let verify_runs = admin::VerifyRuns::default();
     let state_dir = config.state_dir();
     let store = tokio::select! {
         store = open_store_waiting(&state_dir) => Arc::new(store?),
@@ -47,10 +48,22 @@ pub async fn run(config: Config) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let _ = requests.set(Arc::new(crate::store::SourceState::new(
-        Arc::clone(&store),
-        &name,
-    )));
+    let tree: Arc<dyn cdc_core::StateTree> =
+        Arc::new(crate::store::SourceState::new(Arc::clone(&store), &name));
+    let _ = requests.set(Arc::clone(&tree));
+    // The DuckDB sink lends its open database to verify run here (the file is the agent's).
+    let access = crate::verify::TargetAccess {
+        #[cfg(feature = "duckdb")]
+        duckdb: (config.sink.kind == SinkType::Duckdb)
+            .then(cdc_sink_duckdb::SharedDatabase::default),
+    };
+    let verify = Arc::new(crate::verify::service::VerifyService::new(
+        config.clone(),
+        tree,
+        Arc::clone(&live),
+        access.clone(),
+    ));
+    let _ = verify_runs.set(Arc::clone(&verify));
     let dead_letters = Arc::new(crate::dlq::DeadLetterQueue::open(
         Arc::clone(&store),
         &name,
@@ -74,11 +87,21 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     live.attach_progress(Arc::clone(&progress));
     tokio::spawn(admin::serve(
         listener,
-        Arc::clone(&live),
-        Arc::clone(&metrics),
-        Arc::clone(&requests),
-        Arc::clone(&dlq_service),
+        admin::Services {
+            live: Arc::clone(&live),
+            metrics: Arc::clone(&metrics),
+            requests: Arc::clone(&requests),
+            dlq: Arc::clone(&dlq_service),
+            verify: verify_runs,
+        },
     ));
+    if let Some(interval) = &config.agent.verify_interval {
+        tracing::info!(every = %interval, sampled_rows = ?config.agent.verify_max_rows, "verify runs periodically");
+        tokio::spawn(tracing::Instrument::instrument(
+            verify.every(interval.duration(), config.agent.verify_max_rows),
+            tracing::info_span!("pipeline", pipeline = %name),
+        ));
+    }
     tokio::spawn(
         SourceWatch {
             config: Arc::new(config.clone()),
@@ -97,6 +120,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
         progress,
         metrics,
         dead_letters,
+        access,
     };
     // Every line the pipeline logs carries its name (a field of the JSON lines with
     // `--log-format json`).
@@ -113,7 +137,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::secrets::scrub(&e.to_string()));
             Ok(ExitCode::from(1))
         }
     }
@@ -250,7 +274,7 @@ pub async fn check(config: &Config) -> Result<ExitCode> {
     });
     let mut failed = false;
     for outcome in &outcomes {
-        println!("{outcome}");
+        println!("{}", crate::secrets::scrub(&outcome.to_string()));
         failed |= !outcome.ok;
     }
     Ok(if failed {
@@ -340,9 +364,10 @@ pub async fn status(
         },
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let text = serde_json::to_string_pretty(&report)?;
+        println!("{}", crate::secrets::scrub(&text));
     } else {
-        print!("{}", render_human(&report));
+        print!("{}", crate::secrets::scrub(&render_human(&report)));
     }
     if report.state == PipelineState::NeverRan {
         if !json {

@@ -1,4 +1,5 @@
-//! Configuration: the TOML file of the spec, with `${NAME}` environment interpolation.
+//! Configuration: the TOML file of the spec, with `${NAME}` environment interpolation and
+//! `${file:/path}` secret files.
 //!
 //! Unknown keys are errors; every error names the file, line and column and what to change.
 //! Defaults sit beside the field they fill, as named constants with the reason.
@@ -7,6 +8,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
+
+mod interval;
+pub use interval::Interval;
 
 /// Prometheus' registered default-port range neighbour of node_exporter; the spec's example.
 const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9187";
@@ -51,9 +55,19 @@ pub struct AgentConfig {
     /// than this; 0 turns the warning off.
     #[serde(default = "default_slot_retained_warn_bytes")]
     pub slot_retained_warn_bytes: u64,
+    /// Run verify of every table of the pipeline this often (`"6h"`), inside the agent, never
+    /// repairing; results in `status` and `/metrics`. Default: off.
+    pub verify_interval: Option<Interval>,
+    /// With `verify_interval`: compare a random key range of about this many rows per table
+    /// (as `verify --max-rows`) instead of whole tables.
+    pub verify_max_rows: Option<u64>,
     /// The HMAC-SHA256 key of `hash` column masks (`[[table]]` sections).
     pub mask_key: Option<Secret>,
 }
+
+/// The shortest `agent.verify_interval`: each run reads every table on both sides, so an
+/// interval this short is for tests and small tables (production: hours).
+pub const MIN_VERIFY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn default_slot_retained_warn_bytes() -> u64 {
     1 << 30
@@ -277,8 +291,10 @@ fn default_buffer_bytes() -> usize {
     DEFAULT_BUFFER_BYTES
 }
 
-/// A string with `${NAME}` replaced by the environment variable `NAME`. An unset variable is an
-/// error (raised while deserializing, so it carries the value's line and column).
+/// A string with `${NAME}` replaced by the environment variable `NAME`, and `${file:/path}` by
+/// the file's content (a container or Kubernetes secret) without its final newline. An unset
+/// variable or an unreadable file is an error (raised while deserializing, so it carries the
+/// value's line and column).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvString(pub String);
 
@@ -298,7 +314,9 @@ impl<'de> Deserialize<'de> for EnvString {
     }
 }
 
-/// A secret-bearing string (a URL with a password): never printed.
+/// A secret-bearing string (a URL with a password): never printed, and its secret parts (a URL's
+/// password, a value taken from `${NAME}` or `${file:...}`) are scrubbed from everything the agent
+/// prints (see [`crate::secrets`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -316,7 +334,13 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        EnvString::deserialize(d).map(|s| Secret(s.0))
+        let raw = String::deserialize(d)?;
+        let value =
+            interpolate(&raw, |name| std::env::var(name).ok()).map_err(serde::de::Error::custom)?;
+        if !crate::secrets::register_url_secrets(&value) && raw.contains("${") {
+            crate::secrets::register(&value);
+        }
+        Ok(Secret(value))
     }
 }
 
@@ -330,6 +354,11 @@ fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
             .find('}')
             .ok_or_else(|| format!("unclosed `${{` in `{raw}`: write `${{NAME}}`"))?;
         let name = &after[..end];
+        if let Some(path) = name.strip_prefix("file:") {
+            out.push_str(&read_secret_file(path)?);
+            rest = &after[end + 1..];
+            continue;
+        }
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
                 "`${{{name}}}` is not a valid environment variable reference"
@@ -343,6 +372,24 @@ fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `${file:/path}`: the file's content, its final newline (`\n` or `\r\n`) removed, as secret
+/// files are usually written by `echo` or an editor.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    if path.is_empty() {
+        return Err("`${file:}` names no file: write `${file:/run/secrets/name}`".into());
+    }
+    let mut text = std::fs::read_to_string(path).map_err(|e| {
+        format!("cannot read the secret file {path} (referenced as `${{file:{path}}}`): {e}: mount it, or fix the path")
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// A configuration problem: the message names the file, the place and the fix.
@@ -373,7 +420,22 @@ impl Config {
             ConfigError(format!("invalid config {place}: {}", e.message().trim()))
         })?;
         config.validate(path)?;
+        config.register_property_secrets();
         Ok(config)
+    }
+
+    /// Kafka properties that carry secrets (`sasl.password`, `ssl.key.password`, a JAAS line),
+    /// written inline: scrubbed from output like the URLs' passwords.
+    fn register_property_secrets(&self) {
+        for (key, value) in self.sink.properties.iter().flatten() {
+            let key = key.to_ascii_lowercase();
+            if ["password", "secret", "token", "jaas"]
+                .iter()
+                .any(|word| key.contains(word))
+            {
+                crate::secrets::register(value.expose());
+            }
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -400,8 +462,40 @@ impl Config {
                 "must be at least 1 message and 1024 bytes",
             );
         }
+        if let Some(interval) = &self.agent.verify_interval {
+            if interval.duration() < MIN_VERIFY_INTERVAL {
+                return fail(
+                    "agent.verify_interval",
+                    "must be at least 1s (each run reads every table on both sides: hours suit most pipelines)",
+                );
+            }
+            if !matches!(
+                self.sink.kind,
+                SinkType::Postgres | SinkType::Mysql | SinkType::Duckdb
+            ) {
+                return fail(
+                    "agent.verify_interval",
+                    "is for warehouse sinks (sink.type postgres, mysql or duckdb): verify compares tables",
+                );
+            }
+        }
+        match self.agent.verify_max_rows {
+            Some(0) => return fail("agent.verify_max_rows", "must be at least 1"),
+            Some(_) if self.agent.verify_interval.is_none() => {
+                return fail(
+                    "agent.verify_max_rows",
+                    "samples the periodic verify: set agent.verify_interval too",
+                )
+            }
+            _ => {}
+        }
         match self.source.kind {
             SourceType::Postgres => {
+                if let Err(e) =
+                    cdc_postgres::wire::ConnectParams::from_url(self.source.url.expose())
+                {
+                    return fail("source.url", &format!("cannot be used: {e}"));
+                }
                 if self.source.server_id.is_some() {
                     return fail("source.server_id", "is only for mysql sources");
                 }
@@ -424,6 +518,9 @@ impl Config {
                         "source.url",
                         "must be a mysql:// URL for a mysql source: mysql://user:password@host:3306/database",
                     );
+                }
+                if let Err(e) = cdc_tls::mysql::parse_url(self.source.url.expose()) {
+                    return fail("source.url", &format!("cannot be used: {e}"));
                 }
                 if self.source.server_id == Some(0) {
                     return fail(
@@ -464,12 +561,12 @@ impl Config {
         if self.sink.on_error == OnError::Dlq
             && !matches!(
                 self.sink.kind,
-                SinkType::Postgres | SinkType::Mysql | SinkType::Kafka
+                SinkType::Postgres | SinkType::Mysql | SinkType::Kafka | SinkType::Nats
             )
         {
             return fail(
                 "sink.on_error",
-                "= \"dlq\" is for the postgres, mysql and kafka sinks (the others never refuse a single change, or stop on it)",
+                "= \"dlq\" is for the postgres, mysql, kafka and nats sinks (the others never refuse a single change, or stop on it)",
             );
         }
         if self.sink.dlq_max_records == 0 {
@@ -533,8 +630,11 @@ impl Config {
                 }
             }
             SinkType::Postgres => {
-                if self.sink.url.is_none() {
+                let Some(url) = &self.sink.url else {
                     return fail("sink.url", "is required for the postgres sink: postgres://user:password@host:port/dbname");
+                };
+                if let Err(e) = cdc_sink_postgres::parse_url(url.expose()) {
+                    return fail("sink.url", &format!("cannot be used: {e}"));
                 }
                 if self.sink.path.is_some() {
                     return fail("sink.path", "is for the jsonl and duckdb sinks; the postgres sink takes `url` and `schema`");
@@ -610,6 +710,9 @@ impl Config {
                         "sink.url",
                         "must be a NATS URL: nats://host:4222 (or tls://host:4222)",
                     );
+                }
+                if let Err(e) = cdc_sink_nats::parse_url(url.expose()) {
+                    return fail("sink.url", &format!("cannot be used: {e}"));
                 }
                 if self.sink.path.is_some() || self.sink.schema.is_some() {
                     return fail("sink.path / sink.schema", "are not used by the nats sink (it takes url, subject, subject_prefix, stream, format)");

@@ -11,6 +11,7 @@ mod config;
 mod dlq;
 mod metrics;
 mod runtime;
+mod secrets;
 mod sink_driver;
 mod snapshot_cmd;
 mod source_watch;
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", secrets::scrub(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -91,7 +92,7 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| secrets::ScrubbedStderr);
     match cli.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -36,6 +36,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// Where the sink sets aside changes the target refuses (and holds their keys' later ones).
     pub dead_letters: Arc<crate::dlq::DeadLetterQueue>,
+    /// What the sink lends to verify run by the agent (the DuckDB sink's open database).
+    pub access: crate::verify::TargetAccess,
 }
 
 impl Runtime {
@@ -61,7 +63,7 @@ impl Runtime {
             self.metrics.error(error.kind, !definite);
             self.update_meta(|m| {
                 m.errors_total += 1;
-                m.last_error = Some(error.to_string());
+                m.last_error = Some(crate::secrets::scrub(&error.to_string()).into_owned());
                 if definite {
                     m.state = "failed".into();
                 }
@@ -110,7 +112,8 @@ impl Runtime {
     async fn run_once(&self, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
         let name = &self.config.agent.name.0;
         let dead_letters: Arc<dyn cdc_core::dead_letter::DeadLetters> = self.dead_letters.clone();
-        let mut sink: Box<dyn Sink> = wiring::build_sink(&self.config, Some(dead_letters))?;
+        let mut sink: Box<dyn Sink> =
+            wiring::build_sink(&self.config, Some(dead_letters), &self.access)?;
         let sink_resume = sink.open().await?;
         let saved = self.store.checkpoint(name).map_err(state_error)?;
         let mut setup = PipelineMeta::default();

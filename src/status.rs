@@ -226,6 +226,7 @@ impl LiveStatus {
     }
 
     pub fn set_last_error(&self, message: String) {
+        let message = crate::secrets::scrub(&message).into_owned();
         self.with(|s| s.report.last_error = Some(message))
     }
 
@@ -250,6 +251,7 @@ impl LiveStatus {
     }
 
     pub fn record_error(&self, message: String) {
+        let message = crate::secrets::scrub(&message).into_owned();
         self.with(|s| {
             s.report.errors_total += 1;
             s.report.last_error = Some(message);

@@ -95,11 +95,20 @@ pub fn masker(config: &Config) -> Result<cdc_core::columns::Masker, PipelineErro
 }
 
 /// The sink of `run`: refused changes go to `dead_letters` (`sink.on_error = "dlq"`), changes to
-/// keys it holds are held behind them.
+/// keys it holds are held behind them; a DuckDB sink lends its open database to verify run by
+/// the agent through `access`.
 pub fn build_sink(
     config: &Config,
     dead_letters: DeadLetterHandle,
+    access: &crate::verify::TargetAccess,
 ) -> Result<Box<dyn Sink>, PipelineError> {
+    #[cfg(feature = "duckdb")]
+    if let (SinkType::Duckdb, Some(shared)) = (config.sink.kind, &access.duckdb) {
+        return Ok(Box::new(
+            cdc_sink_duckdb::DuckdbSink::new(duckdb_sink_config(config)).sharing(shared.clone()),
+        ));
+    }
+    let _ = access;
     build_any_sink(config, dead_letters, true)
 }
 
@@ -140,9 +149,13 @@ fn build_any_sink(
         SinkType::Duckdb => Ok(Box::new(cdc_sink_duckdb::DuckdbSink::new(
             duckdb_sink_config(config),
         ))),
-        SinkType::Nats => Ok(Box::new(cdc_sink_nats::NatsSink::new(nats_sink_config(
-            config,
-        )?))),
+        SinkType::Nats => Ok(Box::new(cdc_sink_nats::NatsSink::new(
+            cdc_sink_nats::NatsSinkConfig {
+                dead_letters,
+                replay: !record_position,
+                ..nats_sink_config(config)?
+            },
+        ))),
         SinkType::Kafka => Ok(Box::new(cdc_sink_kafka::KafkaSink::new(
             cdc_sink_kafka::KafkaSinkConfig {
                 dead_letters,
@@ -184,6 +197,8 @@ pub fn nats_sink_config(config: &Config) -> Result<cdc_sink_nats::NatsSinkConfig
         ),
         format: config.sink.format.unwrap_or_default(),
         transaction_metadata: config.sink.transaction_metadata.unwrap_or(false),
+        dead_letters: None,
+        replay: false,
     })
 }
 

@@ -69,6 +69,13 @@ async fn stored_messages(stream: &str, n: u64, timeout: Duration) -> Vec<Stored>
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let out = read_stream(&js, stream).await;
+    let _ = js.delete_stream(stream).await;
+    out
+}
+
+/// Every message of the stream, in stream order.
+async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
     let mut s = js.get_stream(stream).await.unwrap();
     let last = s.info().await.unwrap().state.last_sequence;
     let mut out = Vec::new();
@@ -80,7 +87,6 @@ async fn stored_messages(stream: &str, n: u64, timeout: Duration) -> Vec<Stored>
             body: serde_json::from_slice(&m.payload).expect("a JSON message"),
         });
     }
-    let _ = js.delete_stream(stream).await;
     out
 }
 
@@ -342,4 +348,139 @@ async fn a_snapshot_killed_midway_stores_at_most_the_chunks_in_flight_twice() {
         p.log()
     );
     db.drop().await;
+}
+
+/// `on_error = "dlq"`: a change larger than the stream's `max_msg_size` is set aside (and a later
+/// change to its key held behind it); the other changes arrive. Once the stream takes larger
+/// messages, `dlq replay --all` publishes them and the store is empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_over_the_streams_max_msg_size_is_dead_lettered_and_the_rest_arrive() {
+    let url = nats_url();
+    let (db, p) = common::pipeline_into(
+        "nats_dlq",
+        "CREATE TABLE docs (id int PRIMARY KEY, body text)",
+        "public.docs",
+        |name| format!("{}\non_error = \"dlq\"", nats_sink(&url, name, "native")),
+    )
+    .await;
+    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    let _ = js.delete_stream(&db.name).await;
+    let mut config = jetstream::stream::Config {
+        name: db.name.clone(),
+        subjects: vec![format!("{}.>", db.name)],
+        max_message_size: 4096,
+        ..Default::default()
+    };
+    js.create_stream(config.clone()).await.unwrap();
+    let agent = start_streaming(&p);
+    // 200 rows, two of them 10,000 characters long; then an update of a refused row (held behind
+    // its insert) and of a good one.
+    db.exec(
+        "INSERT INTO docs SELECT g, CASE WHEN g IN (50, 120) THEN repeat('x', 10000) ELSE 'small' END \
+         FROM generate_series(1, 200) g;
+         UPDATE docs SET body = 'now small' WHERE id = 50;
+         UPDATE docs SET body = 'changed' WHERE id = 51;",
+    )
+    .await;
+    let dlq_list = || {
+        let out = p.run_cmd(&["dlq", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "dlq list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Json>(&out.stdout).expect("dlq list --json is JSON")
+    };
+    common::wait_until("three dead letters", Duration::from_secs(60), || async {
+        dlq_list().as_array().map_or(0, Vec::len) == 3
+    })
+    .await;
+    let list = dlq_list();
+    let classes: Vec<(i64, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"]["id"].as_i64().unwrap(),
+                r["class"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        classes,
+        vec![
+            (50, "too_large".to_string()),
+            (120, "too_large".to_string()),
+            (50, "held".to_string())
+        ],
+        "{list:#}"
+    );
+    let message = list[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("public.docs key {\"id\":50}") && message.contains("4096"),
+        "{message}"
+    );
+    // 198 inserts and the update of row 51; nothing of rows 50 and 120.
+    let stored = stored_messages_kept(&db.name, 199, Duration::from_secs(60)).await;
+    let ids: Vec<i64> = stored
+        .iter()
+        .map(|m| m.body["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 199);
+    assert!(!ids.contains(&50) && !ids.contains(&120), "{ids:?}");
+    assert_eq!(
+        stored.last().unwrap().body["after"]["body"],
+        json!("changed")
+    );
+
+    // The stream takes large messages now: the replay publishes the three, in their order.
+    config.max_message_size = -1;
+    js.update_stream(config).await.unwrap();
+    let out = p.run_cmd(&["dlq", "replay", "--all"]);
+    assert!(
+        out.status.success(),
+        "dlq replay: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dlq_list().as_array().map_or(0, Vec::len), 0);
+    let stored = stored_messages(&db.name, 202, Duration::from_secs(60)).await;
+    let replayed: Vec<(i64, String, usize)> = stored[199..]
+        .iter()
+        .map(|m| {
+            let id = m.headers.get("Nats-Msg-Id").unwrap().to_string();
+            assert!(id.ends_with(":replay"), "{id}");
+            let after = &m.body["after"];
+            (
+                after["id"].as_i64().unwrap(),
+                m.body["op"].as_str().unwrap().to_string(),
+                after["body"].as_str().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        vec![
+            (50, "insert".to_string(), 10000),
+            (120, "insert".to_string(), 10000),
+            (50, "update".to_string(), "now small".len()),
+        ]
+    );
+    assert_eq!(agent.stop(), 0);
+    db.drop().await;
+}
+
+/// [`stored_messages`] without deleting the stream afterwards.
+async fn stored_messages_kept(stream: &str, n: u64, timeout: Duration) -> Vec<Stored> {
+    let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let deadline = Instant::now() + timeout;
+    while stream_len(&js, stream).await < n {
+        assert!(
+            Instant::now() < deadline,
+            "stream {stream} holds fewer than {n} messages after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    read_stream(&js, stream).await
 }

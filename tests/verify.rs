@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::mysql::TargetDb;
+use common::verify::{different, keys, spawn_churn, table, verify, verify_while_writing};
 use common::{Pipeline, TestDb};
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
@@ -25,64 +26,6 @@ fn mysql_sink(db: &TargetDb) -> String {
 fn mariadb_source_url(db: &TargetDb) -> String {
     let port = common::env().var("CDC_TEST_MYSQL_PORT");
     format!("mysql://cdc:secret-pw@127.0.0.1:{port}/{}", db.name)
-}
-
-/// `verify --json` with `args`: exit code and report.
-fn verify(p: &Pipeline, args: &[&str]) -> (i32, Json) {
-    let mut all = vec!["verify", "--json"];
-    all.extend_from_slice(args);
-    let out = p.run_cmd(&all);
-    let code = out.status.code().unwrap_or(-1);
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}), exit {code}: {}\n{}\nagent log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            p.log()
-        )
-    });
-    (code, report)
-}
-
-fn table<'a>(report: &'a Json, name: &str) -> &'a Json {
-    report["tables"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["table"] == name))
-        .unwrap_or_else(|| panic!("no table {name} in {report:#}"))
-}
-
-/// The values of key column `column` in a list of keys.
-fn keys(list: &Json, column: &str) -> Vec<String> {
-    let mut out: Vec<String> = list
-        .as_array()
-        .unwrap_or(&vec![])
-        .iter()
-        .map(|k| k[column].as_str().unwrap_or_default().to_string())
-        .collect();
-    out.sort();
-    out
-}
-
-/// (key, columns) of the different rows.
-fn different(t: &Json, column: &str) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = t["different_rows"]
-        .as_array()
-        .unwrap_or(&vec![])
-        .iter()
-        .map(|r| {
-            (
-                r["key"][column].as_str().unwrap_or_default().to_string(),
-                r["columns"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.as_str().unwrap().to_string())
-                    .collect(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 async fn pg_count(db: &TestDb, sql: &str) -> i64 {
@@ -461,59 +404,6 @@ async fn postgres_to_mysql_equal_then_every_tampering_named() {
     dst.drop().await;
 }
 
-/// Changes `ledger (id, tx, v)` until `stop`: per transaction 20 updates of random rows among
-/// the first 20,000, 5 inserts of new keys and 5 deletes; returns the transactions committed.
-fn spawn_churn(
-    url: String,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<u64> {
-    tokio::spawn(async move {
-        let c = common::connect(&url).await;
-        let mut next = 1_000_000i64;
-        let mut transactions = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            c.batch_execute(&format!(
-                "BEGIN;
-                 UPDATE ledger SET v = v + 1 WHERE id IN (SELECT (random() * 20000)::bigint FROM generate_series(1, 20));
-                 INSERT INTO ledger SELECT g, 1, 1 FROM generate_series({next}, {next} + 4) g;
-                 DELETE FROM ledger WHERE id IN (SELECT (random() * 20000)::bigint FROM generate_series(1, 5));
-                 COMMIT"
-            ))
-            .await
-            .unwrap();
-            next += 5;
-            transactions += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        transactions
-    })
-}
-
-/// `verify` in a blocking thread, so that the writer goes on meanwhile.
-async fn verify_while_writing(p: &Pipeline, args: &[&str]) -> (i32, Json) {
-    let config = p.config.clone();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cdc-agent"))
-            .arg("-c")
-            .arg(&config)
-            .args(["verify", "--json"])
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
-}
-
 async fn ledger_pipeline(prefix: &str) -> (TestDb, TestDb, Pipeline, common::Agent) {
     let src = TestDb::new(&format!("{prefix}src")).await;
     let dst = TestDb::new(&format!("{prefix}dst")).await;
@@ -614,7 +504,8 @@ async fn repair_while_a_writer_streams_then_verify_is_clean() {
     dst.drop().await;
 }
 
-/// DuckDB (the agent holds the file while it runs: verify reads it with the agent stopped).
+/// DuckDB with the agent stopped (verify opens the file itself; with the agent running it runs
+/// inside the agent: tests/verify_agent.rs).
 #[cfg(feature = "duckdb")]
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_to_duckdb_equal_then_every_tampering_named() {
@@ -639,12 +530,12 @@ async fn postgres_to_duckdb_equal_then_every_tampering_named() {
         p.status_json()["events_total"].as_u64() >= Some(20004)
     })
     .await;
-    let out = p.run_cmd(&["verify"]);
-    assert_eq!(out.status.code(), Some(1), "the agent holds the file");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("stop the agent"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The agent holds the file: verify runs inside it.
+    let (code, report) = verify(&p, &[]);
+    assert_eq!(
+        (code, report["agent"].as_str()),
+        (0, Some("running")),
+        "{report:#}"
     );
     assert_eq!(agent.stop(), 0);
 

@@ -275,3 +275,80 @@ fn on_error_defaults_to_stop_and_dlq_is_for_sinks_that_set_changes_aside() {
     let wrong = pg.replace("\"dlq\"", "\"skip\"");
     assert!(Config::parse(&wrong, Path::new("a.toml")).is_err());
 }
+
+#[test]
+fn secret_files_are_read_without_their_final_newline_and_scrubbed_from_output() {
+    let dir = std::env::temp_dir().join(format!("cdc-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pgpass");
+    std::fs::write(&file, "fr0m-a-f1le\n").unwrap();
+    let text = GOOD.replace("repl@", &format!("repl:${{file:{}}}@", file.display()));
+    let c = Config::parse(&text, Path::new("a.toml")).unwrap();
+    assert_eq!(
+        c.source.url.expose(),
+        "postgres://repl:fr0m-a-f1le@localhost/app"
+    );
+    assert_eq!(
+        crate::secrets::scrub("password authentication failed: fr0m-a-f1le"),
+        "password authentication failed: ***"
+    );
+
+    let missing = GOOD.replace("repl@", "repl:${file:/surely/not/there}@");
+    let err = Config::parse(&missing, Path::new("a.toml")).unwrap_err().0;
+    assert!(
+        err.contains("/surely/not/there") && err.contains("secret file"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn verify_interval_is_a_duration_for_warehouse_sinks_and_max_rows_samples_it() {
+    let warehouse = |agent: &str| {
+        GOOD.replace("name = \"orders\"", &format!("name = \"orders\"\n{agent}"))
+            .replace(
+                "type = \"jsonl\"\npath = \"out.jsonl\"",
+                "type = \"postgres\"\nurl = \"postgres://w@localhost/dw\"",
+            )
+    };
+    let parse = |text: String| Config::parse(&text, Path::new("a.toml"));
+    let c = parse(warehouse(
+        "verify_interval = \"6h\"\nverify_max_rows = 5000",
+    ))
+    .unwrap();
+    let interval = c.agent.verify_interval.unwrap();
+    assert_eq!(interval.duration().as_secs(), 21_600);
+    assert_eq!(c.agent.verify_max_rows, Some(5000));
+    assert!(parse(GOOD.to_string())
+        .unwrap()
+        .agent
+        .verify_interval
+        .is_none());
+    let err = parse(warehouse("verify_interval = \"6 hours\""))
+        .unwrap_err()
+        .0;
+    assert!(
+        err.contains("a.toml:4:") && err.contains("not a duration"),
+        "{err}"
+    );
+    let err = parse(warehouse("verify_interval = \"0s\"")).unwrap_err().0;
+    assert!(
+        err.contains("`agent.verify_interval` must be at least 1s"),
+        "{err}"
+    );
+    let err = parse(warehouse("verify_max_rows = 10")).unwrap_err().0;
+    assert!(err.contains("set agent.verify_interval too"), "{err}");
+    let err = parse(warehouse("verify_interval = \"1m\"\nverify_max_rows = 0"))
+        .unwrap_err()
+        .0;
+    assert!(
+        err.contains("`agent.verify_max_rows` must be at least 1"),
+        "{err}"
+    );
+    let jsonl = GOOD.replace(
+        "name = \"orders\"",
+        "name = \"orders\"\nverify_interval = \"1h\"",
+    );
+    let err = parse(jsonl).unwrap_err().0;
+    assert!(err.contains("is for warehouse sinks"), "{err}");
+}

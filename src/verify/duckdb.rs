@@ -1,15 +1,19 @@
 //! A DuckDB target: normalized text, hashes and key ranges in DuckDB SQL.
 //!
-//! DuckDB lets one process open a database file for writing, and the running agent holds it:
-//! verify reads a DuckDB target with the agent stopped (read-only; read-write for `--repair`).
-//! Queries run on a blocking thread of their own, so the source's query runs meanwhile.
+//! DuckDB lets one process open a database file for writing, and the running agent holds it.
+//! With the agent stopped, verify opens the file itself (read-only; read-write for `--repair`);
+//! while it runs, verify runs inside the agent and reads through the connection the sink lends
+//! ([`SharedDatabase`]). Queries run on a blocking thread of their own, so the source's query
+//! runs meanwhile.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cdc_core::Position;
 use cdc_sink_duckdb::duckdb::{AccessMode, Config, Connection};
+use cdc_sink_duckdb::SharedDatabase;
 
 use super::kind::Kind;
 use super::side::{
@@ -38,8 +42,52 @@ struct Prepared {
     row_md5: String,
 }
 
+/// How long a query waits for the sink to publish its database again (it reopens the file
+/// after a transient error).
+const REOPEN_WAIT: Duration = Duration::from_secs(30);
+
+/// Where the queries go.
+#[derive(Clone)]
+enum Database {
+    /// The file, opened by verify (the agent is stopped).
+    File(Arc<Mutex<Connection>>),
+    /// The running sink's open database, in the agent's process.
+    Shared(SharedDatabase),
+}
+
+impl Database {
+    /// Runs `work` on the connection; `None` while the sink has no database open.
+    fn run<R>(&self, work: impl FnOnce(&Connection) -> Result<R>) -> Result<Option<R>> {
+        match self {
+            Database::File(conn) => {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the DuckDB connection was poisoned"))?;
+                work(&conn).map(Some)
+            }
+            Database::Shared(shared) => shared.with_reader(work).transpose(),
+        }
+    }
+}
+
+/// The rows of `sql`, every value as text.
+fn read_rows(conn: &Connection, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    let mut statement = conn.prepare(sql)?;
+    let mut rows = statement.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let width = row.as_ref().column_count();
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(row.get::<_, Option<String>>(i)?);
+        }
+        out.push(values);
+    }
+    Ok(out)
+}
+
 pub struct DuckSide {
-    conn: Arc<Mutex<Connection>>,
+    db: Database,
     bytes: u64,
     prepared: Option<Prepared>,
 }
@@ -61,41 +109,47 @@ impl DuckSide {
         // Instants read as UTC (only with the ICU extension does a time zone apply at all).
         let _ = conn.execute_batch("SET TimeZone = 'UTC'");
         Ok(DuckSide {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Database::File(Arc::new(Mutex::new(conn))),
             bytes: 0,
             prepared: None,
         })
     }
 
+    /// Reads through the running sink's database (verify run inside the agent); the sink's
+    /// reader connection reads instants in UTC, as `open` sets it for the file.
+    pub fn shared(shared: SharedDatabase) -> DuckSide {
+        DuckSide {
+            db: Database::Shared(shared),
+            bytes: 0,
+            prepared: None,
+        }
+    }
+
     async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        let conn = Arc::clone(&self.conn);
-        let owned = sql.to_string();
-        let started = std::time::Instant::now();
-        let rows = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<Option<String>>>> {
-            let conn = conn
-                .lock()
-                .map_err(|_| anyhow::anyhow!("the DuckDB connection was poisoned"))?;
-            let mut statement = conn.prepare(&owned)?;
-            let mut rows = statement.query([])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let width = row.as_ref().column_count();
-                let mut values = Vec::with_capacity(width);
-                for i in 0..width {
-                    values.push(row.get::<_, Option<String>>(i)?);
+        let started = Instant::now();
+        let rows = loop {
+            let db = self.db.clone();
+            let owned = sql.to_string();
+            let rows = tokio::task::spawn_blocking(move || db.run(|conn| read_rows(conn, &owned)))
+                .await
+                .context("the DuckDB query thread")?
+                .with_context(|| {
+                    format!(
+                        "query on the target: {}",
+                        sql.chars().take(160).collect::<String>()
+                    )
+                })?;
+            match rows {
+                Some(rows) => break rows,
+                None if started.elapsed() < REOPEN_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                out.push(values);
+                None => anyhow::bail!(
+                    "the agent's DuckDB sink has not had its file open for {} s (it is starting or retrying: see `cdc-agent status`)",
+                    REOPEN_WAIT.as_secs()
+                ),
             }
-            Ok(out)
-        })
-        .await
-        .context("the DuckDB query thread")?
-        .with_context(|| {
-            format!(
-                "query on the target: {}",
-                sql.chars().take(160).collect::<String>()
-            )
-        })?;
+        };
         self.bytes += rows
             .iter()
             .flatten()
@@ -384,8 +438,11 @@ impl Side for DuckSide {
         Ok(first_u64(&rows))
     }
 
-    /// The agent is stopped (it would hold the file): nothing else writes the target, so the
-    /// rows the source lacks are deleted right away.
+    /// With the agent stopped nothing else writes the target, and the rows the source lacks are
+    /// deleted right away. Inside the agent the sink's commits are held back from the source's
+    /// check to the delete's commit: a source insert of such a key, made after the check, is
+    /// committed by the sink after the delete (an uncommitted change of the sink to such a row
+    /// makes the delete fail, and it is tried again).
     async fn delete_extra(
         &mut self,
         spec: &TableSpec,
@@ -393,38 +450,79 @@ impl Side for DuckSide {
         keys: &[Key],
         source: &mut dyn Side,
     ) -> Result<u64> {
-        let present: std::collections::HashSet<Key> = source
-            .rows(keys, false)
-            .await?
-            .into_iter()
-            .map(|r| r.key)
-            .collect();
-        let absent: Vec<Key> = keys
-            .iter()
-            .filter(|k| !present.contains(*k))
-            .cloned()
-            .collect();
-        let mut deleted = 0;
-        for batch in absent.chunks(super::side::KEYS_PER_QUERY) {
-            let p = self.prepared()?;
-            let kinds = p.key_kinds.clone();
-            let list = key_in_list(&p.key_order, batch, &|i, v| key_literal(&kinds, i, v));
-            let sql = if spec.soft_delete {
-                format!(
-                    "UPDATE {} SET {} = true WHERE {} AND {list} RETURNING 1",
-                    p.from,
-                    quote_ident(DELETED_COLUMN),
-                    p.filter
-                )
-            } else {
-                format!("DELETE FROM {} WHERE {list} RETURNING 1", p.from)
-            };
-            deleted += self.query(&sql).await?.len() as u64;
-        }
-        Ok(deleted)
+        let shared = match &self.db {
+            Database::File(_) => None,
+            Database::Shared(shared) => Some(shared.clone()),
+        };
+        let Some(shared) = shared else {
+            let absent = absent_from(source, keys).await?;
+            let mut deleted = 0;
+            for sql in self.delete_statements(spec, &absent)? {
+                deleted += self.query(&sql).await?.len() as u64;
+            }
+            return Ok(deleted);
+        };
+        // The gate is a blocking lock: held on this thread, with the runtime's other tasks (the
+        // sink among them) moved to another meanwhile.
+        tokio::task::block_in_place(|| {
+            let _gate = shared.hold_commits();
+            let handle = tokio::runtime::Handle::current();
+            let absent = handle.block_on(absent_from(source, keys))?;
+            let statements = self.delete_statements(spec, &absent)?;
+            shared
+                .with_reader(|conn| -> Result<u64> {
+                    let mut deleted = 0;
+                    for sql in &statements {
+                        deleted += read_rows(conn, sql)
+                            .context("deleting extra rows in the target")?
+                            .len() as u64;
+                    }
+                    Ok(deleted)
+                })
+                .context("the agent's DuckDB sink is reopening its file")?
+        })
     }
 
     fn bytes_read(&self) -> u64 {
         self.bytes
     }
+}
+
+impl DuckSide {
+    /// The statements that delete (or mark deleted) the rows of `absent`.
+    fn delete_statements(&self, spec: &TableSpec, absent: &[Key]) -> Result<Vec<String>> {
+        let p = self.prepared()?;
+        let kinds = p.key_kinds.clone();
+        Ok(absent
+            .chunks(super::side::KEYS_PER_QUERY)
+            .map(|batch| {
+                let list = key_in_list(&p.key_order, batch, &|i, v| key_literal(&kinds, i, v));
+                if spec.soft_delete {
+                    format!(
+                        "UPDATE {} SET {} = true WHERE {} AND {list} RETURNING '1'",
+                        p.from,
+                        quote_ident(DELETED_COLUMN),
+                        p.filter
+                    )
+                } else {
+                    format!("DELETE FROM {} WHERE {list} RETURNING '1'", p.from)
+                }
+            })
+            .collect())
+    }
+}
+
+/// The keys of `keys` the source does not have.
+async fn absent_from(source: &mut dyn Side, keys: &[Key]) -> Result<Vec<Key>> {
+    let present: std::collections::HashSet<Key> = source
+        .rows(keys, false)
+        .await?
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    Ok(keys
+        .iter()
+        .filter(|k| !present.contains(*k))
+        .cloned()
+        .collect())
 }

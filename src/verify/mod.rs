@@ -9,6 +9,11 @@
 //!  ─▶ report (report.rs) ─▶ results to the agent or the state store (record.rs)
 //! ```
 //!
+//! Where it runs: in the `verify` command, except for a DuckDB target while the agent runs (the
+//! agent holds the file): then the command asks the agent to run it (remote.rs), and the agent
+//! reads the target through its sink's open database (service.rs). The agent also runs it on
+//! its own every `agent.verify_interval` (service.rs).
+//!
 //! Exit codes: 0 every compared table equal, 1 rows differ (or a table could not be compared,
 //! or a runtime failure), 2 bad usage or config.
 
@@ -21,8 +26,10 @@ mod kind;
 mod mysql;
 mod postgres;
 pub mod record;
+mod remote;
 mod repair;
-mod report;
+pub mod report;
+pub mod service;
 mod side;
 
 use std::collections::HashMap;
@@ -40,7 +47,9 @@ use kind::{Family, Kind, Pair};
 use report::{ColumnValues, DifferentRow, KeyJson, TableReport, TableStatus, VerifyReport};
 use side::{Key, Side, TableSpec};
 
-#[derive(Debug, clap::Args)]
+/// The arguments of `verify`; also the body of `POST /verify/run` (JSON).
+#[derive(Clone, Debug, Default, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct VerifyArgs {
     /// Tables as schema.table (default: every table of the pipeline).
     pub tables: Vec<String>,
@@ -71,7 +80,81 @@ struct Context<'a> {
     limits: Limits,
 }
 
+/// What a verify run came to.
+enum Outcome {
+    Report(VerifyReport),
+    /// Bad usage (a table not in the pipeline, a sink without tables): exit 2.
+    Usage(String),
+    /// The target cannot be read now: exit 1.
+    Unavailable(String),
+}
+
+/// Where the target is read, besides the sink's own settings.
+#[derive(Clone, Default)]
+pub struct TargetAccess {
+    /// The running sink's DuckDB database (verify run inside the agent).
+    #[cfg(feature = "duckdb")]
+    pub duckdb: Option<cdc_sink_duckdb::SharedDatabase>,
+}
+
+/// `cdc-agent verify`.
 pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
+    let link = AgentLink {
+        addr: config.agent.admin_addr.to_string(),
+        name: config.agent.name.0.clone(),
+    };
+    let running = link.running().await;
+    if running && config.sink.kind == SinkType::Duckdb {
+        // The agent holds the file: it runs the comparison in its own process.
+        return remote::run_in_agent(&link, &args).await;
+    }
+    let outcome = execute(
+        config,
+        &args,
+        running.then_some(link),
+        TargetAccess::default(),
+    )
+    .await?;
+    let report = match outcome {
+        Outcome::Report(report) => report,
+        Outcome::Usage(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+        Outcome::Unavailable(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Err(e) = record::save(config, &report, running).await {
+        tracing::warn!(error = %format!("{e:#}"), "the verify result could not be recorded for status and metrics");
+    }
+    print_report(&report, args.json)
+}
+
+/// Prints the report (human, or JSON with `--json`); exit 0 when equal, else 1.
+fn print_report(report: &VerifyReport, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", report::render_human(report));
+    }
+    Ok(if report.equal {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Compares the tables `args` names (all of the pipeline's by default). `agent`: the running
+/// agent, whose confirmed position rows found different are re-checked against; `None` compares
+/// at rest.
+async fn execute(
+    config: &Config,
+    args: &VerifyArgs,
+    agent: Option<AgentLink>,
+    access: TargetAccess,
+) -> Result<Outcome> {
     let started = Instant::now();
     let (target_family, target_schema) = match config.sink.kind {
         SinkType::Postgres => (
@@ -88,11 +171,10 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
             crate::wiring::duckdb_sink_config(config).schema,
         ),
         other => {
-            eprintln!(
-                "error: verify compares warehouse targets (sink.type postgres, mysql or duckdb); this pipeline's sink is {}",
+            return Ok(Outcome::Usage(format!(
+                "verify compares warehouse targets (sink.type postgres, mysql or duckdb); this pipeline's sink is {}",
                 crate::runtime::sink_type_name(other)
-            );
-            return Ok(ExitCode::from(2));
+            )));
         }
     };
     let source_family = match config.source.kind {
@@ -101,31 +183,21 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
     };
     let tables = match resolve_tables(config, &args.tables).await? {
         Ok(tables) => tables,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(message) => return Ok(Outcome::Usage(message)),
     };
-    let link = AgentLink {
-        addr: config.agent.admin_addr.to_string(),
-        name: config.agent.name.0.clone(),
-    };
-    let running = link.running().await;
+    let running = agent.is_some();
     let mut notes = Vec::new();
     if !running {
         notes.push("agent not running: compared at rest (changes committed since the agent stopped show as differences)".to_string());
     }
     let mut source = connect_source(config).await?;
-    let mut target = match connect_target(config, running, args.repair).await? {
+    let mut target = match connect_target(config, running, args.repair, access).await? {
         Ok(target) => target,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(ExitCode::from(1));
-        }
+        Err(message) => return Ok(Outcome::Unavailable(message)),
     };
     let ctx = Context {
         config,
-        args: &args,
+        args,
         pair: Pair {
             source: source_family,
             target: target_family,
@@ -133,7 +205,7 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         },
         target_schema,
         soft_delete: config.sink.delete_mode == cdc_core::warehouse::DeleteMode::Soft,
-        agent: running.then_some(link),
+        agent,
         limits: Limits::default(),
     };
     let mut reports = Vec::new();
@@ -144,7 +216,7 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         };
         reports.push(report);
     }
-    let report = VerifyReport {
+    Ok(Outcome::Report(VerifyReport {
         pipeline: config.agent.name.0.clone(),
         source_type: crate::runtime::source_type_name(config.source.kind).to_string(),
         sink_type: crate::runtime::sink_type_name(config.sink.kind).to_string(),
@@ -160,20 +232,7 @@ pub async fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         bytes_read: reports.iter().map(|t| t.bytes_read).sum(),
         notes,
         tables: reports,
-    };
-    if let Err(e) = record::save(config, &report, running).await {
-        tracing::warn!(error = %format!("{e:#}"), "the verify result could not be recorded for status and metrics");
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report::render_human(&report));
-    }
-    Ok(if report.equal {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    }))
 }
 
 /// The tables to compare: the named ones (checked against the pipeline's), else all of them.
@@ -239,6 +298,7 @@ async fn connect_target(
     config: &Config,
     agent_running: bool,
     repair: bool,
+    access: TargetAccess,
 ) -> Result<std::result::Result<Box<dyn Side>, String>> {
     Ok(Ok(match config.sink.kind {
         SinkType::Postgres => Box::new(
@@ -249,19 +309,21 @@ async fn connect_target(
             mysql::MySide::connect(&crate::wiring::mysql_sink_config(config).url, false).await?,
         ),
         #[cfg(feature = "duckdb")]
-        SinkType::Duckdb => {
-            if agent_running {
+        SinkType::Duckdb => match access.duckdb {
+            Some(shared) => Box::new(duckdb::DuckSide::shared(shared)),
+            // The command sends the request to a running agent; this is a race with its start.
+            None if agent_running => {
                 return Ok(Err(
-                    "the running agent holds the DuckDB file (DuckDB lets one process open it): stop the agent, then verify".into(),
+                    "the running agent holds the DuckDB file (DuckDB lets one process open it): verify again, it then runs inside the agent".into(),
                 ));
             }
-            Box::new(duckdb::DuckSide::open(
+            None => Box::new(duckdb::DuckSide::open(
                 &crate::wiring::duckdb_sink_config(config).path,
                 repair,
-            )?)
-        }
+            )?),
+        },
         _ => {
-            let _ = (agent_running, repair);
+            let _ = (agent_running, repair, access);
             return Ok(Err("this sink has no tables to compare".into()));
         }
     }))

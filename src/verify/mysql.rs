@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use cdc_core::Position;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts};
+use mysql_async::{Conn, OptsBuilder};
 
 use super::kind::{Column, Family, Kind, Pair};
 use super::side::{
@@ -69,18 +69,19 @@ fn text_literal(value: &str, collation: &str) -> String {
 
 impl MySide {
     pub async fn connect(url: &str, source: bool) -> Result<MySide> {
-        let opts = Opts::from_url(url).map_err(|e| {
-            anyhow::anyhow!(
-                "{} URL is not a MySQL URL: {e}",
-                if source { "source" } else { "sink" }
-            )
-        })?;
-        let mut conn = Conn::new(opts).await.with_context(|| {
-            format!(
-                "connecting to the {}",
-                if source { "source" } else { "target" }
-            )
-        })?;
+        let url = cdc_tls::mysql::parse_url(url)
+            .map_err(|e| anyhow::anyhow!("{}.url: {e}", if source { "source" } else { "sink" }))?;
+        let side = if source { "source" } else { "target" };
+        let mut conn = cdc_tls::mysql::connect(OptsBuilder::from_opts(url.opts), &url.tls)
+            .await
+            .map_err(|e| match e {
+                cdc_tls::mysql::ConnectError::Tls(e) => {
+                    anyhow::anyhow!("connecting to the {side}: {e}")
+                }
+                cdc_tls::mysql::ConnectError::Driver(e) => {
+                    anyhow::Error::new(e).context(format!("connecting to the {side}"))
+                }
+            })?;
         conn.query_drop("SET time_zone = '+00:00', NAMES utf8mb4")
             .await
             .context("setting the session to UTC and utf8mb4")?;

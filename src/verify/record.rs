@@ -1,7 +1,7 @@
 //! The last verify result of each table, where operations see it: kept in the pipeline's state
 //! tree (`verify/result/{table}`), written by the running agent when verify POSTs it to the
-//! admin endpoint (`POST /verify`), or by verify itself into the state store of a stopped
-//! agent. `/metrics` renders `cdc_verify_divergent_rows{table}` and
+//! admin endpoint (`POST /verify`) or when the agent ran it itself (service.rs), or by verify
+//! itself into the state store of a stopped agent. `/metrics` renders `cdc_verify_divergent_rows{table}` and
 //! `cdc_verify_last_run_timestamp` from it, `status` each table's last result and time.
 
 use std::fmt::Write as _;
@@ -32,6 +32,9 @@ pub struct VerifyResult {
     /// When it finished, UTC (`2026-11-26T11:02:36.123456Z`).
     pub finished_at: String,
     pub finished_unix: f64,
+    /// Why the table could not be compared (`status` = `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn results_of(report: &VerifyReport) -> Vec<VerifyResult> {
@@ -59,8 +62,40 @@ fn results_of(report: &VerifyReport) -> Vec<VerifyResult> {
             sampled: t.sampled,
             finished_at: cdc_core::time::format_utc_micros(now),
             finished_unix: now as f64 / 1e6,
+            error: t.error.clone(),
         })
         .collect()
+}
+
+/// Keeps the results of a report (a run of the agent itself).
+pub fn store_report(tree: &dyn StateTree, report: &VerifyReport) -> Result<(), PipelineError> {
+    store_results(tree, &results_of(report))
+}
+
+/// Keeps an `error` result for each of `tables`: a run that failed as a whole.
+pub fn store_failure(
+    tree: &dyn StateTree,
+    tables: &[String],
+    error: &str,
+) -> Result<(), PipelineError> {
+    let now = cdc_core::time::now_micros();
+    let results: Vec<VerifyResult> = tables
+        .iter()
+        .map(|table| VerifyResult {
+            table: table.clone(),
+            status: "error".into(),
+            divergent_rows: 0,
+            missing: 0,
+            extra: 0,
+            different: 0,
+            rows_compared: 0,
+            sampled: false,
+            finished_at: cdc_core::time::format_utc_micros(now),
+            finished_unix: now as f64 / 1e6,
+            error: Some(error.to_string()),
+        })
+        .collect();
+    store_results(tree, &results)
 }
 
 /// Hands the results to the running agent, or writes them into a stopped agent's state store
@@ -184,6 +219,7 @@ mod tests {
             sampled: false,
             finished_at: "2026-11-26T11:02:36.000000Z".into(),
             finished_unix: 1_795_000_000.0,
+            error: None,
         };
         let body = serde_json::to_string(&vec![result.clone()]).unwrap();
         assert_eq!(accept(&tree, &body), Ok(1));
@@ -192,5 +228,13 @@ mod tests {
         assert!(metrics.contains("cdc_verify_divergent_rows{pipeline=\"p\",table=\"public.t\"} 3"));
         assert!(metrics.contains("cdc_verify_last_run_timestamp{pipeline=\"p\"} 1795000000.000"));
         assert!(accept(&tree, "nonsense").is_err());
+        store_failure(&tree, &["public.t".to_string()], "source down").unwrap();
+        let failed = &load(&tree)[0];
+        assert_eq!(
+            (failed.status.as_str(), failed.error.as_deref()),
+            ("error", Some("source down"))
+        );
+        assert!(render_metrics(&tree, "p")
+            .contains("cdc_verify_divergent_rows{pipeline=\"p\",table=\"public.t\"} 0"));
     }
 }

@@ -1,14 +1,14 @@
 //! The verify report: per table the rows compared, the keys missing in the target, extra in the
 //! target and different (with the columns that differ; values only when asked, since they may
 //! be personal data), time and bytes read. Printed for people, or as JSON (`--json`, its shape
-//! in the README).
+//! in the README). A verify run inside the agent (a DuckDB target) sends it back as JSON.
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TableStatus {
     Equal,
@@ -19,14 +19,14 @@ pub enum TableStatus {
 /// A key as `{"column": "value", ...}` (values in their normalized text).
 pub type KeyJson = Map<String, Value>;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ColumnValues {
     pub column: String,
     pub source: Option<String>,
     pub target: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DifferentRow {
     pub key: KeyJson,
     /// The columns whose normalized values differ.
@@ -36,7 +36,7 @@ pub struct DifferentRow {
     pub values: Option<Vec<ColumnValues>>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RepairReport {
     /// Target rows deleted (or marked deleted) because the source no longer has them.
     pub deleted: u64,
@@ -50,7 +50,7 @@ pub struct RepairReport {
     pub verified: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TableReport {
     /// The source table, `schema.table`.
     pub table: String,
@@ -108,7 +108,7 @@ impl TableReport {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub pipeline: String,
     pub source_type: String,

@@ -4,6 +4,7 @@
 
 pub mod mysql;
 pub mod proxy;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -23,7 +23,13 @@ impl Proxy {
     }
 
     pub async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::start_at("127.0.0.1", upstream).await
+    }
+
+    /// A proxy listening on `address` (e.g. `127.0.0.2`: a name the test certificates do not
+    /// hold, for the host-name checks of TLS).
+    pub async fn start_at(address: &str, upstream: String) -> Proxy {
+        let listener = TcpListener::bind((address, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
         let cut = Arc::new(Notify::new());

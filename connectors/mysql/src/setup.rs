@@ -1,8 +1,9 @@
 //! Connecting, reading the server's binlog settings and position, and `cdc-agent check`.
 
 use cdc_core::{CheckOutcome, PipelineError, Position};
+use cdc_tls::mysql::{MysqlTls, MysqlUrl};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts};
+use mysql_async::{Conn, OptsBuilder};
 
 use crate::errors::{classify, query_error};
 
@@ -34,9 +35,9 @@ impl MysqlConfig {
         if !self.tables.is_empty() {
             return self.tables.clone();
         }
-        match Opts::from_url(&self.url)
+        match cdc_tls::mysql::parse_url(&self.url)
             .ok()
-            .and_then(|o| o.db_name().map(str::to_string))
+            .and_then(|u| u.opts.db_name().map(str::to_string))
         {
             Some(db) => vec![format!("{db}.*")],
             None => Vec::new(),
@@ -64,14 +65,61 @@ pub fn default_server_id(pipeline: &str) -> u32 {
     1_000_000_000 + hash % 1_000_000_000
 }
 
+/// `source.url`, parsed: an error names the parameter (the config check calls this at load
+/// time, so a bad URL exits 2).
+pub fn parse_url(url: &str) -> Result<MysqlUrl, PipelineError> {
+    cdc_tls::mysql::parse_url(url).map_err(|e| {
+        PipelineError::definite("config", format!("source.url: {e}"))
+            .with_hint("use mysql://user:password@host:3306/database?ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/ca.pem")
+    })
+}
+
 pub async fn connect(config: &MysqlConfig) -> Result<Conn, PipelineError> {
-    let opts = Opts::from_url(&config.url).map_err(|e| {
-        PipelineError::definite("config", format!("source.url is not a MySQL URL: {e}"))
-            .with_hint("use mysql://user:password@host:3306/database")
-    })?;
-    Conn::new(opts)
+    Ok(connect_url(config).await?.0)
+}
+
+/// Connects, and says what the URL asked of TLS (for `check`).
+pub async fn connect_url(config: &MysqlConfig) -> Result<(Conn, MysqlTls), PipelineError> {
+    let url = parse_url(&config.url)?;
+    let conn = cdc_tls::mysql::connect(OptsBuilder::from_opts(url.opts), &url.tls)
         .await
-        .map_err(|e| classify(e, "connecting to the source"))
+        .map_err(|e| connect_error(e, &url.tls))?;
+    Ok((conn, url.tls))
+}
+
+/// A TLS setting that cannot work and a refused handshake are definite, named with the fix; an
+/// "Access denied" to a plaintext login says the server may require TLS.
+fn connect_error(e: cdc_tls::mysql::ConnectError, tls: &MysqlTls) -> PipelineError {
+    const URL_KEY: &str = "source.url";
+    match e {
+        cdc_tls::mysql::ConnectError::Tls(e) => {
+            PipelineError::definite("config", format!("{URL_KEY}: {e}"))
+                .with_hint("fix ssl-ca, ssl-cert or ssl-key in source.url")
+        }
+        cdc_tls::mysql::ConnectError::Driver(e) => {
+            let text = e.to_string();
+            if let Some(refusal) = cdc_tls::refusal(&text, &cdc_tls::mysql::VOCABULARY, URL_KEY) {
+                return PipelineError::definite(
+                    "connection",
+                    format!(
+                        "{}: connecting to the source (ssl-mode={}): {text}",
+                        refusal.what, tls.mode
+                    ),
+                )
+                .with_hint(refusal.hint);
+            }
+            let mut error = classify(e, "connecting to the source");
+            if error.kind == "auth" {
+                if let Some(tls_hint) = tls.access_denied_hint(URL_KEY) {
+                    error.hint = Some(match error.hint {
+                        Some(hint) => format!("{hint}; {tls_hint}"),
+                        None => tls_hint,
+                    });
+                }
+            }
+            error
+        }
+    }
 }
 
 /// The server's binlog settings that decide whether row changes can be read at all.
@@ -241,7 +289,7 @@ pub async fn server_state(config: &MysqlConfig) -> Result<ServerState, PipelineE
 /// `cdc-agent check` for a MySQL/MariaDB source.
 pub async fn preflight(config: &MysqlConfig, checkpoint: Option<&Position>) -> Vec<CheckOutcome> {
     let mut out = Vec::new();
-    let mut conn = match connect(config).await {
+    let (mut conn, tls) = match connect_url(config).await {
         Ok(c) => c,
         Err(e) => {
             out.push(fail("source connection", e));
@@ -249,6 +297,13 @@ pub async fn preflight(config: &MysqlConfig, checkpoint: Option<&Position>) -> V
         }
     };
     out.push(CheckOutcome::ok("source connection", "connected"));
+    out.push(match cdc_tls::mysql::session_cipher(&mut conn).await {
+        Ok(cipher) => CheckOutcome::ok("source tls", tls.describe(&cipher)),
+        Err(e) => fail(
+            "source tls",
+            query_error(e, "reading the session's Ssl_cipher"),
+        ),
+    });
     match binlog_settings(&mut conn).await {
         Ok(s) => {
             let errors = settings_errors(&s);

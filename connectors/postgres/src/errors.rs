@@ -9,13 +9,23 @@ pub fn classify(error: WireError, doing: &str, user: &str) -> PipelineError {
     let text = format!("{doing}: {error}");
     match &error {
         WireError::Io(_) | WireError::Timeout => PipelineError::transient("connection", text),
-        WireError::Tls(_) => PipelineError::definite("connection", text).with_hint(
-            "check sslmode and sslrootcert in source.url (sslmode=verify-full needs the server's CA)",
+        WireError::Tls(message) => {
+            match cdc_tls::refusal(message, &cdc_tls::postgres::VOCABULARY, "source.url") {
+                Some(refusal) => {
+                    PipelineError::definite("connection", format!("{}: {text}", refusal.what))
+                        .with_hint(refusal.hint)
+                }
+                None => PipelineError::definite("connection", text).with_hint(
+                    "check sslmode and sslrootcert in source.url (sslmode=verify-full needs the server's CA)",
+                ),
+            }
+        }
+        WireError::Auth(_) => PipelineError::definite("auth", text).with_hint(
+            "put the password in source.url, e.g. postgres://user:${PGPASSWORD}@host/db",
         ),
-        WireError::Auth(_) => PipelineError::definite("auth", text)
-            .with_hint("put the password in source.url, e.g. postgres://user:${PGPASSWORD}@host/db"),
-        WireError::Config(_) => PipelineError::definite("config", text)
-            .with_hint("source.url must look like postgres://user:password@host:port/dbname?sslmode=prefer"),
+        WireError::Config(_) => PipelineError::definite("config", text).with_hint(
+            "source.url must look like postgres://user:password@host:port/dbname?sslmode=prefer",
+        ),
         WireError::Protocol(_) => PipelineError::transient("connection", text),
         WireError::Server(_) => classify_sqlstate(error.sqlstate().unwrap_or(""), text, user),
     }

@@ -160,6 +160,11 @@ impl Catalog {
         classify(e, "querying the source catalog", &self.params.user)
     }
 
+    /// Whether the open connection runs over TLS (false when none is open).
+    pub fn is_tls(&self) -> bool {
+        self.conn.as_ref().is_some_and(Connection::is_tls)
+    }
+
     pub async fn close(&mut self) {
         if let Some(conn) = self.conn.take() {
             let _ = conn.close().await;

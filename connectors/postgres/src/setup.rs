@@ -336,6 +336,13 @@ pub async fn preflight(config: &PostgresConfig) -> Vec<CheckOutcome> {
         "source connection",
         format!("connected to {target} (Postgres {version})"),
     ));
+    // Unix sockets never use TLS (as in libpq): nothing to say about it there.
+    if !params.host.starts_with('/') {
+        out.push(CheckOutcome::ok(
+            "source tls",
+            params.tls().describe(catalog.is_tls()),
+        ));
+    }
     match wal_level(&mut catalog).await {
         Ok(level) if level == "logical" => out.push(CheckOutcome::ok("wal_level", "logical")),
         Ok(level) => out.push(fail_from("wal_level", wal_level_error(&level))),

@@ -10,20 +10,52 @@
 //! (a COPY line), the search jumps there instead: the changes before it are applied as one part,
 //! the named change on its own, then the rest. A hint is only a shortcut: a change is refused only
 //! when it fails alone, so a wrong hint costs an attempt, never a good change.
+//!
+//! A target may also apply a part while leaving out single changes it refused (a warehouse sink
+//! that copies rows in small chunks and drops the row a COPY line names): those come back from
+//! `apply_part` as refused, the rest of the part is in.
 
 use async_trait::async_trait;
 
 use crate::error::PipelineError;
 
+/// Changes of a part refused one by one, by index in the part, with the target's error.
+pub type Refusals = Vec<(usize, PipelineError)>;
+
 #[async_trait]
 pub trait ApplyPart<T: Sync>: Send {
-    /// Applies `part` on its own, all or nothing: `Ok` once it is in; a poison error when the
-    /// target refused it (and none of it is in). Any other error ends the search.
-    async fn apply_part(&mut self, part: &[T]) -> Result<(), PipelineError>;
+    /// Applies `part` on its own: `Ok` once it is in, but for the changes it returns (refused
+    /// one by one, usually none); a poison error when the target refused it as a whole (and none
+    /// of it is in). Any other error ends the search.
+    async fn apply_part(&mut self, part: &[T]) -> Result<Refusals, PipelineError>;
 
     /// Where in the part last refused the target said it failed, if it did.
     fn failed_at(&mut self) -> Option<usize> {
         None
+    }
+}
+
+/// Applies `all`; when the target refuses it as a whole, applies it around the changes it
+/// refuses (see [`apply_around_poison`]). Returns the refused changes' indexes with their errors.
+pub async fn apply_or_search<T: Sync, A: ApplyPart<T>>(
+    applier: &mut A,
+    all: &[T],
+    stop_at_first: bool,
+) -> Result<Refusals, PipelineError> {
+    match applier.apply_part(all).await {
+        Ok(refused) => Ok(refused),
+        Err(error) if error.is_poison() => {
+            let searching = std::time::Instant::now();
+            let refused = apply_around_poison(applier, all, error, stop_at_first).await?;
+            tracing::debug!(
+                changes = all.len(),
+                refused = refused.len(),
+                ms = searching.elapsed().as_millis() as u64,
+                "dead-letter search done"
+            );
+            Ok(refused)
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -48,7 +80,14 @@ pub async fn apply_around_poison<T: Sync, A: ApplyPart<T>>(
         let error = match known {
             Some(e) => e,
             None => match applier.apply_part(&all[start..end]).await {
-                Ok(()) => continue,
+                Ok(inline) => {
+                    refused.extend(inline.into_iter().map(|(i, e)| (start + i, e)));
+                    if stop_at_first && !refused.is_empty() {
+                        refused.truncate(1);
+                        return Ok(refused);
+                    }
+                    continue;
+                }
                 Err(e) if e.is_poison() => e,
                 Err(e) => return Err(e),
             },
@@ -109,14 +148,14 @@ mod tests {
 
     #[async_trait]
     impl ApplyPart<u32> for Target {
-        async fn apply_part(&mut self, part: &[u32]) -> Result<(), PipelineError> {
+        async fn apply_part(&mut self, part: &[u32]) -> Result<Refusals, PipelineError> {
             self.attempts += 1;
             self.last = part.iter().position(|v| self.bad.contains(v));
             match self.last {
                 Some(_) => Err(PipelineError::poison("data", "bad value")),
                 None => {
                     self.applied.extend_from_slice(part);
-                    Ok(())
+                    Ok(Refusals::new())
                 }
             }
         }
@@ -165,7 +204,7 @@ mod tests {
         struct Liar(Target);
         #[async_trait]
         impl ApplyPart<u32> for Liar {
-            async fn apply_part(&mut self, part: &[u32]) -> Result<(), PipelineError> {
+            async fn apply_part(&mut self, part: &[u32]) -> Result<Refusals, PipelineError> {
                 self.0.apply_part(part).await
             }
             fn failed_at(&mut self) -> Option<usize> {
@@ -194,12 +233,47 @@ mod tests {
         struct Down;
         #[async_trait]
         impl ApplyPart<u32> for Down {
-            async fn apply_part(&mut self, _: &[u32]) -> Result<(), PipelineError> {
+            async fn apply_part(&mut self, _: &[u32]) -> Result<Refusals, PipelineError> {
                 Err(PipelineError::transient("sink", "connection lost"))
             }
         }
         let error = PipelineError::poison("data", "bad");
         let result = apply_around_poison(&mut Down, &[1, 2, 3], error, false).await;
         assert!(result.unwrap_err().is_transient());
+    }
+
+    #[tokio::test]
+    async fn changes_a_part_leaves_out_count_as_refused_at_their_place_in_the_whole() {
+        /// Applies every part, leaving out the bad values (as a chunked COPY does).
+        struct LeavesOut(Vec<u32>, Vec<u32>);
+        #[async_trait]
+        impl ApplyPart<u32> for LeavesOut {
+            async fn apply_part(&mut self, part: &[u32]) -> Result<Refusals, PipelineError> {
+                let mut refused = Refusals::new();
+                for (i, v) in part.iter().enumerate() {
+                    if self.0.contains(v) {
+                        refused.push((i, PipelineError::poison("data", "bad")));
+                    } else {
+                        self.1.push(*v);
+                    }
+                }
+                Ok(refused)
+            }
+        }
+        let all: Vec<u32> = (0..10).collect();
+        let mut target = LeavesOut(vec![7], Vec::new());
+        // The whole was refused for another change (2), which the search finds by halves; the
+        // half holding 7 leaves it out on its own.
+        let refused = apply_around_poison(
+            &mut target,
+            &all[..],
+            PipelineError::poison("data", "2"),
+            false,
+        )
+        .await
+        .unwrap();
+        let refused: Vec<u32> = refused.into_iter().map(|(i, _)| all[i]).collect();
+        assert_eq!(refused, [7]);
+        assert_eq!(target.1, [0, 1, 2, 3, 4, 5, 6, 8, 9]);
     }
 }

@@ -220,6 +220,57 @@ pub fn event_key_text(event: &ChangeEvent, schema: &TableSchema) -> String {
     key_text(schema, &event_key(event, schema))
 }
 
+/// A message sink's look before it sends one change: a change to a key the store holds is set
+/// aside behind the earlier one (durably) and `true` comes back; the sink must not send it.
+pub fn hold_if_key_held(
+    store: &DeadLetterHandle,
+    event: &ChangeEvent,
+) -> Result<bool, PipelineError> {
+    let (Some(store), Some(schema)) = (store, &event.table_schema) else {
+        return Ok(false);
+    };
+    // Nothing held (a clean stream): no name or key is built.
+    if !store.holds_any() {
+        return Ok(false);
+    }
+    let table = event.table_name();
+    if !(store.holds_table(&table) && store.holds_key(&table, &event_key_text(event, schema))) {
+        return Ok(false);
+    }
+    let held = DeadLetter::of_event(
+        event,
+        schema,
+        HELD,
+        "held behind an earlier change to this key in the dead-letter store",
+    );
+    store.set_aside(vec![held])?;
+    Ok(true)
+}
+
+/// A message sink's answer to a change the broker refuses for good (`error` is poison, nothing
+/// of the change was sent): set aside durably when the store takes poison (`Ok`), else `error`
+/// back, naming the table and the key. `broker` names the refuser in the log ("Kafka", "NATS").
+pub fn set_aside_refused_message(
+    store: &DeadLetterHandle,
+    event: &ChangeEvent,
+    error: PipelineError,
+    broker: &str,
+) -> Result<(), PipelineError> {
+    let (Some(store), Some(schema)) = (store, &event.table_schema) else {
+        return Err(error);
+    };
+    let table = event.table_name();
+    let key = event_key_text(event, schema);
+    let message = describe_refusal(&table, &key, None, None, &error.message);
+    if !store.sets_aside_poison() {
+        return Err(PipelineError { message, ..error });
+    }
+    tracing::warn!(table = %table, key = %key, "{broker} refused a change; set aside in the dead-letter store: {message}");
+    store.set_aside(vec![DeadLetter::of_event(
+        event, schema, error.kind, &message,
+    )])
+}
+
 /// Sets aside, behind the store's earlier record, every change of a table batch to a key the
 /// store holds (a warehouse sink calls it before applying the batch).
 pub fn hold_back(

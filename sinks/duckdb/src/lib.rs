@@ -17,10 +17,13 @@
 //! hands the runtime's other tasks (the source) to another thread while the database works.
 //! The file is held open, and locked against other processes, while the sink runs. Extensions
 //! are never downloaded or auto-loaded: the sink uses what the build has compiled in.
+//! Readers in the same process (verify run by the agent) borrow a second connection on the
+//! open database through [`SharedDatabase`].
 
 mod apply;
 pub mod ddl;
 pub mod encode;
+mod shared;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,6 +39,7 @@ use duckdb::{AccessMode, Config, Connection};
 pub use ddl::{Features, COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
 /// The DuckDB crate this sink is built with, for callers that read the file (tests, tools).
 pub use duckdb;
+pub use shared::SharedDatabase;
 
 /// Changes buffered (after collapsing) before they are applied into the open transaction.
 pub const DEFAULT_MAX_BATCH_CHANGES: usize = 20_000;
@@ -90,6 +94,9 @@ pub struct DuckdbSink {
     /// The position the state table holds.
     committed: Option<Position>,
     stage_counter: u64,
+    /// Where the open database is lent to readers of the same process, and the generation of
+    /// the connection published there.
+    shared: Option<(SharedDatabase, Option<u64>)>,
 }
 
 pub fn quote_ident(name: &str) -> String {
@@ -142,6 +149,24 @@ impl DuckdbSink {
             last_commit: None,
             committed: None,
             stage_counter: 0,
+            shared: None,
+        }
+    }
+
+    /// Lends the open database to readers of this process through `shared` (withdrawn while
+    /// the sink reopens the file, and when it is dropped).
+    pub fn sharing(mut self, shared: SharedDatabase) -> Self {
+        self.shared = Some((shared, None));
+        self
+    }
+
+    /// Withdraws the connection lent to readers (waiting for a running read to end): before the
+    /// sink's own connection closes, so no reader keeps the database instance open.
+    fn withdraw(&mut self) {
+        if let Some((shared, published)) = &mut self.shared {
+            if let Some(generation) = published.take() {
+                shared.withdraw(generation);
+            }
         }
     }
 
@@ -175,6 +200,7 @@ impl DuckdbSink {
 
     fn open_sync(&mut self) -> Result<Option<ResumePoint>, PipelineError> {
         // A reopen after an error starts from what is committed.
+        self.withdraw();
         self.conn = None;
         self.tables.clear();
         self.pending.clear();
@@ -231,6 +257,13 @@ impl DuckdbSink {
         self.last_commit = self.committed.clone();
         if let Some(p) = &self.committed {
             tracing::info!(position = %p, "DuckDB file is at this position; earlier changes are skipped");
+        }
+        if let (Some((shared, published)), Some(conn)) = (&mut self.shared, &self.conn) {
+            *published = Some(
+                shared
+                    .publish(conn)
+                    .map_err(|e| duck_error(e, "opening a reader connection"))?,
+            );
         }
         Ok(self.committed.clone().map(|position| ResumePoint {
             position,
@@ -413,6 +446,9 @@ impl DuckdbSink {
         }
         self.apply_pending()?;
         self.begin()?;
+        // A reader's guarded delete (verify --repair) is not overtaken by this commit.
+        let shared = self.shared.as_ref().map(|(s, _)| s.clone());
+        let _gate = shared.as_ref().map(SharedDatabase::hold_commits);
         let position = self.last_commit.clone();
         if let Some(position) = &position {
             let json = serde_json::to_string(position).map_err(|e| {
@@ -433,6 +469,12 @@ impl DuckdbSink {
         self.in_transaction = false;
         self.committed = position;
         Ok(())
+    }
+}
+
+impl Drop for DuckdbSink {
+    fn drop(&mut self) {
+        self.withdraw();
     }
 }
 

@@ -575,3 +575,56 @@ async fn duckdb_memory_is_capped_by_the_configured_limit() {
         "{limit:?}"
     );
 }
+
+/// The reader connection sees what the sink committed (not what it has pending), keeps its
+/// time zone to itself, and is withdrawn when the sink reopens the file and when it is dropped.
+#[tokio::test]
+async fn the_open_database_is_lent_to_readers_until_the_sink_reopens_or_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedDatabase::default();
+    let mut sink = DuckdbSink::new(config(&dir)).sharing(shared.clone());
+    assert!(shared.with_reader(|_| ()).is_none(), "nothing open yet");
+    sink.open().await.unwrap();
+    let t = table("lent", &[("id", ColumnType::Int64)]);
+    sink.write(&[insert(&t, 10, &[("id", int(1))]), commit(10)])
+        .await
+        .unwrap();
+    sink.flush().await.unwrap();
+    let count = |shared: &SharedDatabase| {
+        shared.with_reader(|c| {
+            c.query_row("SELECT count(*) FROM replica.lent", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+        })
+    };
+    assert_eq!(count(&shared), Some(1));
+    sink.write(&[insert(&t, 20, &[("id", int(2))]), commit(20)])
+        .await
+        .unwrap();
+    sink.apply_pending().unwrap();
+    assert_eq!(count(&shared), Some(1), "uncommitted rows are not read");
+    sink.flush().await.unwrap();
+    assert_eq!(count(&shared), Some(2));
+    // A session setting of the reader stays there.
+    let sink_zone = query(&sink, "SELECT current_setting('TimeZone')");
+    shared
+        .with_reader(|c| c.execute_batch("SET SESSION TimeZone = 'America/Lima'"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        query(&sink, "SELECT current_setting('TimeZone')"),
+        sink_zone
+    );
+    sink.open().await.unwrap();
+    assert_eq!(count(&shared), Some(2), "published again after a reopen");
+    drop(sink);
+    assert!(!shared.is_open(), "withdrawn when the sink is dropped");
+    // The file is closed for good: it opens again (in a new instance) with the rows.
+    let mut again = DuckdbSink::new(config(&dir));
+    again.open().await.unwrap();
+    assert_eq!(
+        query(&again, "SELECT CAST(count(*) AS VARCHAR) FROM replica.lent"),
+        ["2"]
+    );
+}

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cdc_core::dead_letter::{self, DeadLetter, DeadLetterHandle};
+use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::naming::{change_id, marker_id, LastName};
 use cdc_core::transaction::TransactionTracker;
 use cdc_core::{ChangeEvent, CheckOutcome, Op, PipelineError, ResumePoint, Sink, SourceMessage};
@@ -255,40 +255,17 @@ impl KafkaSink {
     /// Sends one change, or sets it aside: behind an earlier change to its key that the
     /// dead-letter store holds, or when the producer refuses it for its size (`on_error = "dlq"`).
     async fn produce_or_set_aside(&mut self, event: &ChangeEvent) -> Result<(), PipelineError> {
-        if let (Some(store), Some(schema)) = (&self.config.dead_letters, &event.table_schema) {
-            // Nothing held (a clean stream): no name or key is built.
-            if store.holds_any() {
-                let table = event.table_name();
-                if store.holds_table(&table)
-                    && store.holds_key(&table, &dead_letter::event_key_text(event, schema))
-                {
-                    let held = DeadLetter::of_event(
-                        event,
-                        schema,
-                        dead_letter::HELD,
-                        "held behind an earlier change to this key in the dead-letter store",
-                    );
-                    return store.set_aside(vec![held]);
-                }
+        let store = &self.config.dead_letters;
+        if dead_letter::hold_if_key_held(store, event)? {
+            return Ok(());
+        }
+        match self.produce(event).await {
+            Err(e) if e.is_poison() => {
+                let store = self.config.dead_letters.clone();
+                dead_letter::set_aside_refused_message(&store, event, e, "Kafka")
             }
+            other => other,
         }
-        let error = match self.produce(event).await {
-            Err(e) if e.is_poison() => e,
-            other => return other,
-        };
-        let (Some(store), Some(schema)) = (&self.config.dead_letters, &event.table_schema) else {
-            return Err(error);
-        };
-        if !store.sets_aside_poison() {
-            return Err(error);
-        }
-        let table = event.table_name();
-        let key = dead_letter::event_key_text(event, schema);
-        let message = dead_letter::describe_refusal(&table, &key, None, None, &error.message);
-        tracing::warn!(table = %table, key = %key, "Kafka refused a change; set aside in the dead-letter store: {message}");
-        store.set_aside(vec![DeadLetter::of_event(
-            event, schema, error.kind, &message,
-        )])
     }
 
     /// Sends one change (and its tombstone); waits while the producer's queue is full.

@@ -10,13 +10,13 @@ use cdc_core::CheckOutcome;
 use mysql_async::prelude::Queryable;
 
 use crate::apply::text_at;
-use crate::{connect, MysqlSinkConfig};
+use crate::{connect_tls, MysqlSinkConfig};
 
 /// What the sink does in the target database.
 const NEEDED: &[&str] = &["CREATE", "ALTER", "SELECT", "INSERT", "UPDATE", "DELETE"];
 
 pub async fn check(config: &MysqlSinkConfig) -> CheckOutcome {
-    let mut conn = match connect(&config.url, "connecting to the target").await {
+    let (mut conn, tls) = match connect_tls(&config.url, "connecting to the target").await {
         Ok(c) => c,
         Err(e) => {
             return CheckOutcome::fail(
@@ -41,15 +41,17 @@ pub async fn check(config: &MysqlSinkConfig) -> CheckOutcome {
                 (grantee.clone(), grantee),
             )
             .await?;
+        let cipher = cdc_tls::mysql::session_cipher(&mut conn).await?;
         Ok::<_, mysql_async::Error>((
             version.as_ref().and_then(|r| text_at(r, 0)).unwrap_or_default(),
             user,
             rows,
+            tls.describe(&cipher),
         ))
     }
     .await;
     let _ = conn.disconnect().await;
-    let (version, user, rows) = match probe {
+    let (version, user, rows, tls) = match probe {
         Ok(p) => p,
         Err(e) => {
             let e = crate::sink_error(e, "checking privileges on the target");
@@ -69,7 +71,7 @@ pub async fn check(config: &MysqlSinkConfig) -> CheckOutcome {
         CheckOutcome::ok(
             "sink",
             format!(
-                "mysql target reachable ({version}); database {} can be written",
+                "mysql target reachable ({version}); database {} can be written; {tls}",
                 config.database
             ),
         )

@@ -14,6 +14,7 @@
 //! needs the operator.
 
 use cdc_core::PipelineError;
+use cdc_tls::mysql::MysqlTls;
 use mysql_async::{DriverError, Error};
 
 /// Server error codes worth a retry.
@@ -37,6 +38,42 @@ const PRIVILEGE_CODES: &[u16] = &[1142, 1143, 1227, 1370];
 const VALUE_CODES: &[u16] = &[1264, 1265, 1292, 1366, 1367, 1406, 1690, 3140];
 /// A row a constraint of the target refuses: poison for its change.
 const CONSTRAINT_CODES: &[u16] = &[1048, 1062, 1169, 1451, 1452, 3819, 4025];
+
+/// A TLS setting that cannot work and a refused handshake are definite, named with the fix; an
+/// "Access denied" to a plaintext login says the server may require TLS.
+pub fn connect_error(
+    e: cdc_tls::mysql::ConnectError,
+    tls: &MysqlTls,
+    doing: &str,
+) -> PipelineError {
+    const URL_KEY: &str = "sink.url";
+    match e {
+        cdc_tls::mysql::ConnectError::Tls(e) => {
+            PipelineError::definite("config", format!("{URL_KEY}: {e}"))
+                .with_hint("fix ssl-ca, ssl-cert or ssl-key in sink.url")
+        }
+        cdc_tls::mysql::ConnectError::Driver(e) => {
+            let text = e.to_string();
+            if let Some(refusal) = cdc_tls::refusal(&text, &cdc_tls::mysql::VOCABULARY, URL_KEY) {
+                return PipelineError::definite(
+                    "connection",
+                    format!("{}: {doing} (ssl-mode={}): {text}", refusal.what, tls.mode),
+                )
+                .with_hint(refusal.hint);
+            }
+            let mut error = sink_error(e, doing);
+            if error.kind == "auth" {
+                if let Some(tls_hint) = tls.access_denied_hint(URL_KEY) {
+                    error.hint = Some(match error.hint {
+                        Some(hint) => format!("{hint}; {tls_hint}"),
+                        None => tls_hint,
+                    });
+                }
+            }
+            error
+        }
+    }
+}
 
 /// Classifies a target error: connection trouble and contention are transient; everything
 /// else (bad value, missing privilege, constraint) needs the operator.

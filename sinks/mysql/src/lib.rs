@@ -42,11 +42,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cdc_core::batch::{NetChange, TableBatch};
-use cdc_core::dead_letter::bisect::{apply_around_poison, ApplyPart};
+use cdc_core::dead_letter::bisect::{apply_or_search, ApplyPart, Refusals};
 use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
+use cdc_tls::mysql::MysqlTls;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, OptsBuilder};
 
 pub use check::check;
 pub use ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
@@ -89,8 +90,13 @@ pub struct MysqlSinkConfig {
 /// The database a `mysql://` URL names, if any; an error when it is no valid URL. The message
 /// never repeats the URL (it holds a password).
 pub fn url_database(url: &str) -> Result<Option<String>, String> {
-    Opts::from_url(url)
-        .map(|o| o.db_name().map(str::to_string).filter(|d| !d.is_empty()))
+    cdc_tls::mysql::parse_url(url)
+        .map(|u| {
+            u.opts
+                .db_name()
+                .map(str::to_string)
+                .filter(|d| !d.is_empty())
+        })
         .map_err(|e| e.to_string())
 }
 
@@ -138,21 +144,29 @@ fn not_open() -> PipelineError {
 /// Connects without selecting a database (the target one may not exist yet) and sets the session
 /// up.
 async fn connect(url: &str, doing: &str) -> Result<Conn, PipelineError> {
-    let opts = Opts::from_url(url).map_err(|e| {
-        PipelineError::definite("config", format!("sink.url is not a valid mysql URL: {e}"))
-            .with_hint("sink.url must look like mysql://user:password@host:port/database")
+    Ok(connect_tls(url, doing).await?.0)
+}
+
+/// [`connect`], also saying what the URL asked of TLS (for `check`).
+async fn connect_tls(url: &str, doing: &str) -> Result<(Conn, MysqlTls), PipelineError> {
+    let url = cdc_tls::mysql::parse_url(url).map_err(|e| {
+        PipelineError::definite("config", format!("sink.url: {e}")).with_hint(
+            "sink.url must look like mysql://user:password@host:port/database?ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/ca.pem",
+        )
     })?;
     // prefer_socket off: connect where the URL says, not to a local socket found on the way.
-    let opts = OptsBuilder::from_opts(opts)
+    let opts = OptsBuilder::from_opts(url.opts)
         .db_name(None::<String>)
         .prefer_socket(false);
-    let mut conn = Conn::new(opts).await.map_err(|e| sink_error(e, doing))?;
+    let mut conn = cdc_tls::mysql::connect(opts, &url.tls)
+        .await
+        .map_err(|e| errors::connect_error(e, &url.tls, doing))?;
     for statement in SESSION_SETUP {
         conn.query_drop(*statement)
             .await
             .map_err(|e| sink_error(e, "setting up the target session"))?;
     }
-    Ok(conn)
+    Ok((conn, url.tls))
 }
 
 impl MysqlSink {
@@ -332,19 +346,12 @@ impl MysqlSink {
                 },
                 failed_at: None,
             };
-            let error = match applier.apply_part(&changes).await {
-                Ok(()) => continue,
-                Err(e) if e.is_poison() => e,
-                Err(e) => return Err(e),
-            };
             let set_aside = self
                 .config
                 .dead_letters
                 .as_ref()
                 .is_some_and(|d| d.sets_aside_poison());
-            let searching = std::time::Instant::now();
-            let refused = apply_around_poison(&mut applier, &changes, error, !set_aside).await?;
-            tracing::debug!(table = %source_name, changes = changes.len(), refused = refused.len(), ms = searching.elapsed().as_millis() as u64, "dead-letter search done");
+            let refused = apply_or_search(&mut applier, &changes, !set_aside).await?;
             for (i, error) in refused {
                 let letter = dead_letter::refusal(&source_name, schema, &changes[i], &error);
                 if !set_aside {
@@ -432,7 +439,7 @@ struct PartApplier<'a> {
 
 #[async_trait]
 impl ApplyPart<NetChange> for PartApplier<'_> {
-    async fn apply_part(&mut self, part: &[NetChange]) -> Result<(), PipelineError> {
+    async fn apply_part(&mut self, part: &[NetChange]) -> Result<Refusals, PipelineError> {
         self.failed_at = None;
         let context = |e| sink_error(e, "setting a savepoint in the target transaction");
         self.conn
@@ -445,7 +452,7 @@ impl ApplyPart<NetChange> for PartApplier<'_> {
                     .query_drop("RELEASE SAVEPOINT cdc_part")
                     .await
                     .map_err(context)?;
-                Ok(())
+                Ok(Refusals::new())
             }
             Err(refused) if refused.error.is_poison() => {
                 self.conn

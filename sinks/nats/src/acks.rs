@@ -42,6 +42,12 @@ impl AckInbox {
         format!("{}.{}", self.prefix, self.sent)
     }
 
+    /// The message of the last [`next_reply`](Self::next_reply) was not sent after all (the
+    /// client refused it before writing it): no ack will come for it.
+    pub fn unsent(&mut self) {
+        self.sent -= 1;
+    }
+
     /// Messages sent and not acknowledged yet.
     pub fn outstanding(&self) -> u64 {
         self.sent - self.acked

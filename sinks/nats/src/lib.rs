@@ -9,8 +9,13 @@
 //! crash the agent replays from its checkpoint; the sink reads the newest change the stream holds
 //! for this pipeline (`resume`) and the agent drops every replayed change up to it. The replayed
 //! messages also carry the same message ids, so the stream's duplicate window drops what is left.
+//!
+//! A change larger than the stream's `max_msg_size` or the server's `max_payload` is refused here,
+//! before it is sent: poison for that change, set aside in the dead-letter store with
+//! `on_error = "dlq"` (later changes to its key are held behind it), else the pipeline stops.
 
 mod acks;
+mod connection;
 mod resume;
 mod subject;
 
@@ -21,6 +26,7 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use async_trait::async_trait;
+use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::naming::{change_id, marker_id, LastName};
 use cdc_core::transaction::TransactionTracker;
 use cdc_core::{
@@ -28,6 +34,7 @@ use cdc_core::{
 };
 
 pub use cdc_core::debezium::MessageFormat;
+pub use connection::{parse_url, Auth, NatsUrl};
 pub use subject::{SubjectTemplate, DEFAULT_SUBJECT};
 
 /// Acks awaited at most at once; past half of it, `write` waits for acks to come in.
@@ -49,6 +56,12 @@ pub struct NatsSinkConfig {
     pub format: MessageFormat,
     /// BEGIN/END messages on `<prefix>.transaction` (see [`cdc_core::transaction`]).
     pub transaction_metadata: bool,
+    /// Where refused changes are set aside (`on_error = "dlq"`) and held keys are looked up.
+    pub dead_letters: DeadLetterHandle,
+    /// A `dlq replay` sink: message ids get a `:replay` suffix, so that a resume never takes a
+    /// replayed (older) change for the newest one stored, while a replay run twice within the
+    /// duplicate window is still stored once.
+    pub replay: bool,
 }
 
 pub struct NatsSink {
@@ -63,9 +76,9 @@ pub struct NatsSink {
     transactions: TransactionTracker,
     /// Reused buffer of BEGIN/END messages.
     marker: Vec<u8>,
-    /// The stream's `max_msg_size` (headers and payload), when it has one: a larger message is
-    /// refused here, before it is sent, so that the stream never stores a change after one it
-    /// refused (which `resume` relies on).
+    /// The smaller of the stream's `max_msg_size` and the server's `max_payload` (headers and
+    /// payload): a larger message is refused here, before it is sent, so that the stream never
+    /// stores a change after one it refused (which `resume` relies on).
     max_message_size: Option<usize>,
 }
 
@@ -98,23 +111,26 @@ impl NatsSink {
     }
 
     async fn connect(&self) -> Result<jetstream::Context, PipelineError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("cdc-agent {}", self.config.pipeline))
-            .connection_timeout(Duration::from_secs(10))
-            .connect(self.config.url.as_str())
-            .await
-            .map_err(|e| {
-                PipelineError::transient(
-                    "connection",
-                    format!("cannot connect to NATS at {}: {e}", self.config.url),
-                )
-                .with_hint("check sink.url (nats://host:4222) and that the server runs")
-            })?;
+        Ok(self.connect_client().await?.1)
+    }
+
+    /// The client (for what it tells of the server) and the JetStream context.
+    async fn connect_client(
+        &self,
+    ) -> Result<(async_nats::Client, jetstream::Context, NatsUrl), PipelineError> {
+        let url = parse_url(&self.config.url).map_err(|e| {
+            PipelineError::definite("config", format!("sink.url: {e}"))
+                .with_hint("write it as nats://host:4222 or tls://host:4222?tls_ca=/path/ca.pem")
+        })?;
+        let client = url
+            .connect(format!("cdc-agent {}", self.config.pipeline))
+            .await?;
         // The context only manages the stream; changes are published on the client with their
         // acks counted by [`AckInbox`] (an ack not back in 10 s fails the flush there).
-        Ok(jetstream::ContextBuilder::new()
+        let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
-            .build(client))
+            .build(client.clone());
+        Ok((client, js, url))
     }
 
     /// The stream must capture our subjects: made if missing (and allowed), else checked.
@@ -149,6 +165,20 @@ impl NatsSink {
                 "the stream's duplicate window is short: changes replayed after a longer outage are stored twice");
         }
         Ok(stream)
+    }
+
+    /// Sends one change, or sets it aside: behind an earlier change to its key that the
+    /// dead-letter store holds, or when it is too large for the stream (`on_error = "dlq"`).
+    async fn publish_or_set_aside(&mut self, event: &ChangeEvent) -> Result<(), PipelineError> {
+        if dead_letter::hold_if_key_held(&self.config.dead_letters, event)? {
+            return Ok(());
+        }
+        match self.publish(event).await {
+            Err(e) if e.is_poison() => {
+                dead_letter::set_aside_refused_message(&self.config.dead_letters, event, e, "NATS")
+            }
+            other => other,
+        }
     }
 
     /// Sends one change (after its transaction's BEGIN, when it opens one); its ack is awaited
@@ -193,7 +223,10 @@ impl NatsSink {
                 );
             }
         }
-        let id = change_id(&self.config.pipeline, event);
+        let mut id = change_id(&self.config.pipeline, event);
+        if self.config.replay {
+            id.push_str(":replay");
+        }
         let sent = self.send(subject, &id, key.as_deref(), &buffer).await;
         self.buffer = buffer;
         sent
@@ -239,11 +272,11 @@ impl NatsSink {
         if let Some(limit) = self.max_message_size {
             let size = message_size(id, key, payload.len());
             if size > limit {
-                return Err(PipelineError::definite(
-                    "sink",
-                    format!("a change on {subject} is {size} bytes, over the stream's max_msg_size ({limit})"),
+                return Err(PipelineError::poison(
+                    "too_large",
+                    format!("a message of {size} bytes on {subject} is over the limit of {limit} bytes (the stream's max_msg_size or the server's max_payload)"),
                 )
-                .with_hint(format!("raise max_msg_size of the JetStream stream {}", self.config.stream)));
+                .with_hint(format!("raise max_msg_size of the JetStream stream {} (and the server's max_payload), or set sink.on_error = \"dlq\" to set such changes aside", self.config.stream)));
             }
         }
         let mut headers = HeaderMap::new();
@@ -253,10 +286,15 @@ impl NatsSink {
         }
         let payload = bytes::Bytes::copy_from_slice(payload);
         let reply = acks.next_reply();
-        client
+        let published = client
             .publish_with_reply_and_headers(subject.clone(), reply, headers, payload)
-            .await
-            .map_err(|e| publish_error(e.kind(), &subject, &e))
+            .await;
+        published.map_err(|e| {
+            if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
+                acks.unsent();
+            }
+            publish_error(e.kind(), &subject, &e)
+        })
     }
 }
 
@@ -272,34 +310,40 @@ fn message_size(id: &str, key: Option<&str>, payload: usize) -> usize {
 /// `cdc-agent check`: the server answers, JetStream is on, and the stream exists or may be made.
 pub async fn check(config: &NatsSinkConfig) -> CheckOutcome {
     let sink = NatsSink::new(config.clone());
-    let js = match sink.connect().await {
-        Ok(js) => js,
+    let (client, js, url) = match sink.connect_client().await {
+        Ok(c) => c,
         Err(e) => {
             return CheckOutcome::fail(
                 "sink",
-                e.to_string(),
-                "check sink.url and that nats-server runs",
+                e.message,
+                e.hint
+                    .unwrap_or_else(|| "check sink.url and that nats-server runs".into()),
             )
         }
     };
+    let security = format!(
+        "{}; {}",
+        url.describe_tls(client.server_info().tls_required),
+        url.auth.describe()
+    );
     match js.get_stream(&config.stream).await {
         Ok(_) => CheckOutcome::ok(
             "sink",
-            format!("NATS JetStream stream {} exists", config.stream),
+            format!("NATS JetStream stream {} exists; {security}", config.stream),
         ),
         // JetStream itself answered "no such stream": it is on, and the stream can be made.
         Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) && config.create_stream => {
             CheckOutcome::ok(
                 "sink",
                 format!(
-                    "NATS JetStream is on; stream {} will be created",
+                    "NATS JetStream is on; stream {} will be created; {security}",
                     config.stream
                 ),
             )
         }
         Err(e) if matches!(e.kind(), GetStreamErrorKind::Request) => CheckOutcome::fail(
             "sink",
-            format!("JetStream does not answer at {}: {e}", config.url),
+            format!("JetStream does not answer at {}: {e}", url.display),
             "run nats-server with JetStream enabled (-js)",
         ),
         Err(e) => CheckOutcome::fail(
@@ -316,8 +360,8 @@ fn publish_error(
     e: &dyn std::fmt::Display,
 ) -> PipelineError {
     match kind {
-        async_nats::client::PublishErrorKind::MaxPayloadExceeded => PipelineError::definite(
-            "sink",
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => PipelineError::poison(
+            "too_large",
             format!("a change on {subject} is larger than the server's max_payload: {e}"),
         )
         .with_hint("raise max_payload in the NATS server configuration"),
@@ -333,9 +377,15 @@ impl Sink for NatsSink {
         let js = self.connect().await?;
         let stream = self.ensure_stream(&js).await?;
         let info = stream.cached_info();
-        self.max_message_size = usize::try_from(info.config.max_message_size)
+        let stream_limit = usize::try_from(info.config.max_message_size)
             .ok()
             .filter(|&limit| limit > 0);
+        let client = js.client();
+        let server_limit = Some(client.server_info().max_payload).filter(|&limit| limit > 0);
+        self.max_message_size = match (stream_limit, server_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let stored = resume::last_stored(
             &stream,
             info.state.last_sequence,
@@ -343,7 +393,6 @@ impl Sink for NatsSink {
             &self.config.pipeline,
         )
         .await?;
-        let client = js.client();
         self.acks = Some(AckInbox::open(&client).await?);
         self.client = Some(client);
         Ok(stored)
@@ -352,7 +401,7 @@ impl Sink for NatsSink {
     async fn write(&mut self, messages: &[SourceMessage]) -> Result<(), PipelineError> {
         for message in messages {
             match message {
-                SourceMessage::Change(event) => self.publish(event).await?,
+                SourceMessage::Change(event) => self.publish_or_set_aside(event).await?,
                 SourceMessage::Commit { position, .. } => self.end_transaction(position).await?,
                 SourceMessage::Progress { .. } => {}
             }

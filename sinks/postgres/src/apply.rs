@@ -21,6 +21,14 @@ use crate::{quote_ident, sink_error};
 /// COPY data is sent in chunks of about this size.
 const COPY_CHUNK: usize = 1 << 20;
 
+/// New rows per COPY (each under a savepoint of its own) when refused rows are set aside inline:
+/// a refused row costs the rows of its chunk copied again, not the whole batch.
+const NEW_ROWS_CHUNK: usize = 1000;
+
+/// Changes the target refused one by one while the rest went in: (index in the changes given,
+/// the target's error).
+pub type RefusedInline = Vec<(usize, PipelineError)>;
+
 /// A failed apply: the error, and the index (in the changes given) of the change the target
 /// named, when it named one (a COPY line). The error's `column` is the column it named.
 #[derive(Debug)]
@@ -66,13 +74,15 @@ fn copy_column(place: &str) -> Option<String> {
     Some(name.to_string()).filter(|n| !n.is_empty())
 }
 
-/// Applies one table's net changes (deletes first, then upserts, as given).
+/// Applies one table's net changes (deletes first, then upserts, as given). With
+/// `target.refuse_inline`, new rows the target refuses at a COPY line are left out and returned
+/// (the rest is in); otherwise any refusal fails the whole call.
 pub async fn changes(
     client: &Client,
     target: &Target<'_>,
     changes: &[NetChange],
     counter: &mut u64,
-) -> Result<(), Refused> {
+) -> Result<RefusedInline, Refused> {
     let (deletes, upserts): (Owned, Owned) = changes
         .iter()
         .enumerate()
@@ -87,6 +97,9 @@ pub struct Target<'a> {
     pub schema: &'a TableSchema,
     pub soft_delete: bool,
     pub metadata: bool,
+    /// The dead-letter store takes refused changes: new rows go in by chunks, and a row the
+    /// target refuses at a COPY line is left out of its chunk (see [`insert_new_rows`]).
+    pub refuse_inline: bool,
 }
 
 /// The columns (name, `format_type` type) a target table has; empty when it does not exist.
@@ -164,12 +177,20 @@ async fn upserts(
     target: &Target<'_>,
     changes: &Indexed<'_>,
     counter: &mut u64,
-) -> Result<(), Refused> {
+) -> Result<RefusedInline, Refused> {
     let (new_rows, mut rest): (Owned, Owned) =
         changes.iter().partition(
             |(_, c)| matches!(c, NetChange::Upsert { new_row: true, unchanged, .. } if unchanged.is_empty()),
         );
-    if !insert_new_rows(client, target, &new_rows).await? {
+    let mut refused_inline = RefusedInline::new();
+    if target.refuse_inline {
+        for chunk in new_rows.chunks(NEW_ROWS_CHUNK) {
+            let (upsert_instead, refused) =
+                insert_chunk_leaving_out_refused(client, target, chunk).await?;
+            rest.extend(upsert_instead);
+            refused_inline.extend(refused);
+        }
+    } else if !insert_new_rows(client, target, &new_rows).await? {
         rest.extend(new_rows);
     }
     // Rows that left different columns unchanged need different statements.
@@ -245,7 +266,7 @@ async fn upserts(
             .await
             .map_err(|e| refused(e, &format!("applying upserts to {}", target.name), &[]))?;
     }
-    Ok(())
+    Ok(refused_inline)
 }
 
 /// Rows the source did not have before this batch go straight into the target by COPY: no
@@ -258,8 +279,57 @@ async fn insert_new_rows(
     target: &Target<'_>,
     changes: &Indexed<'_>,
 ) -> Result<bool, Refused> {
+    Ok(match copy_new_rows(client, target, changes).await? {
+        NewRows::In => true,
+        NewRows::KeyTaken => false,
+        NewRows::Refused(refused) => return Err(refused),
+    })
+}
+
+/// One chunk of new rows for [`Target::refuse_inline`]: copied under a savepoint; a row the
+/// target refuses at a COPY line is left out and the chunk copied again, until it goes in. Returns
+/// the rows that take the upsert path instead (all of the chunk, when a key is already in the
+/// target) and the refused ones. A refusal that names no line fails the call: the caller's
+/// search finds the change then.
+async fn insert_chunk_leaving_out_refused<'a>(
+    client: &Client,
+    target: &Target<'_>,
+    chunk: &[(usize, &'a NetChange)],
+) -> Result<(Owned<'a>, RefusedInline), Refused> {
+    let mut rows: Owned<'a> = chunk.to_vec();
+    let mut refused_rows = RefusedInline::new();
+    loop {
+        match copy_new_rows(client, target, &rows).await? {
+            NewRows::In => return Ok((Vec::new(), refused_rows)),
+            NewRows::KeyTaken => return Ok((rows, refused_rows)),
+            NewRows::Refused(Refused {
+                error,
+                at: Some(index),
+            }) if error.is_poison() => {
+                rows.retain(|(i, _)| *i != index);
+                refused_rows.push((index, error));
+            }
+            NewRows::Refused(refused) => return Err(refused),
+        }
+    }
+}
+
+/// What became of new rows copied under a savepoint.
+enum NewRows {
+    In,
+    /// A row's key is in the target already: nothing went in.
+    KeyTaken,
+    /// The target refused them (nothing went in).
+    Refused(Refused),
+}
+
+async fn copy_new_rows(
+    client: &Client,
+    target: &Target<'_>,
+    changes: &Indexed<'_>,
+) -> Result<NewRows, Refused> {
     if changes.is_empty() {
-        return Ok(true);
+        return Ok(NewRows::In);
     }
     let columns: Vec<&str> = target.schema.columns.iter().map(|c| &*c.name).collect();
     let mut names = copy_columns(&columns, target.metadata);
@@ -289,17 +359,24 @@ async fn insert_new_rows(
                 .batch_execute("RELEASE SAVEPOINT cdc_new_rows")
                 .await
                 .map_err(|e| sink_error(e, &context))?;
-            Ok(true)
+            Ok(NewRows::In)
         }
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tracing::debug!(table = %target.name, "a new row's key is already in the target; upserting instead");
+        Err(e) => {
+            let taken = e.code() == Some(&SqlState::UNIQUE_VIOLATION);
+            let refusal = refused(e, &context, &sent);
+            if !taken && !refusal.error.is_poison() {
+                return Err(refusal);
+            }
             client
                 .batch_execute("ROLLBACK TO SAVEPOINT cdc_new_rows; RELEASE SAVEPOINT cdc_new_rows")
                 .await
                 .map_err(|e| sink_error(e, &context))?;
-            Ok(false)
+            if taken {
+                tracing::debug!(table = %target.name, "a new row's key is already in the target; upserting instead");
+                return Ok(NewRows::KeyTaken);
+            }
+            Ok(NewRows::Refused(refusal))
         }
-        Err(e) => Err(refused(e, &context, &sent)),
     }
 }
 

@@ -20,19 +20,22 @@
 //! key the store holds are set aside behind it.
 
 mod apply;
+mod connect;
 mod copy_text;
 mod ddl;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use cdc_core::batch::{NetChange, TableBatch};
-use cdc_core::dead_letter::bisect::{apply_around_poison, ApplyPart};
+use cdc_core::dead_letter::bisect::{apply_or_search, ApplyPart, Refusals};
 use cdc_core::dead_letter::{self, DeadLetterHandle};
 use cdc_core::{Op, PipelineError, Position, ResumePoint, Sink, SourceMessage, TableSchema};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+pub use connect::{parse_url, TargetUrl};
 pub use ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
 
 /// Changes buffered (after collapsing) before they are applied into the open transaction.
@@ -203,6 +206,11 @@ impl PostgresSink {
             let client = self.client.as_ref().ok_or_else(|| {
                 PipelineError::transient("sink", "the target connection is not open")
             })?;
+            let set_aside = self
+                .config
+                .dead_letters
+                .as_ref()
+                .is_some_and(|d| d.sets_aside_poison());
             let mut applier = PartApplier {
                 client,
                 target: apply::Target {
@@ -210,23 +218,12 @@ impl PostgresSink {
                     schema,
                     soft_delete: self.config.delete_mode == DeleteMode::Soft,
                     metadata: self.config.metadata_columns,
+                    refuse_inline: set_aside,
                 },
                 counter: &mut self.stage_counter,
                 failed_at: None,
             };
-            let error = match applier.apply_part(&changes).await {
-                Ok(()) => continue,
-                Err(e) if e.is_poison() => e,
-                Err(e) => return Err(e),
-            };
-            let set_aside = self
-                .config
-                .dead_letters
-                .as_ref()
-                .is_some_and(|d| d.sets_aside_poison());
-            let searching = std::time::Instant::now();
-            let refused = apply_around_poison(&mut applier, &changes, error, !set_aside).await?;
-            tracing::debug!(table = %source_name, changes = changes.len(), refused = refused.len(), ms = searching.elapsed().as_millis() as u64, "dead-letter search done");
+            let refused = apply_or_search(&mut applier, &changes, !set_aside).await?;
             for (i, error) in refused {
                 let letter = dead_letter::refusal(&source_name, schema, &changes[i], &error);
                 if !set_aside {
@@ -347,14 +344,7 @@ impl PostgresSink {
 #[async_trait]
 impl Sink for PostgresSink {
     async fn open(&mut self) -> Result<Option<ResumePoint>, PipelineError> {
-        let (client, connection) = tokio_postgres::connect(&self.config.url, NoTls)
-            .await
-            .map_err(|e| sink_error(e, "connecting to the target"))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "target connection ended");
-            }
-        });
+        let (client, _) = connect::connect(&self.config.url).await?;
         self.client = Some(client);
         self.tables.clear();
         self.last_schema = None;
@@ -498,7 +488,7 @@ struct PartApplier<'a> {
 
 #[async_trait]
 impl ApplyPart<NetChange> for PartApplier<'_> {
-    async fn apply_part(&mut self, part: &[NetChange]) -> Result<(), PipelineError> {
+    async fn apply_part(&mut self, part: &[NetChange]) -> Result<Refusals, PipelineError> {
         self.failed_at = None;
         let context = |e| sink_error(e, "setting a savepoint in the target transaction");
         self.client
@@ -506,12 +496,12 @@ impl ApplyPart<NetChange> for PartApplier<'_> {
             .await
             .map_err(context)?;
         match apply::changes(self.client, &self.target, part, self.counter).await {
-            Ok(()) => {
+            Ok(refused) => {
                 self.client
                     .batch_execute("RELEASE SAVEPOINT cdc_part")
                     .await
                     .map_err(context)?;
-                Ok(())
+                Ok(refused)
             }
             Err(refused) if refused.error.is_poison() => {
                 self.client
@@ -540,10 +530,9 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 /// `cdc-agent check` for the postgres sink: can it connect, and create the schema and tables.
 pub async fn check(config: &PostgresSinkConfig) -> cdc_core::CheckOutcome {
     use cdc_core::CheckOutcome;
-    let (client, connection) = match tokio_postgres::connect(&config.url, NoTls).await {
+    let (client, target) = match connect::connect(&config.url).await {
         Ok(c) => c,
         Err(e) => {
-            let e = sink_error(e, "connecting to the target");
             return CheckOutcome::fail(
                 "sink",
                 e.message,
@@ -551,7 +540,11 @@ pub async fn check(config: &PostgresSinkConfig) -> cdc_core::CheckOutcome {
             );
         }
     };
-    tokio::spawn(connection);
+    let tls = match (target.over_tcp(), connect::session_tls(&client).await) {
+        (false, _) => "Unix socket, no TLS".to_string(),
+        (true, Some(on)) => target.tls.describe(on),
+        (true, None) => format!("TLS state unknown (sslmode={})", target.tls.sslmode),
+    };
     let probe = client
         .query_one(
             "SELECT has_database_privilege(current_database(), 'CREATE') \
@@ -563,7 +556,7 @@ pub async fn check(config: &PostgresSinkConfig) -> cdc_core::CheckOutcome {
         Ok(row) if row.get::<_, bool>(0) => CheckOutcome::ok(
             "sink",
             format!(
-                "postgres target reachable; schema {} can be written",
+                "postgres target reachable; schema {} can be written; {tls}",
                 config.schema
             ),
         ),

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use super::WireError;
@@ -13,66 +12,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Used when the URL has no `application_name`.
 pub const DEFAULT_APPLICATION_NAME: &str = "cdc-agent";
 
-/// libpq's `sslmode`, without `allow`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SslMode {
-    /// Never TLS.
-    Disable,
-    /// TLS if the server offers it, without verifying the certificate.
-    #[default]
-    Prefer,
-    /// TLS or fail, without verifying the certificate.
-    Require,
-    /// TLS, certificate must chain to a trusted root; the host name is not checked.
-    VerifyCa,
-    /// TLS, certificate must chain to a trusted root and match the host name.
-    VerifyFull,
-}
-
-impl SslMode {
-    pub(super) fn requires_tls(self) -> bool {
-        matches!(
-            self,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-impl FromStr for SslMode {
-    type Err = WireError;
-
-    fn from_str(s: &str) -> Result<Self, WireError> {
-        match s {
-            "disable" => Ok(SslMode::Disable),
-            "prefer" => Ok(SslMode::Prefer),
-            "require" => Ok(SslMode::Require),
-            "verify-ca" => Ok(SslMode::VerifyCa),
-            "verify-full" => Ok(SslMode::VerifyFull),
-            "allow" => Err(WireError::Config(
-                "sslmode=allow is not supported; use disable or prefer".into(),
-            )),
-            other => Err(WireError::Config(format!(
-                "unknown sslmode {other:?} (expected disable, prefer, require, verify-ca or verify-full)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use cdc_tls::postgres::PgTls;
+pub use cdc_tls::postgres::SslMode;
 
 /// Where and how to connect. Build it with [`ConnectParams::from_url`] or by hand.
 #[derive(Clone, PartialEq, Eq)]
@@ -88,6 +29,9 @@ pub struct ConnectParams {
     /// PEM file of trusted roots for verify-ca/verify-full; `system` means the OS store.
     /// Default: `~/.postgresql/root.crt` if it exists, else the OS store.
     pub sslrootcert: Option<PathBuf>,
+    /// Client certificate and its key (PEM; both or neither).
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
     pub application_name: String,
     /// For the whole connect (TCP, TLS, authentication); zero means no limit.
     pub connect_timeout: Duration,
@@ -104,6 +48,8 @@ impl fmt::Debug for ConnectParams {
             .field("dbname", &self.dbname)
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
+            .field("sslcert", &self.sslcert)
+            .field("sslkey", &self.sslkey)
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
@@ -114,11 +60,11 @@ impl ConnectParams {
     /// Parses a libpq-style URL: `postgres[ql]://[user[:password]@][host][:port][/dbname][?k=v&…]`.
     ///
     /// Query parameters: `host` (a leading `/` makes it a Unix socket directory), `port`, `user`,
-    /// `password`, `dbname`, `sslmode`, `sslrootcert`, `application_name`, `connect_timeout`
-    /// (seconds). They win over the same setting in the URL's authority/path. Defaults: host
-    /// `localhost`, port 5432, dbname = user, sslmode `prefer`. Unknown parameters are rejected
-    /// rather than ignored, so that a typo or an unsupported option (client certificates) does
-    /// not silently change what is connected to.
+    /// `password`, `dbname`, `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`,
+    /// `connect_timeout` (seconds). They win over the same setting in the URL's authority/path.
+    /// Defaults: host `localhost`, port 5432, dbname = user, sslmode `prefer`. Unknown parameters
+    /// are rejected rather than ignored, so that a typo or an unsupported option does not
+    /// silently change what is connected to.
     ///
     /// Error messages never include the URL itself: it may carry a password.
     pub fn from_url(url: &str) -> Result<Self, WireError> {
@@ -147,8 +93,7 @@ impl ConnectParams {
             .map(|p| percent_decode(p, "password"))
             .transpose()?;
         let mut dbname = percent_decode(parsed.path().trim_start_matches('/'), "database name")?;
-        let mut sslmode = SslMode::default();
-        let mut sslrootcert = None;
+        let mut tls = PgTls::default();
         let mut application_name = DEFAULT_APPLICATION_NAME.to_string();
         let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
 
@@ -163,6 +108,9 @@ impl ConnectParams {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = percent_decode(key, "query parameter name")?;
             let value = percent_decode(value, &key)?;
+            if tls.take_param(&key, &value).map_err(tls_config)? {
+                continue;
+            }
             match key.as_str() {
                 "host" => host = value,
                 "port" => {
@@ -175,8 +123,6 @@ impl ConnectParams {
                 "user" => user = value,
                 "password" => password = Some(value),
                 "dbname" => dbname = value,
-                "sslmode" => sslmode = value.parse()?,
-                "sslrootcert" => sslrootcert = Some(PathBuf::from(value)),
                 "application_name" => application_name = value,
                 "connect_timeout" => {
                     let secs: u64 = value.parse().map_err(|_| {
@@ -186,15 +132,11 @@ impl ConnectParams {
                     })?;
                     connect_timeout = Duration::from_secs(secs);
                 }
-                "sslcert" | "sslkey" | "sslpassword" => {
-                    return Err(config(format!(
-                        "{key}: TLS client certificates are not supported"
-                    )))
-                }
                 other => {
                     return Err(config(format!(
                         "unsupported URL parameter {other:?} (supported: host, port, user, \
-                         password, dbname, sslmode, sslrootcert, application_name, connect_timeout)"
+                         password, dbname, sslmode, sslrootcert, sslcert, sslkey, application_name, \
+                         connect_timeout)"
                     )))
                 }
             }
@@ -217,6 +159,13 @@ impl ConnectParams {
         if dbname.is_empty() {
             dbname = user.clone();
         }
+        tls.validate().map_err(tls_config)?;
+        let PgTls {
+            sslmode,
+            sslrootcert,
+            sslcert,
+            sslkey,
+        } = tls;
         Ok(ConnectParams {
             host,
             port,
@@ -225,14 +174,30 @@ impl ConnectParams {
             dbname,
             sslmode,
             sslrootcert,
+            sslcert,
+            sslkey,
             application_name,
             connect_timeout,
         })
     }
 
+    /// The TLS settings, in the vocabulary shared with the Postgres sink.
+    pub fn tls(&self) -> PgTls {
+        PgTls {
+            sslmode: self.sslmode,
+            sslrootcert: self.sslrootcert.clone(),
+            sslcert: self.sslcert.clone(),
+            sslkey: self.sslkey.clone(),
+        }
+    }
+
     pub(super) fn is_unix_socket(&self) -> bool {
         self.host.starts_with('/')
     }
+}
+
+fn tls_config(e: cdc_tls::TlsError) -> WireError {
+    WireError::Config(e.to_string())
 }
 
 /// libpq accepts a user with an empty host (`postgres://user@/db?host=/run/pg`), the url crate
@@ -392,6 +357,17 @@ mod tests {
                 other => panic!("{bad}: expected a Config error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn client_certificate_and_key() {
+        let p = ConnectParams::from_url(
+            "postgres://u@h/d?sslmode=verify-full&sslcert=/c.pem&sslkey=/k.pem",
+        )
+        .unwrap();
+        assert_eq!(p.sslcert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(p.sslkey, Some(PathBuf::from("/k.pem")));
+        assert_eq!(p.tls().sslmode, SslMode::VerifyFull);
     }
 
     #[test]
