@@ -323,6 +323,28 @@ pub fn refusal(
     DeadLetter::of_net_change(change, schema, error.kind, &message)
 }
 
+/// A warehouse sink's refused changes of one table batch (`refused`: indexes into `changes` with
+/// the target's errors): letters added to `letters` when the store sets them aside, else the
+/// first one stops the pipeline, naming the table, key, column and value.
+pub fn collect_refusals(
+    table: &str,
+    schema: &Arc<TableSchema>,
+    changes: &[NetChange],
+    refused: Vec<(usize, PipelineError)>,
+    set_aside: bool,
+    letters: &mut Vec<DeadLetter>,
+) -> Result<(), PipelineError> {
+    for (i, error) in refused {
+        let letter = refusal(table, schema, &changes[i], &error);
+        if !set_aside {
+            return Err(stop_on_poison(error, letter.message));
+        }
+        tracing::warn!(table = %table, key = %letter.key, class = error.kind, "the target refused a change; set aside in the dead-letter store: {}", letter.message);
+        letters.push(letter);
+    }
+    Ok(())
+}
+
 /// A poison change with `on_error = "stop"`: the pipeline stops, saying what was refused.
 pub fn stop_on_poison(error: PipelineError, message: String) -> PipelineError {
     PipelineError {

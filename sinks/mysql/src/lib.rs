@@ -352,14 +352,14 @@ impl MysqlSink {
                 .as_ref()
                 .is_some_and(|d| d.sets_aside_poison());
             let refused = apply_or_search(&mut applier, &changes, !set_aside).await?;
-            for (i, error) in refused {
-                let letter = dead_letter::refusal(&source_name, schema, &changes[i], &error);
-                if !set_aside {
-                    return Err(dead_letter::stop_on_poison(error, letter.message));
-                }
-                tracing::warn!(table = %source_name, key = %letter.key, class = error.kind, "the target refused a change; set aside in the dead-letter store: {}", letter.message);
-                letters.push(letter);
-            }
+            dead_letter::collect_refusals(
+                &source_name,
+                schema,
+                &changes,
+                refused,
+                set_aside,
+                &mut letters,
+            )?;
         }
         if let (false, Some(store)) = (letters.is_empty(), &self.config.dead_letters) {
             store.set_aside(letters)?;
