@@ -27,8 +27,10 @@ use crate::{ChangeEvent, PipelineError};
 /// memory for their high watermark, up to four a worker (see `ChunkedSnapshot::new`), on top of
 /// the pipeline's channel: 8 of 2 MiB at most with the default two workers. Measured on a
 /// 1 M-row table of ~800-byte rows (about 1.7 KiB each in memory) with two workers: 10,000-row
-/// chunks peaked at 83 MiB of agent RSS, chunks of this size (about 1,600 of those rows) at
-/// 52 MiB. The benchmarks' narrow rows (~500 of these bytes) make chunks of about 4,000 rows.
+/// chunks peaked at 83-120 MiB of agent RSS, 4 MiB ones at 63-101 MiB (0.82 of COPY's rate),
+/// these (about 1,600 of those rows) at 52-62 MiB (0.64 of COPY's rate: each chunk costs its
+/// watermarks' commit flush and round trips). Narrow rows (~500 of these bytes) make chunks of
+/// about 4,000 rows.
 pub const CHUNK_BYTES: usize = 2 << 20;
 
 /// Rows of a table's first chunk, before the size of its rows is known: a table of very wide
@@ -353,11 +355,12 @@ mod tests {
 
     #[test]
     fn chunks_start_small_then_follow_the_row_width_up_to_chunk_rows() {
-        let mut sizer = ChunkSizer::new(10_000);
+        let mut sizer = ChunkSizer::new(5_000);
         assert_eq!(sizer.limit(), FIRST_CHUNK_ROWS);
-        // Narrow rows: the configured rows are the limit.
+        // Narrow rows (about 230 bytes counted, 9,000 in CHUNK_BYTES): the configured rows are
+        // the limit.
         sizer.read(&vec![row(10); 500]);
-        assert_eq!(sizer.limit(), 10_000);
+        assert_eq!(sizer.limit(), 5_000);
 
         // Wide rows: about CHUNK_BYTES of them.
         let mut sizer = ChunkSizer::new(10_000);
