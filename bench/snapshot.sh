@@ -62,7 +62,12 @@ snapshot_workers = $workers
 [sink]
 $sink
 TOML
-    read -r secs cpu peak_kb <<<"$(measure_agent "$agent" "$dir" "$ROWS")"
+    # DuckDB runs log DuckDB's own memory (its buffer pool) at each commit: reported apart.
+    local wrapper=""
+    [ "$kind" = duckdb ] && wrapper="env RUST_LOG=warn,cdc_sink_duckdb=debug"
+    read -r secs cpu peak_kb <<<"$(BENCH_WRAPPER="$wrapper" measure_agent "$agent" "$dir" "$ROWS")"
+    local duck_mib=0
+    [ "$kind" = duckdb ] && duck_mib=$(grep -o 'duckdb_memory_mib=[0-9]*' "$dir/agent.log" | cut -d= -f2 | sort -n | tail -1)
     "$agent" -c "$dir/cdc-agent.toml" reset --yes >/dev/null
     if [ "$kind" = jsonl ]; then
         lines=$(wc -l < "$dir/out.jsonl")
@@ -70,7 +75,7 @@ TOML
         rm -f "$dir/out.jsonl"
     fi
     rm -rf "$dir/replica.duckdb"
-    echo "$secs $peak_kb"
+    echo "$secs $peak_kb ${duck_mib:-0}"
 }
 
 : > "$WORK/results.txt"
@@ -78,7 +83,7 @@ for i in $(seq 1 "$RUNS"); do
     c=$(run_copy)
     j1=$(run_agent "$i" jsonl 1)
     j2=$(run_agent "$i" jsonl 2)
-    d1="- -" d2="- -"
+    d1="- - -" d2="- - -"
     if [ -x "$DUCK_AGENT" ]; then
         d1=$(run_agent "$i" duckdb 1)
         d2=$(run_agent "$i" duckdb 2)
@@ -95,12 +100,15 @@ med = lambda i: statistics.median(float(r[i]) for r in rows)
 copy_s = med(0)
 print(f"rows:                       {rows_n:,} per run, {len(rows)} run(s), medians")
 print(f"COPY TO STDOUT > /dev/null: {copy_s:7.2f} s  {rows_n / copy_s:10,.0f} rows/s")
-for name, i in [("jsonl, 1 worker", 1), ("jsonl, 2 workers", 3), ("duckdb, 1 worker", 5), ("duckdb, 2 workers", 7)]:
+for name, i, target in [("jsonl, 1 worker", 1, 0.8), ("jsonl, 2 workers", 4, 0.8), ("duckdb, 1 worker", 7, 0.5), ("duckdb, 2 workers", 10, 0.5)]:
     if rows[0][i] == "-":
         print(f"{name + ':':<27} (not measured: this build has no DuckDB sink)")
         continue
     s = med(i)
     peak = max(int(r[i + 1]) for r in rows)
-    print(f"{name + ':':<27} {s:7.2f} s  {rows_n / s:10,.0f} rows/s  {copy_s / s:.2f} of COPY  peak RSS {peak / 1024:.1f} MiB")
-print("target: jsonl >= 0.6 of COPY")
+    per_run = ", ".join(f"{float(r[0]) / float(r[i]):.2f}" for r in rows)
+    line = f"{name + ':':<27} {s:7.2f} s  {rows_n / s:10,.0f} rows/s  {copy_s / s:.2f} of COPY (runs {per_run}; target {target})  peak RSS {peak / 1024:.1f} MiB"
+    if name.startswith("duckdb"):
+        line += f", DuckDB's own memory peak {max(int(r[i + 2]) for r in rows)} MiB (target: RSS <= 256 MiB)"
+    print(line)
 PY
