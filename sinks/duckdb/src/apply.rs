@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cdc_core::batch::NetChange;
 use cdc_core::{PipelineError, SourceMeta, TableSchema, Value};
+use duckdb::arrow::array::ArrayRef;
 use duckdb::types::{TimeUnit, Value as Duck};
-use duckdb::{appender_params_from_iter, params_from_iter, Connection};
+use duckdb::{params_from_iter, Connection};
 
+use crate::columnar;
 use crate::ddl::{COMMIT_TS_COLUMN, DELETED_COLUMN, POSITION_COLUMN};
 use crate::encode::{StageKind, Unencodable};
 use crate::{duck_error, quote_ident};
@@ -28,6 +30,9 @@ const FALLBACK_PARAMS_PER_INSERT: usize = 4096;
 pub struct Target<'a> {
     /// Quoted `schema.table`.
     pub name: &'a str,
+    /// The target schema and table, unquoted.
+    pub schema_name: &'a str,
+    pub table_name: &'a str,
     pub schema: &'a TableSchema,
     /// The target table's columns (name, type in `duckdb_columns()` spelling).
     pub columns: &'a [(String, String)],
@@ -115,11 +120,15 @@ pub fn deletes(
         .map_err(|e| duck_error(e, &format!("applying deletes to {}", target.name)))
 }
 
+/// Applies `changes`' upserts. With `bulk` set, the new rows the target lacks are appended to
+/// it directly ([`append_new_rows`]); if DuckDB refuses such an append, `bulk` is cleared and
+/// the error returned is transient: the retry (from the last commit) takes the staged path.
 pub fn upserts(
     conn: &Connection,
     target: &Target<'_>,
     changes: &[NetChange],
     counter: &mut u64,
+    bulk: &mut bool,
 ) -> Result<(), PipelineError> {
     // Rows that left different columns unchanged need different statements.
     let mut groups: BTreeMap<Vec<&str>, Vec<&NetChange>> = BTreeMap::new();
@@ -132,6 +141,14 @@ pub fn upserts(
     }
     let keys: Vec<&str> = target.schema.key_names().collect();
     for (unchanged, group) in groups {
+        let group = if unchanged.is_empty() && *bulk {
+            append_new_rows(conn, target, group, counter, bulk)?
+        } else {
+            group
+        };
+        if group.is_empty() {
+            continue;
+        }
         let columns: Vec<&str> = target
             .schema
             .columns
@@ -186,6 +203,249 @@ pub fn upserts(
     Ok(())
 }
 
+/// Fewer new rows than this take the staged path: the key lookup is not worth its statements.
+/// (The crate's own tests take every new row this way, so that their type fixtures cover it.)
+const MIN_APPENDED_ROWS: usize = if cfg!(test) { 1 } else { 64 };
+
+/// Appends the rows of `group` that are new (`new_row`: the batch's first change to the key was
+/// an insert or a snapshot read) and absent from the target straight into the target table, in
+/// one columnar append, without a staging table or an upsert; returns the other rows.
+///
+/// Absent is checked, not assumed: a re-copied snapshot chunk, or a snapshot row a streamed
+/// insert already brought, finds its key in the target. The keys alone are staged and joined
+/// with the target (DuckDB skips the target's row groups outside the keys' range, so a table
+/// filled in key order is hardly read); the rows found take the staged upsert.
+fn append_new_rows<'c>(
+    conn: &Connection,
+    target: &Target<'_>,
+    group: Vec<&'c NetChange>,
+    counter: &mut u64,
+    bulk: &mut bool,
+) -> Result<Vec<&'c NetChange>, PipelineError> {
+    let (fresh, mut rest): (Vec<&NetChange>, Vec<&NetChange>) = group
+        .into_iter()
+        .partition(|change| matches!(change, NetChange::Upsert { new_row: true, .. }));
+    if fresh.len() < MIN_APPENDED_ROWS {
+        rest.extend(fresh);
+        return Ok(rest);
+    }
+    let present = present_keys(conn, target, &fresh, counter)?;
+    let mut absent: Vec<&NetChange> = Vec::with_capacity(fresh.len());
+    for (i, change) in fresh.into_iter().enumerate() {
+        if present.contains(&i) {
+            rest.push(change);
+        } else {
+            absent.push(change);
+        }
+    }
+    let rows: Vec<(&cdc_core::event::Row, &SourceMeta)> = absent
+        .iter()
+        .filter_map(|change| match change {
+            NetChange::Upsert { row, source, .. } => Some((row, source)),
+            NetChange::Delete { .. } => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(rest);
+    }
+    let Some(arrays) = target_columns(target, &rows)? else {
+        // A list column: the staged path takes them.
+        rest.extend(absent);
+        return Ok(rest);
+    };
+    let appended = columnar::append(conn, None, target.schema_name, target.table_name, arrays);
+    if let Err(refused) = appended {
+        *bulk = false;
+        tracing::warn!(table = %target.name, error = %refused, "DuckDB refused new rows appended to the table; applying its changes as upserts from now on");
+        return Err(PipelineError::transient(
+            "sink",
+            format!("appending new rows to {}: {refused}", target.name),
+        ));
+    }
+    DIRECT_APPENDS.fetch_add(1, Ordering::Relaxed);
+    Ok(rest)
+}
+
+/// Appends of new rows straight into a target table (tests check the path is taken).
+pub(crate) static DIRECT_APPENDS: AtomicU64 = AtomicU64::new(0);
+
+/// The indexes into `fresh` of the rows whose key the target has.
+fn present_keys(
+    conn: &Connection,
+    target: &Target<'_>,
+    fresh: &[&NetChange],
+    counter: &mut u64,
+) -> Result<std::collections::HashSet<usize>, PipelineError> {
+    if key_range_is_empty(conn, target, fresh)? {
+        return Ok(std::collections::HashSet::new());
+    }
+    *counter += 1;
+    let name = format!("_cdc_keys_{counter}");
+    let keys: Vec<&str> = target.schema.key_names().collect();
+    let mut kinds: Vec<(String, StageKind)> = keys
+        .iter()
+        .map(|k| (k.to_string(), stage_kind(target, k)))
+        .collect();
+    let rows: Vec<Vec<Option<&Value>>> = fresh
+        .iter()
+        .map(|change| match change {
+            NetChange::Upsert { row, .. } => keys.iter().map(|k| row.get(k)).collect(),
+            NetChange::Delete { key, .. } => keys.iter().map(|k| key.get(k)).collect(),
+        })
+        .collect();
+    let mut columns: Vec<(String, ArrayRef)> = Vec::with_capacity(keys.len() + 1);
+    let index: Vec<Duck> = (0..rows.len()).map(|i| Duck::BigInt(i as i64)).collect();
+    columns.push((ROW_INDEX_COLUMN.into(), arrow(&StageKind::Int, &index)?));
+    for (i, (key, kind)) in kinds.iter_mut().enumerate() {
+        let values = encode_column(kind, rows.iter().map(|r| r[i]))
+            .map_err(|why| unfit(target, key, why))?;
+        columns.push((key.clone(), arrow(kind, &values)?));
+    }
+    let mut definitions = vec![format!("{} BIGINT", quote_ident(ROW_INDEX_COLUMN))];
+    definitions.extend(
+        kinds
+            .iter()
+            .map(|(key, kind)| format!("{} {}", quote_ident(key), kind.sql_type())),
+    );
+    let doing = format!("looking up new rows' keys in {}", target.name);
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE {} ({})",
+        quote_ident(&name),
+        definitions.join(", ")
+    ))
+    .map_err(|e| duck_error(e, &doing))?;
+    columnar::append(conn, Some("temp"), "main", &name, columns)
+        .map_err(|e| duck_error(e, &doing))?;
+    let matches = keys
+        .iter()
+        .map(|k| format!("t.{} = {}", quote_ident(k), target.cast(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    // An inner join, so that DuckDB builds its hash table on the (small) staged keys and
+    // probes the target; a target key is unique, so a staged row matches at most once.
+    let sql = format!(
+        "SELECT s.{} FROM temp.main.{} AS s JOIN {} AS t ON {matches}",
+        quote_ident(ROW_INDEX_COLUMN),
+        quote_ident(&name),
+        target.name
+    );
+    let present = {
+        let mut statement = conn.prepare(&sql).map_err(|e| duck_error(e, &doing))?;
+        let found = statement
+            .query_map([], |row| row.get::<_, i64>(0))
+            .map_err(|e| duck_error(e, &doing))?;
+        found
+            .map(|i| i.map(|i| i as usize))
+            .collect::<Result<std::collections::HashSet<usize>, _>>()
+            .map_err(|e| duck_error(e, &doing))?
+    };
+    conn.execute_batch(&format!("DROP TABLE temp.main.{}", quote_ident(&name)))
+        .map_err(|e| duck_error(e, &doing))?;
+    Ok(present)
+}
+
+/// True if the target has no row in the range of `fresh`'s keys, for a single integer key: one
+/// count that DuckDB answers from its row groups' min/max where the table grew in key order
+/// (a snapshot, inserts of a sequence). False when it has or the key is of another kind: the
+/// caller then looks the keys up one by one.
+fn key_range_is_empty(
+    conn: &Connection,
+    target: &Target<'_>,
+    fresh: &[&NetChange],
+) -> Result<bool, PipelineError> {
+    let mut keys = target.schema.key_names();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
+        return Ok(false);
+    };
+    // Compared as the target's integers: a key kept in another type (text) is looked up.
+    if !matches!(
+        target.column_type(key),
+        Some("BIGINT" | "INTEGER" | "SMALLINT" | "TINYINT")
+    ) {
+        return Ok(false);
+    }
+    let mut range: Option<(i64, i64)> = None;
+    for change in fresh {
+        let NetChange::Upsert { row, .. } = change else {
+            return Ok(false);
+        };
+        let Some(Value::Int(k)) = row.get(key) else {
+            return Ok(false);
+        };
+        range = Some(match range {
+            None => (*k, *k),
+            Some((low, high)) => (low.min(*k), high.max(*k)),
+        });
+    }
+    let Some((low, high)) = range else {
+        return Ok(false);
+    };
+    let doing = format!("looking up new rows' keys in {}", target.name);
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE {} BETWEEN ? AND ?",
+        target.name,
+        quote_ident(key)
+    );
+    let count: i64 = conn
+        .prepare_cached(&sql)
+        .and_then(|mut statement| statement.query_row([low, high], |row| row.get(0)))
+        .map_err(|e| duck_error(e, &doing))?;
+    Ok(count == 0)
+}
+
+/// The row index column of a key lookup's staging table.
+const ROW_INDEX_COLUMN: &str = "_cdc_row";
+
+/// `values` as an Arrow array of `kind`, or the error that says this kind cannot be one (a list
+/// key, which no source has).
+fn arrow(kind: &StageKind, values: &[Duck]) -> Result<ArrayRef, PipelineError> {
+    columnar::arrow_column(kind, values).ok_or_else(|| {
+        PipelineError::definite(
+            "sink",
+            format!(
+                "a key column staged as {} cannot be looked up",
+                kind.sql_type()
+            ),
+        )
+    })
+}
+
+/// The target table's columns, in its order, for `rows`: the source's values, `false` for the
+/// soft-delete flag, the change's position and commit time, NULL for a column the source does
+/// not have. `None` if one of them is a list.
+fn target_columns(
+    target: &Target<'_>,
+    rows: &[(&cdc_core::event::Row, &SourceMeta)],
+) -> Result<Option<Vec<(String, ArrayRef)>>, PipelineError> {
+    let mut out = Vec::with_capacity(target.columns.len());
+    for (name, _) in target.columns {
+        let (kind, values) = if target.soft_delete && name == DELETED_COLUMN {
+            (StageKind::Bool, vec![Duck::Boolean(false); rows.len()])
+        } else if target.metadata && name == POSITION_COLUMN {
+            let positions = rows
+                .iter()
+                .map(|(_, meta)| Duck::Text(meta.position.to_string()))
+                .collect();
+            (StageKind::Text, positions)
+        } else if target.metadata && name == COMMIT_TS_COLUMN {
+            let times = rows.iter().map(|(_, meta)| commit_ts(meta)).collect();
+            (StageKind::TimestampTz, times)
+        } else if target.schema.column(name).is_some() {
+            let mut kind = stage_kind(target, name);
+            let values = encode_column(&mut kind, rows.iter().map(|(row, _)| row.get(name)))
+                .map_err(|why| unfit(target, name, why))?;
+            (kind, values)
+        } else {
+            (StageKind::Text, vec![Duck::Null; rows.len()])
+        };
+        match columnar::arrow_column(&kind, &values) {
+            Some(array) => out.push((name.clone(), array)),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Creates a staging table for `columns` (and the metadata columns) and loads `rows` into it.
 fn stage(
     conn: &Connection,
@@ -199,58 +459,19 @@ fn stage(
         name: format!("_cdc_stage_{counter}"),
         columns: columns
             .iter()
-            .map(|c| {
-                let column_type = target.schema.column(c).map(|s| &s.column_type);
-                let kind = match column_type {
-                    Some(t) => StageKind::for_column(t, target.column_type(c)),
-                    None => StageKind::Text,
-                };
-                (c.to_string(), kind)
-            })
+            .map(|c| (c.to_string(), stage_kind(target, c)))
             .collect(),
     };
-    // Column by column: a column whose values the typed staging type cannot take is staged as
-    // text for this batch.
-    let mut encoded: Vec<std::vec::IntoIter<Duck>> = Vec::with_capacity(columns.len() + 2);
-    for (i, (name, kind)) in stage.columns.iter_mut().enumerate() {
-        let values = encode_column(kind, rows.iter().map(|(values, _)| values[i]))
-            .map_err(|why| unfit(target, name, why))?;
-        encoded.push(values.into_iter());
-    }
-    if target.metadata {
-        encoded.push(
-            rows.iter()
-                .map(|(_, meta)| Duck::Text(meta.position.to_string()))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        );
-        encoded.push(
-            rows.iter()
-                .map(|(_, meta)| commit_ts(meta))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        );
-    }
-    let rows: Vec<Vec<Duck>> = (0..rows.len())
-        .map(|_| {
-            encoded
-                .iter_mut()
-                .map(|column| column.next().unwrap_or(Duck::Null))
-                .collect()
-        })
-        .collect();
-
+    let encoded = encode_rows(target, &mut stage.columns, rows)?;
     let mut definitions: Vec<String> = stage
         .columns
         .iter()
         .map(|(name, kind)| format!("{} {}", quote_ident(name), kind.sql_type()))
         .collect();
     if target.metadata {
-        definitions.push(format!("{} VARCHAR", quote_ident(POSITION_COLUMN)));
-        definitions.push(format!(
-            "{} TIMESTAMP WITH TIME ZONE",
-            quote_ident(COMMIT_TS_COLUMN)
-        ));
+        for (name, kind) in metadata_kinds() {
+            definitions.push(format!("{} {}", quote_ident(name), kind.sql_type()));
+        }
     }
     conn.execute_batch(&format!(
         "CREATE TEMP TABLE {} ({})",
@@ -258,8 +479,49 @@ fn stage(
         definitions.join(", ")
     ))
     .map_err(|e| duck_error(e, &format!("staging changes for {}", target.name)))?;
-    load(conn, &stage, &rows, target)?;
+    load(conn, &stage, encoded, target)?;
     Ok(stage)
+}
+
+/// How `column` of the target is staged: by its source type and the target column's type.
+fn stage_kind(target: &Target<'_>, column: &str) -> StageKind {
+    match target.schema.column(column).map(|s| &s.column_type) {
+        Some(t) => StageKind::for_column(t, target.column_type(column)),
+        None => StageKind::Text,
+    }
+}
+
+/// The metadata columns (position, commit time) and their staging kinds.
+fn metadata_kinds() -> [(&'static str, StageKind); 2] {
+    [
+        (POSITION_COLUMN, StageKind::Text),
+        (COMMIT_TS_COLUMN, StageKind::TimestampTz),
+    ]
+}
+
+/// `rows` encoded column by column (then the metadata columns if the target keeps them). A
+/// column whose values its typed staging kind cannot take is encoded as text for this batch
+/// (its kind in `kinds` changes), and DuckDB's cast decides.
+fn encode_rows(
+    target: &Target<'_>,
+    kinds: &mut [(String, StageKind)],
+    rows: &[(Vec<Option<&Value>>, &SourceMeta)],
+) -> Result<Vec<Vec<Duck>>, PipelineError> {
+    let mut encoded: Vec<Vec<Duck>> = Vec::with_capacity(kinds.len() + 2);
+    for (i, (name, kind)) in kinds.iter_mut().enumerate() {
+        let values = encode_column(kind, rows.iter().map(|(values, _)| values[i]))
+            .map_err(|why| unfit(target, name, why))?;
+        encoded.push(values);
+    }
+    if target.metadata {
+        encoded.push(
+            rows.iter()
+                .map(|(_, meta)| Duck::Text(meta.position.to_string()))
+                .collect(),
+        );
+        encoded.push(rows.iter().map(|(_, meta)| commit_ts(meta)).collect());
+    }
+    Ok(encoded)
 }
 
 fn encode_column<'v>(
@@ -312,38 +574,63 @@ fn commit_ts(meta: &SourceMeta) -> Duck {
 /// common types).
 pub(crate) static APPENDER_FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
-/// Fills the staging table with the appender; if it refuses the batch (a value it cannot take),
-/// with prepared multi-row INSERTs instead. Lists go the INSERT way at once: the appender of the
-/// DuckDB C API this build links (1.5) takes no list values.
+/// Fills the staging table with the columnar appender; if it refuses the batch (a value it
+/// cannot take), with prepared multi-row INSERTs instead. Lists go the INSERT way at once.
 fn load(
     conn: &Connection,
     stage: &Stage,
-    rows: &[Vec<Duck>],
+    columns: Vec<Vec<Duck>>,
     target: &Target<'_>,
 ) -> Result<(), PipelineError> {
-    if rows.iter().flatten().any(|v| matches!(v, Duck::List(_))) {
-        return insert_rows(conn, &stage.sql_name(), rows)
-            .map_err(|e| duck_error(e, &format!("staging changes for {}", target.name)));
+    let mut kinds: Vec<(&str, &StageKind)> = stage
+        .columns
+        .iter()
+        .map(|(name, kind)| (name.as_str(), kind))
+        .collect();
+    let metadata = metadata_kinds();
+    if target.metadata {
+        kinds.extend(metadata.iter().map(|(name, kind)| (*name, kind)));
     }
-    let Err(refused) = append_rows(conn, &stage.name, rows) else {
-        return Ok(());
-    };
-    APPENDER_FALLBACKS.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(table = %target.name, error = %refused, "the appender refused this batch; loading it with INSERT statements instead");
-    let stage_name = stage.sql_name();
-    conn.execute_batch(&format!("DELETE FROM {stage_name}"))
-        .map_err(|e| duck_error(e, "clearing the staging table"))?;
-    insert_rows(conn, &stage_name, rows)
+    if let Some(arrays) = arrow_columns(&kinds, &columns) {
+        let Err(refused) = columnar::append(conn, Some("temp"), "main", &stage.name, arrays) else {
+            return Ok(());
+        };
+        APPENDER_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(table = %target.name, error = %refused, "the appender refused this batch; loading it with INSERT statements instead");
+        conn.execute_batch(&format!("DELETE FROM {}", stage.sql_name()))
+            .map_err(|e| duck_error(e, "clearing the staging table"))?;
+    }
+    insert_rows(conn, &stage.sql_name(), &transpose(columns))
         .map_err(|e| duck_error(e, &format!("staging changes for {}", target.name)))
 }
 
-/// The bulk path: DuckDB's appender into the temp table `stage`.
-fn append_rows(conn: &Connection, stage: &str, rows: &[Vec<Duck>]) -> duckdb::Result<()> {
-    let mut appender = conn.appender_to_catalog_and_db(stage, "temp", "main")?;
-    for row in rows {
-        appender.append_row(appender_params_from_iter(row.iter()))?;
-    }
-    appender.flush()
+/// The encoded columns as Arrow arrays, named; `None` if one cannot be (a list).
+fn arrow_columns(
+    kinds: &[(&str, &StageKind)],
+    columns: &[Vec<Duck>],
+) -> Option<Vec<(String, ArrayRef)>> {
+    kinds
+        .iter()
+        .zip(columns)
+        .map(|((name, kind), values)| {
+            Some((name.to_string(), columnar::arrow_column(kind, values)?))
+        })
+        .collect()
+}
+
+/// Column-major values as rows.
+fn transpose(columns: Vec<Vec<Duck>>) -> Vec<Vec<Duck>> {
+    let rows = columns.first().map_or(0, Vec::len);
+    let mut columns: Vec<std::vec::IntoIter<Duck>> =
+        columns.into_iter().map(Vec::into_iter).collect();
+    (0..rows)
+        .map(|_| {
+            columns
+                .iter_mut()
+                .map(|column| column.next().unwrap_or(Duck::Null))
+                .collect()
+        })
+        .collect()
 }
 
 /// The fallback: multi-row INSERTs with bound parameters into `stage` (a qualified name).
@@ -420,7 +707,7 @@ mod tests {
             .enumerate()
             .map(|(i, k)| format!("c{i} {}", k.sql_type()))
             .collect();
-        // The appender takes no lists (DuckDB 1.5's C API): it is compared on the other columns.
+        // The columnar appender is not given lists: it is compared on the other columns.
         let scalars = kinds.len() - 2;
         conn.execute_batch(&format!(
             "CREATE TEMP TABLE inserted ({}); CREATE TEMP TABLE appended ({})",
@@ -428,8 +715,25 @@ mod tests {
             columns[..scalars].join(", ")
         ))
         .unwrap();
-        let scalar_rows: Vec<Vec<Duck>> = rows.iter().map(|r| r[..scalars].to_vec()).collect();
-        append_rows(&conn, "appended", &scalar_rows).unwrap();
+        let names: Vec<String> = (0..scalars).map(|i| format!("c{i}")).collect();
+        let scalar_kinds: Vec<(&str, &StageKind)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(&kinds[..scalars])
+            .collect();
+        let scalar_columns: Vec<Vec<Duck>> = (0..scalars)
+            .map(|i| rows.iter().map(|r| r[i].clone()).collect())
+            .collect();
+        assert!(
+            arrow_columns(
+                &kinds.iter().map(|k| ("c", k)).collect::<Vec<_>>(),
+                &transpose(rows.clone())
+            )
+            .is_none(),
+            "lists are not built as arrays"
+        );
+        let arrays = arrow_columns(&scalar_kinds, &scalar_columns).unwrap();
+        columnar::append(&conn, Some("temp"), "main", "appended", arrays).unwrap();
         insert_rows(&conn, "temp.main.inserted", &rows).unwrap();
         let text = |table: &str, width: usize| -> Vec<String> {
             let mut statement = conn

@@ -21,11 +21,12 @@
 //! open database through [`SharedDatabase`].
 
 mod apply;
+mod columnar;
 pub mod ddl;
 pub mod encode;
 mod shared;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -94,6 +95,9 @@ pub struct DuckdbSink {
     /// The position the state table holds.
     committed: Option<Position>,
     stage_counter: u64,
+    /// Source tables (`schema.table`) whose new rows DuckDB refused to take by a direct append:
+    /// their changes take the staged upsert until the agent restarts.
+    no_direct_append: HashSet<String>,
     /// Where the open database is lent to readers of the same process, and the generation of
     /// the connection published there.
     shared: Option<(SharedDatabase, Option<u64>)>,
@@ -149,6 +153,7 @@ impl DuckdbSink {
             last_commit: None,
             committed: None,
             stage_counter: 0,
+            no_direct_append: HashSet::new(),
             shared: None,
         }
     }
@@ -352,13 +357,26 @@ impl DuckdbSink {
             let (deletes, upserts) = batch.drain();
             let target = apply::Target {
                 name: &table.name,
+                schema_name: &self.config.schema,
+                table_name: &batch.schema.table,
                 schema: &batch.schema,
                 columns: &table.columns,
                 soft_delete: self.config.delete_mode == DeleteMode::Soft,
                 metadata: self.config.metadata_columns,
             };
             apply::deletes(conn, &target, &deletes, &mut self.stage_counter)?;
-            apply::upserts(conn, &target, &upserts, &mut self.stage_counter)?;
+            let mut direct = !self.no_direct_append.contains(&source_name);
+            let applied = apply::upserts(
+                conn,
+                &target,
+                &upserts,
+                &mut self.stage_counter,
+                &mut direct,
+            );
+            if !direct {
+                self.no_direct_append.insert(source_name);
+            }
+            applied?;
         }
         Ok(())
     }
@@ -468,6 +486,19 @@ impl DuckdbSink {
         self.execute("COMMIT", "committing the transaction")?;
         self.in_transaction = false;
         self.committed = position;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // DuckDB's own accounting (its buffer pool), apart from the process's memory: what
+            // `memory_limit` bounds. For benchmarks; a query per commit only at debug level.
+            let used: Option<i64> = self
+                .conn()?
+                .query_row(
+                    "SELECT CAST(sum(memory_usage_bytes) AS BIGINT) FROM duckdb_memory()",
+                    [],
+                    |row| row.get(0),
+                )
+                .ok();
+            tracing::debug!(duckdb_memory_mib = used.unwrap_or(0) >> 20, "committed");
+        }
         Ok(())
     }
 }

@@ -628,3 +628,94 @@ async fn the_open_database_is_lent_to_readers_until_the_sink_reopens_or_drops() 
         ["2"]
     );
 }
+
+/// `message` as a snapshot read (a chunk's row).
+fn copied(mut message: SourceMessage) -> SourceMessage {
+    if let SourceMessage::Change(event) = &mut message {
+        event.source.snapshot = true;
+    }
+    message
+}
+
+/// Every `id|v|deleted|has position` of the soft-delete target `replica.t`, by id.
+fn soft_rows(sink: &DuckdbSink) -> Vec<String> {
+    query(
+        sink,
+        "SELECT concat_ws('|', id, v, _cdc_deleted, _cdc_position IS NOT NULL, _cdc_commit_ts) FROM replica.t ORDER BY id",
+    )
+}
+
+#[tokio::test]
+async fn new_rows_are_appended_and_rows_the_target_has_are_upserted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.delete_mode = DeleteMode::Soft;
+    cfg.metadata_columns = true;
+    let mut sink = DuckdbSink::new(cfg);
+    sink.open().await.unwrap();
+    let t = table(
+        "t",
+        &[
+            ("id", ColumnType::Int64),
+            ("v", ColumnType::Text { max_len: None }),
+        ],
+    );
+    let row_of = |i: i64, tag: &str| [("id", int(i)), ("v", text(&format!("{tag}{i}")))];
+    let appended_before = apply::DIRECT_APPENDS.load(std::sync::atomic::Ordering::Relaxed);
+
+    // Streamed inserts of 1..=100 and a snapshot chunk of 201..=300: appended to the table.
+    let mut batch: Vec<SourceMessage> =
+        (1..=100).map(|i| insert(&t, 10, &row_of(i, "a"))).collect();
+    batch.extend((201..=300).map(|i| copied(insert(&t, 10, &row_of(i, "a")))));
+    batch.push(commit(10));
+    sink.write(&batch).await.unwrap();
+    sink.flush().await.unwrap();
+    assert!(
+        apply::DIRECT_APPENDS.load(std::sync::atomic::Ordering::Relaxed) > appended_before,
+        "the new rows went the direct way"
+    );
+    // Row 100 deleted (kept, flagged).
+    sink.write(&[
+        change(&t, 20, Op::Delete, Some(row(&row_of(100, "a"))), None),
+        commit(20),
+    ])
+    .await
+    .unwrap();
+    sink.flush().await.unwrap();
+
+    // A chunk copied again after a crash (1..=100, the deleted row among them) and a new chunk
+    // (101..=200) in one batch: the keys' range holds rows, so each key is looked up; the rows
+    // the target has are upserted (the deleted one comes back), the others appended.
+    let mut batch: Vec<SourceMessage> = (1..=200)
+        .map(|i| copied(insert(&t, 30, &row_of(i, "b"))))
+        .collect();
+    batch.push(commit(30));
+    sink.write(&batch).await.unwrap();
+    sink.flush().await.unwrap();
+
+    let rows = soft_rows(&sink);
+    assert_eq!(rows.len(), 300, "no key twice: {:?}", &rows[..5]);
+    let ts = "2026-11-26 11:02:36.123456+00";
+    assert_eq!(rows[0], format!("1|b1|false|true|{ts}"));
+    assert_eq!(rows[99], format!("100|b100|false|true|{ts}"));
+    assert_eq!(rows[150], format!("151|b151|false|true|{ts}"));
+    assert_eq!(rows[250], format!("251|a251|false|true|{ts}"));
+    assert_eq!(
+        query(
+            &sink,
+            "SELECT CAST(count(*) AS VARCHAR) FROM replica.t WHERE v LIKE 'b%'"
+        ),
+        ["200"]
+    );
+
+    // Resume: the position committed with the rows.
+    drop(sink);
+    let mut cfg = config(&dir);
+    cfg.delete_mode = DeleteMode::Soft;
+    cfg.metadata_columns = true;
+    let mut sink = DuckdbSink::new(cfg);
+    assert_eq!(
+        sink.open().await.unwrap().map(|r| r.position),
+        Some(pos(30))
+    );
+}
