@@ -349,16 +349,7 @@ pub async fn status(
                 if e.downcast_ref::<StoreError>()
                     .is_some_and(|e| matches!(e, StoreError::Locked(_))) =>
             {
-                let mut report = None;
-                for _ in 0..20 {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    report =
-                        admin::fetch_status(&config.agent.admin_addr, &config.agent.name).await;
-                    if report.is_some() {
-                        break;
-                    }
-                }
-                report.ok_or(e)?
+                wait_for_starting_agent(config).await.ok_or(e)?
             }
             Err(e) => return Err(e),
         },
@@ -399,6 +390,24 @@ pub async fn status(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// How long a command waits for the admin endpoint of an agent that holds its state store but
+/// does not answer yet: one starting (the store opens before the endpoint listens).
+const STARTING_AGENT_WAIT: Duration = Duration::from_secs(10);
+
+/// The status from the admin endpoint of an agent that is starting, once it answers; `None` if
+/// it does not within [`STARTING_AGENT_WAIT`].
+pub async fn wait_for_starting_agent(config: &Config) -> Option<StatusReport> {
+    let deadline = tokio::time::Instant::now() + STARTING_AGENT_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let report = admin::fetch_status(&config.agent.admin_addr, &config.agent.name).await;
+        if report.is_some() {
+            return report;
+        }
+    }
+    None
 }
 
 /// Opens the state store of an agent whose admin endpoint did not answer: if the store is

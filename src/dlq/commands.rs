@@ -35,7 +35,20 @@ impl Access {
         if !config.state_dir().exists() {
             return Ok(Access::Stopped(None));
         }
-        let store = Arc::new(crate::commands::open_store_of_stopped_agent(config)?);
+        let store = match crate::commands::open_store_of_stopped_agent(config) {
+            Ok(store) => Arc::new(store),
+            // Locked: the agent is starting and its endpoint answers in a moment.
+            Err(e)
+                if e.downcast_ref::<crate::store::StoreError>()
+                    .is_some_and(|e| matches!(e, crate::store::StoreError::Locked(_))) =>
+            {
+                return match crate::commands::wait_for_starting_agent(config).await {
+                    Some(_) => Ok(Access::Running(addr)),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let queue = DeadLetterQueue::open(
             store,
             &config.agent.name,

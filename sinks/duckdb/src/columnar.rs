@@ -47,24 +47,10 @@ pub fn arrow_column(kind: &StageKind, values: &[Duck]) -> Option<ArrayRef> {
         StageKind::Float32 => build!(Float32Builder::with_capacity(n), Duck::Float(f) => *f),
         StageKind::Float64 => build!(Float64Builder::with_capacity(n), Duck::Double(f) => *f),
         StageKind::Decimal | StageKind::Text => {
-            let bytes = values
-                .iter()
-                .map(|v| match v {
-                    Duck::Text(s) => s.len(),
-                    _ => 0,
-                })
-                .sum();
-            build!(StringBuilder::with_capacity(n, bytes), Duck::Text(s) => s)
+            build!(StringBuilder::with_capacity(n, byte_len(values)), Duck::Text(s) => s)
         }
         StageKind::Blob => {
-            let bytes = values
-                .iter()
-                .map(|v| match v {
-                    Duck::Blob(b) => b.len(),
-                    _ => 0,
-                })
-                .sum();
-            build!(BinaryBuilder::with_capacity(n, bytes), Duck::Blob(b) => b)
+            build!(BinaryBuilder::with_capacity(n, byte_len(values)), Duck::Blob(b) => b)
         }
         StageKind::Date => build!(Date32Builder::with_capacity(n), Duck::Date32(d) => *d),
         StageKind::Time => build!(
@@ -87,6 +73,18 @@ pub fn arrow_column(kind: &StageKind, values: &[Duck]) -> Option<ArrayRef> {
         ),
         StageKind::List(_) => return None,
     })
+}
+
+/// The bytes of the text and blob values among `values` (an array's buffer size).
+fn byte_len(values: &[Duck]) -> usize {
+    values
+        .iter()
+        .map(|v| match v {
+            Duck::Text(s) => s.len(),
+            Duck::Blob(b) => b.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Appends equally long `columns` (name, array), in the table's column order, to `schema.table`
