@@ -142,7 +142,7 @@ bench_shape() { # shape
         echo "$r $a" >> "$work/results.txt"
     done
     echo "== $shape shape (uptime: $(uptime | sed 's/.*load/load/'))"
-    summarize_jsonl mariadb-binlog "$CHANGES" "$work/results.txt"
+    summarize_jsonl mariadb-binlog "$CHANGES" "$work/results.txt" 1.0
 }
 
 rm -rf "$WORK" && mkdir -p "$WORK"
