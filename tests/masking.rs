@@ -62,6 +62,26 @@ fn with_rules(p: &Pipeline, sections: &str) {
     std::fs::write(&p.config, format!("{text}\n{sections}")).unwrap();
 }
 
+/// Runs `p` through the users table's snapshot (2 rows) into streaming, then `changes` (3 more
+/// records); returns the 5 records once the agent stopped cleanly and no original value of a
+/// masked column is in its JSON lines file.
+async fn snapshot_then_stream_users(
+    p: &Pipeline,
+    changes: impl std::future::Future<Output = ()>,
+) -> Vec<Json> {
+    let agent = p.start();
+    p.wait_records(2, Duration::from_secs(60));
+    p.wait_state("streaming", Duration::from_secs(60));
+    changes.await;
+    let records = p.wait_records(5, Duration::from_secs(60));
+    assert_eq!(agent.stop(), 0);
+    assert_no_secret(
+        "the JSON lines file",
+        &std::fs::read_to_string(&p.output).unwrap(),
+    );
+    records
+}
+
 fn assert_no_secret(what: &str, bytes: &str) {
     for secret in SECRETS {
         assert!(!bytes.contains(secret), "{what} holds `{secret}`:\n{bytes}");
@@ -121,16 +141,7 @@ async fn postgres_snapshot_and_stream_into_json_lines_are_masked() {
     db.exec(USERS).await;
     let p = Pipeline::new(&db.url, &db.name, &["public.users"], "");
     with_rules(&p, &users_rule("public.users"));
-    let agent = p.start();
-    p.wait_records(2, Duration::from_secs(60));
-    p.wait_state("streaming", Duration::from_secs(60));
-    db.exec(USERS_CHANGES).await;
-    let records = p.wait_records(5, Duration::from_secs(60));
-    assert_eq!(agent.stop(), 0);
-    assert_no_secret(
-        "the JSON lines file",
-        &std::fs::read_to_string(&p.output).unwrap(),
-    );
+    let records = snapshot_then_stream_users(&p, db.exec(USERS_CHANGES)).await;
     assert_users_masked(&records);
     db.drop().await;
 }
@@ -145,16 +156,7 @@ async fn mysql_snapshot_and_stream_into_json_lines_are_masked() {
     let table = format!("{}.users", db.name);
     let p = Pipeline::new(&url, &db.name, &[&table], "");
     with_rules(&p, &users_rule(&table));
-    let agent = p.start();
-    p.wait_records(2, Duration::from_secs(60));
-    p.wait_state("streaming", Duration::from_secs(60));
-    db.exec(USERS_CHANGES).await;
-    let records = p.wait_records(5, Duration::from_secs(60));
-    assert_eq!(agent.stop(), 0);
-    assert_no_secret(
-        "the JSON lines file",
-        &std::fs::read_to_string(&p.output).unwrap(),
-    );
+    let records = snapshot_then_stream_users(&p, db.exec(USERS_CHANGES)).await;
     // The same key gives MySQL's rows the same hashes as Postgres' (binlog_row_image=FULL: the
     // before images are whole rows, masked too).
     assert_users_masked(&records);
