@@ -88,6 +88,22 @@ pub struct StateStore {
 }
 
 impl StateStore {
+    /// Tests: opens a store this process has just dropped. sled's flusher thread lets go of the
+    /// file lock last, so a reopen may find it held for a moment (`run` waits the same way).
+    #[cfg(test)]
+    pub(crate) fn open_after_drop(path: &Path) -> StateStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match StateStore::open(path) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Ok(store) => return store,
+                Err(e) => panic!("reopening the store at {}: {e}", path.display()),
+            }
+        }
+    }
+
     pub fn open(path: &Path) -> Result<StateStore, StoreError> {
         let db = sled::Config::new()
             .path(path)
@@ -333,7 +349,7 @@ mod tests {
             Err(StoreError::Locked(_))
         ));
         drop(store);
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = StateStore::open_after_drop(dir.path());
         assert_eq!(store.checkpoint("p").unwrap(), Some(cp));
         store.clear("p").unwrap();
         assert!(store.checkpoint("p").unwrap().is_none());

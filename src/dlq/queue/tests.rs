@@ -47,7 +47,7 @@ fn letter(id: i64, lsn: u64, class: &str) -> DeadLetter {
 }
 
 fn open(dir: &std::path::Path, max: u64) -> (Arc<StateStore>, DeadLetterQueue) {
-    let store = Arc::new(StateStore::open(dir).unwrap());
+    let store = Arc::new(StateStore::open_after_drop(dir));
     let queue = DeadLetterQueue::open(Arc::clone(&store), "p", true, max, None).unwrap();
     (store, queue)
 }
