@@ -21,6 +21,9 @@
 #   nats     127.0.0.1:$CDC_TEST_NATS_PORT (54222)      nats-server with JetStream (store in nats/)
 #   nats-tls 127.0.0.1:$CDC_TEST_NATS_TLS_PORT (54223)  the same with TLS only (server.crt) and logins: user cdc
 #                                                       with password secret-pw, or the nkey seed nats-user.nk
+#   nats-token 127.0.0.1:$CDC_TEST_NATS_TOKEN_PORT (54224) plain, JetStream, token login ($CDC_TEST_NATS_TOKEN)
+#   nats-jwt 127.0.0.1:$CDC_TEST_NATS_JWT_PORT (54225)  plain, JetStream, operator mode: the user JWT and seed in
+#                                                       nats-jwt/user.creds ($CDC_TEST_NATS_CREDS)
 #   kafka    127.0.0.1:$CDC_TEST_KAFKA_PORT (59092)     Tansu 0.6.0, an Apache Kafka compatible broker
 #                                                       (crates.io; built once into /var/cache/cdc-agent),
 #                                                       in-memory storage
@@ -44,6 +47,10 @@ PLAIN_PORT="${CDC_TEST_PG_PLAIN_PORT:-55433}"
 MYSQL_PORT="${CDC_TEST_MYSQL_PORT:-53306}"
 NATS_PORT="${CDC_TEST_NATS_PORT:-54222}"
 NATS_TLS_PORT="${CDC_TEST_NATS_TLS_PORT:-54223}"
+NATS_TOKEN_PORT="${CDC_TEST_NATS_TOKEN_PORT:-54224}"
+NATS_JWT_PORT="${CDC_TEST_NATS_JWT_PORT:-54225}"
+# The token of the nats-token instance (a test secret, like the test password).
+NATS_TEST_TOKEN="cdc-test-token-s3cret"
 KAFKA_PORT="${CDC_TEST_KAFKA_PORT:-59092}"
 KAFKA_TLS_PORT="${CDC_TEST_KAFKA_TLS_PORT:-59093}"
 KAFKA_SASL_PORT="${CDC_TEST_KAFKA_SASL_PORT:-59095}"
@@ -823,23 +830,138 @@ authorization {
 EOF
 }
 
-start_nats_tls() {
-    local changed=0 _
-    write_if_changed "$NATS_TLS_CONF" "$(conf_nats_tls)" root:root 0644 && changed=1
+# Starts the nats-server instance <name> on <port> with the configuration text <conf> (written to
+# $BASE/<name>.conf; its pid file must be $BASE/<name>.pid); a changed file (or renewed
+# certificates) restarts it.
+start_nats_conf() { # name port conf
+    local name="$1" port="$2" conf="$3" changed=0 _
+    local pid="$BASE/$name.pid" file="$BASE/$name.conf"
+    write_if_changed "$file" "$conf" root:root 0644 && changed=1
     [ "${CERTS_NEW:-0}" -eq 1 ] && changed=1
-    if nats_tls_running; then
+    if pid_running "$pid" nats-server; then
         [ "$changed" -eq 1 ] || return 0
-        log "configuration of 'nats-tls' changed: restarting"
-        stop_nats_tls
+        log "configuration of '$name' changed: restarting"
+        stop_instance_pid "$name" "$pid" nats-server
         for _ in $(seq 1 100); do
-            nats_tls_running || break
+            pid_running "$pid" nats-server || break
             sleep 0.1
         done
     fi
-    log "starting instance 'nats-tls' on 127.0.0.1:$NATS_TLS_PORT (TLS)"
-    mkdir -p "$BASE/nats-tls"
-    (cd / && exec setsid nats-server -c "$NATS_TLS_CONF" </dev/null >/dev/null 2>&1 9>&-) &
-    wait_listening nats-tls nats_tls_running "$NATS_TLS_PORT" "$BASE/nats-tls.log"
+    log "starting instance '$name' on 127.0.0.1:$port"
+    mkdir -p "$BASE/$name"
+    (cd / && exec setsid nats-server -c "$file" </dev/null >/dev/null 2>&1 9>&-) &
+    NATS_CONF_PID="$pid"
+    wait_listening "$name" nats_conf_running "$port" "$BASE/$name.log"
+}
+nats_conf_running() { pid_running "$NATS_CONF_PID" nats-server; }
+
+start_nats_tls() { start_nats_conf nats-tls "$NATS_TLS_PORT" "$(conf_nats_tls)"; }
+
+# Two more logins the NATS sink offers, each needing a server of its own: a token, and a `.creds`
+# file (a user JWT and its seed) under an operator (the JWTs made by make_nats_jwts).
+conf_nats_plain_head() { # name port
+    cat <<EOF
+# Written by scripts/testenv.sh on every start; edits here are overwritten.
+listen: "127.0.0.1:$2"
+pid_file: "$BASE/$1.pid"
+log_file: "$BASE/$1.log"
+jetstream { store_dir: "$BASE/$1" }
+EOF
+}
+
+conf_nats_token() {
+    conf_nats_plain_head nats-token "$NATS_TOKEN_PORT"
+    echo "authorization { token: \"$NATS_TEST_TOKEN\" }"
+}
+
+conf_nats_jwt() {
+    conf_nats_plain_head nats-jwt "$NATS_JWT_PORT"
+    cat <<EOF
+operator: "$BASE/nats-jwt/operator.jwt"
+system_account: "$(cat "$BASE/nats-jwt/system.pub")"
+resolver: MEMORY
+resolver_preload: {
+  $(cat "$BASE/nats-jwt/account.pub"): "$(cat "$BASE/nats-jwt/account.jwt")"
+  $(cat "$BASE/nats-jwt/system.pub"): "$(cat "$BASE/nats-jwt/system.jwt")"
+}
+EOF
+}
+
+# An operator, an account with JetStream, a user of it and the system account (JetStream needs
+# one under an operator), as JWTs signed the way github.com/nats-io/jwt
+# (v2) does: base64url header and claims, signed with the issuer's Ed25519 nkey. The user's
+# `.creds` file is laid out as `nsc generate creds` writes it. python3's cryptography makes keys.
+make_nats_jwts() {
+    [ -s "$BASE/nats-jwt/user.creds" ] && return 0
+    log "generating the NATS operator, account and user JWTs in $BASE/nats-jwt"
+    mkdir -p "$BASE/nats-jwt"
+    python3 - "$BASE/nats-jwt" <<'PY' || die "generating the NATS JWTs failed (python3 with the cryptography module is needed)"
+import base64, hashlib, json, os, sys, time
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+
+def crc16(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+def encode(raw):
+    c = crc16(raw)
+    return base64.b32encode(raw + bytes([c & 0xFF, c >> 8])).decode().rstrip("=")
+
+def keypair(prefix):
+    seed = os.urandom(32)
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    seed_text = encode(bytes([(18 << 3) | (prefix >> 5), (prefix & 31) << 3]) + seed)
+    return key, encode(bytes([prefix]) + public), seed_text
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+def jwt(signer, issuer, subject, name, nats):
+    claims = {"iat": int(time.time()), "iss": issuer, "name": name, "sub": subject, "nats": nats}
+    digest = hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).digest()
+    claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
+    head = b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = b64(json.dumps(claims).encode())
+    return f"{head}.{body}.{b64(signer.sign(f'{head}.{body}'.encode()))}"
+
+out = sys.argv[1]
+op_key, op_pub, _ = keypair(14 << 3)
+ac_key, ac_pub, _ = keypair(0)
+_, sys_pub, _ = keypair(0)
+_, us_pub, us_seed = keypair(20 << 3)
+unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+             "wildcards": True, "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1,
+             "streams": -1, "consumer": -1}
+user = jwt(ac_key, ac_pub, us_pub, "cdc-test-user",
+           {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user",
+            "version": 2})
+files = {
+    "operator.jwt": jwt(op_key, op_pub, op_pub, "cdc-test-operator",
+                        {"type": "operator", "version": 2}),
+    "account.pub": ac_pub,
+    "account.jwt": jwt(op_key, op_pub, ac_pub, "cdc-test-account",
+                       {"limits": unlimited, "type": "account", "version": 2}),
+    "system.pub": sys_pub,
+    "system.jwt": jwt(op_key, op_pub, sys_pub, "SYS", {"type": "account", "version": 2}),
+    "user.creds": "-----BEGIN NATS USER JWT-----\n" + user + "\n------END NATS USER JWT------\n\n"
+    "************************* IMPORTANT *************************\n"
+    "NKEY Seed printed below can be used to sign and prove identity.\n"
+    "NKEYs are sensitive and should be treated as secrets.\n\n"
+    "-----BEGIN USER NKEY SEED-----\n" + us_seed + "\n------END USER NKEY SEED------\n\n"
+    "*************************************************************\n",
+}
+for name, text in files.items():
+    with open(os.path.join(out, name), "w") as f:
+        f.write(text)
+PY
+    chmod 0644 "$BASE/nats-jwt/"*
 }
 
 stop_nats_tls() { stop_instance_pid nats-tls "$NATS_TLS_PID" nats-server; }
@@ -974,6 +1096,9 @@ cmd_start() {
     [ "$with_mariadb" -eq 0 ] || start_mariadb
     start_nats
     start_nats_tls
+    make_nats_jwts
+    start_nats_conf nats-token "$NATS_TOKEN_PORT" "$(conf_nats_token)"
+    start_nats_conf nats-jwt "$NATS_JWT_PORT" "$(conf_nats_jwt)"
     # The quickstart and the benchmarks need neither the Kafka broker nor Debezium's jars: on a
     # fresh machine the broker's one-time build alone takes minutes.
     if [ "${CDC_TESTENV_FOR_TESTS:-1}" = 1 ]; then
@@ -1006,6 +1131,10 @@ cmd_stop() {
     stop_instance "$bin" plain "$PLAIN_PORT"
     stop_nats || log "instance 'nats' is not running"
     stop_nats_tls || log "instance 'nats-tls' is not running"
+    local nats
+    for nats in nats-token nats-jwt; do
+        stop_instance_pid "$nats" "$BASE/$nats.pid" nats-server || log "instance '$nats' is not running"
+    done
     stop_kafka || log "instance 'kafka' is not running"
     stop_tansu_tls kafka-tls || log "instance 'kafka-tls' is not running"
     stop_tansu_tls kafka-sasl || log "instance 'kafka-sasl' is not running"
@@ -1041,6 +1170,16 @@ cmd_status() {
         echo "nats-tls: not running"
         rc=3
     fi
+    for name_port in "nats-token:$NATS_TOKEN_PORT" "nats-jwt:$NATS_JWT_PORT"; do
+        name="${name_port%%:*}"
+        port="${name_port#*:}"
+        if pid_running "$BASE/$name.pid" nats-server; then
+            echo "$name: running on 127.0.0.1:$port"
+        else
+            echo "$name: not running"
+            rc=3
+        fi
+    done
     if kafka_running; then
         echo "kafka: running on 127.0.0.1:$KAFKA_PORT"
     else
@@ -1074,6 +1213,10 @@ cmd_env() {
     printf 'export CDC_TEST_NATS_URL=%q\n' "nats://127.0.0.1:$NATS_PORT"
     printf 'export CDC_TEST_NATS_TLS_URL=%q\n' "tls://127.0.0.1:$NATS_TLS_PORT"
     printf 'export CDC_TEST_NATS_NKEY_SEED=%q\n' "$BASE/nats-user.nk"
+    printf 'export CDC_TEST_NATS_TOKEN_URL=%q\n' "nats://127.0.0.1:$NATS_TOKEN_PORT"
+    printf 'export CDC_TEST_NATS_TOKEN=%q\n' "$NATS_TEST_TOKEN"
+    printf 'export CDC_TEST_NATS_JWT_URL=%q\n' "nats://127.0.0.1:$NATS_JWT_PORT"
+    printf 'export CDC_TEST_NATS_CREDS=%q\n' "$BASE/nats-jwt/user.creds"
     printf 'export CDC_TEST_CA=%q\n' "$BASE/ca.crt"
     printf 'export CDC_TEST_WRONG_CA=%q\n' "$BASE/wrong-ca.crt"
     printf 'export CDC_TEST_CLIENT_CERT=%q\n' "$BASE/client.crt"

@@ -44,6 +44,8 @@ pub fn mysql_config(config: &Config) -> MysqlConfig {
             .signal_table
             .clone()
             .unwrap_or_else(|| cdc_mysql::chunked::DEFAULT_SIGNAL_TABLE.to_string()),
+        // Validated when the config was loaded.
+        table_rules: crate::config::table_rules(config).unwrap_or_default(),
     }
 }
 

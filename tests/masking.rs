@@ -156,6 +156,27 @@ async fn mysql_snapshot_and_stream_into_json_lines_are_masked() {
     let table = format!("{}.users", db.name);
     let p = Pipeline::new(&url, &db.name, &[&table], "");
     with_rules(&p, &users_rule(&table));
+    // `check` says what the section does to the table, and refuses a mask that does not fit it.
+    let said = String::from_utf8_lossy(&p.run_cmd(&["check"]).stdout).to_string();
+    assert!(
+        said.contains(&format!(
+            "column filter: {table}: in the agent (the binlog carries every column): left out: \
+             secret; masked: email (hash), ssn (redact), notes (null), bio (truncate:6)"
+        )),
+        "{said}"
+    );
+    let misfit = Pipeline::new(&url, &db.name, &[&table], "");
+    with_rules(
+        &misfit,
+        &format!("[[table]]\nmatch = \"{table}\"\nmask = {{ age = \"truncate:2\" }}\n"),
+    );
+    let out = misfit.run_cmd(&["check"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("FAIL column filter:") && said.contains("truncate is for text columns"),
+        "{said}"
+    );
     let records = snapshot_then_stream_users(&p, db.exec(USERS_CHANGES)).await;
     // The same key gives MySQL's rows the same hashes as Postgres' (binlog_row_image=FULL: the
     // before images are whole rows, masked too).
@@ -469,4 +490,175 @@ async fn a_column_list_keeps_left_out_columns_off_the_wire_where_the_identity_al
     db.exec("UPDATE cards SET holder = 'B.' WHERE id = 2").await;
     assert_eq!(agent.stop(), 0);
     db.drop().await;
+}
+
+/// The columns the publication sends of `table`, comma-separated ("" when it is not published).
+async fn published_columns(
+    client: &tokio_postgres::Client,
+    publication: &str,
+    table: &str,
+) -> String {
+    client
+        .query(
+            "SELECT array_to_string(attnames, ',') FROM pg_publication_tables \
+             WHERE pubname = $1 AND tablename = $2",
+            &[&publication, &table],
+        )
+        .await
+        .unwrap()
+        .first()
+        .map(|r| r.get(0))
+        .unwrap_or_default()
+}
+
+/// `SELECT <columns> FROM <table> ORDER BY id` as text rows.
+async fn rows_text(client: &tokio_postgres::Client, columns: &str, table: &str) -> Vec<String> {
+    client
+        .query(
+            &format!("SELECT ({columns})::text FROM {table} t ORDER BY id"),
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exclude_columns_get_a_column_list_that_follows_the_tables_columns() {
+    let src = TestDb::new("exclsrc").await;
+    let dst = TestDb::new("excldst").await;
+    src.exec(
+        "CREATE TABLE people (id bigint PRIMARY KEY, name text, ssn text, note text);
+         INSERT INTO people VALUES (1, 'Ann', '123-45-6789', 'n1'), (2, 'Bob', '987-65-4321', 'n2');",
+    )
+    .await;
+    let sink = format!(
+        "type = \"postgres\"\nurl = \"{}\"\nschema = \"replica\"\nflush_interval_ms = 50",
+        dst.url
+    );
+    let p = Pipeline::with_sink(&src.url, &src.name, &["public.people"], "", Some(&sink));
+    with_rules(
+        &p,
+        "[[table]]\nmatch = \"public.people\"\nexclude_columns = [\"ssn\"]\n",
+    );
+    let said = String::from_utf8_lossy(&p.run_cmd(&["check"]).stdout).to_string();
+    assert!(
+        said.contains(
+            "column filter: public.people: publication column list (id, name, note): the server \
+             sends no other column (a column added later is added to the list); Postgres refuses \
+             DROP COLUMN"
+        ),
+        "{said}"
+    );
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    let client = src.client().await;
+    let target = dst.client().await;
+    let publication = format!("cdc_{}", src.name);
+    assert_eq!(
+        published_columns(&client, &publication, "people").await,
+        "id,name,note"
+    );
+
+    // The excluded column is not on the wire (synchronous commit: the SQL peek decodes only
+    // flushed WAL).
+    let slot = format!("peek_{}", src.name);
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    src.exec(
+        "SET synchronous_commit = on;
+         INSERT INTO people VALUES (3, 'Cy', '555-12-3456', 'n3');
+         UPDATE people SET ssn = '111-22-3333' WHERE id = 1;",
+    )
+    .await;
+    let wire = peek(&client, &slot, &publication).await;
+    assert!(contains(&wire, b"Cy"), "the peek reads the changes");
+    assert!(!contains(&wire, b"ssn\0") && !contains(&wire, b"555-12-3456"));
+    assert!(!contains(&wire, b"111-22-3333"));
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .unwrap();
+
+    // A column added, and rows changed at once, before the agent has seen the column: the list
+    // is widened and the table re-copied, so the target gets every row's value.
+    src.exec(
+        "ALTER TABLE people ADD COLUMN city text;
+         UPDATE people SET city = 'city-' || id;
+         INSERT INTO people VALUES (4, 'Di', '000-11-2222', 'n4', 'Paris');",
+    )
+    .await;
+    let source_rows = rows_text(&client, "id, name, note, city", "people").await;
+    common::wait_until(
+        "the target to have the added column's values",
+        Duration::from_secs(90),
+        || async {
+            rows_text(&target, "id, name, note, city", "replica.people").await == source_rows
+        },
+    )
+    .await;
+    assert_eq!(
+        published_columns(&client, &publication, "people").await,
+        "id,name,note,city"
+    );
+
+    // A listed column dropped the way `check` says (the list off in the same transaction): the
+    // agent sets the list again.
+    src.exec(&format!(
+        "BEGIN; ALTER PUBLICATION {publication} DROP TABLE people;
+         ALTER TABLE people DROP COLUMN note;
+         ALTER PUBLICATION {publication} ADD TABLE people; COMMIT;
+         INSERT INTO people VALUES (5, 'Ed', '222-33-4444', 'Rome');"
+    ))
+    .await;
+    common::wait_until(
+        "the agent to set the column list again",
+        Duration::from_secs(60),
+        || async {
+            published_columns(&client, &publication, "people").await == "id,name,city"
+                && rows_text(&target, "id", "replica.people").await.len() == 5
+        },
+    )
+    .await;
+
+    // DROP COLUMN .. CASCADE takes the table out of the publication: the agent puts it back
+    // and re-copies it, so a change made meanwhile arrives.
+    src.exec(
+        "ALTER TABLE people DROP COLUMN name CASCADE;
+         INSERT INTO people VALUES (6, '333-44-5555', 'Oslo');
+         UPDATE people SET city = 'Lima' WHERE id = 1;",
+    )
+    .await;
+    let source_rows = rows_text(&client, "id, city", "people").await;
+    common::wait_until(
+        "the table back in the publication and re-copied",
+        Duration::from_secs(90),
+        || async { rows_text(&target, "id, city", "replica.people").await == source_rows },
+    )
+    .await;
+    assert_eq!(
+        published_columns(&client, &publication, "people").await,
+        "id,city"
+    );
+    assert_eq!(agent.stop(), 0);
+    let dump = dump_schema(&target, "replica").await;
+    for ssn in [
+        "123-45-6789",
+        "555-12-3456",
+        "111-22-3333",
+        "000-11-2222",
+        "222-33-4444",
+        "333-44-5555",
+    ] {
+        assert!(!dump.contains(ssn), "the target holds {ssn}:\n{dump}");
+    }
+    let columns = target_columns(&target, "people").await;
+    assert!(columns.iter().all(|(n, _)| n != "ssn"), "{columns:?}");
+    src.drop().await;
+    dst.drop().await;
 }

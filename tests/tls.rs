@@ -520,6 +520,79 @@ async fn nats_tls_with_a_password_and_an_nkey() {
     db.drop().await;
 }
 
+/// Waits until the JetStream stream `stream` holds `n` messages, read by `client`.
+async fn wait_for_messages(client: async_nats::Client, stream: &str, n: u64) {
+    let js = async_nats::jetstream::new(client);
+    wait_for("the messages in the stream", || {
+        let js = js.clone();
+        async move {
+            match js.get_stream(stream).await {
+                Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages == n),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let _ = js.delete_stream(stream).await;
+}
+
+/// The two logins that need a server of their own: a token, and a `.creds` file (a user JWT
+/// under an operator, and its seed). Changes arrive; `check` names the method, never the token;
+/// a wrong token is refused and named.
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_token_and_creds_logins() {
+    let token = var("CDC_TEST_NATS_TOKEN");
+    let token_url = var("CDC_TEST_NATS_TOKEN_URL");
+    let jwt_url = var("CDC_TEST_NATS_JWT_URL");
+    let creds = var("CDC_TEST_NATS_CREDS");
+    let cases = [
+        (format!("{token_url}?token={token}"), "a token"),
+        (format!("{jwt_url}?creds={creds}"), "the credentials file"),
+    ];
+    for (i, (url, said)) in cases.iter().enumerate() {
+        let (db, p) = common::pipeline_into(
+            &format!("nats_login{i}"),
+            "CREATE TABLE t (id int PRIMARY KEY)",
+            "public.t",
+            |name| nats_sink(url, name),
+        )
+        .await;
+        let (code, text) = check(&p);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains(said) && !text.contains(&token), "{text}");
+        let agent = common::start_streaming(&p);
+        db.exec("INSERT INTO t VALUES (1), (2), (3)").await;
+        let client = if i == 0 {
+            async_nats::ConnectOptions::with_token(token.clone())
+                .connect(&token_url)
+                .await
+        } else {
+            async_nats::ConnectOptions::with_credentials_file(creds.clone())
+                .await
+                .expect("the test's creds file")
+                .connect(&jwt_url)
+                .await
+        }
+        .expect("a client of the test");
+        wait_for_messages(client, &db.name, 3).await;
+        assert_eq!(agent.stop(), 0);
+        assert!(!p.log().contains(&token), "the log holds the token");
+        db.drop().await;
+    }
+    let db = TestDb::new("nats_badtoken").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await;
+    let url = format!("{token_url}?token=not-the-token");
+    let (code, text) = common::run_check(&db, "public.t", &nats_sink(&url, &db.name));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("refused the login")
+            && text.contains("token")
+            && !text.contains("not-the-token"),
+        "{text}"
+    );
+    db.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_refusals_are_named() {
     let db = TestDb::new("tls_natsrefuse").await;

@@ -27,6 +27,9 @@ pub struct MysqlConfig {
     pub snapshot_chunk_rows: usize,
     /// `database.table` of the watermark signal table (created if missing).
     pub signal_table: String,
+    /// The `[[table]]` rules, for `check` (the agent applies them; the binlog carries every
+    /// column).
+    pub table_rules: Vec<cdc_core::columns::TableRule>,
 }
 
 impl MysqlConfig {
@@ -454,11 +457,47 @@ async fn table_checks(config: &MysqlConfig, conn: &mut Conn) -> Vec<CheckOutcome
                         .map(|(d, t)| format!("{d}.{t}"))
                         .collect::<Vec<_>>(),
                 ));
+                out.extend(column_filter_checks(config, conn, &tables).await);
             }
             out
         }
         Err(e) => vec![fail("tables", e)],
     }
+}
+
+/// `check`'s line per table a `[[table]]` section applies to: what it leaves out and masks
+/// (in the agent: the binlog carries every column), or why it does not fit the table, which
+/// would stop the pipeline at the table's first change.
+async fn column_filter_checks(
+    config: &MysqlConfig,
+    conn: &mut Conn,
+    tables: &[(String, String)],
+) -> Vec<CheckOutcome> {
+    if config.table_rules.is_empty() {
+        return Vec::new();
+    }
+    let mut masker = cdc_core::columns::Masker::new(config.table_rules.clone(), None);
+    let mut out = Vec::new();
+    for (db, table) in tables {
+        let info = match crate::schema::read_table(conn, db, table).await {
+            Ok(Some(info)) => info,
+            Ok(None) => continue,
+            Err(e) => {
+                out.push(fail("column filter", e));
+                continue;
+            }
+        };
+        let decoded = crate::schema::DecodedTable::new(info);
+        out.push(match masker.describe(&decoded.schema) {
+            Ok(None) => continue,
+            Ok(Some(what)) => CheckOutcome::ok(
+                "column filter",
+                format!("{db}.{table}: in the agent (the binlog carries every column): {what}"),
+            ),
+            Err(e) => fail("column filter", e),
+        });
+    }
+    out
 }
 
 /// The tables the patterns name, and a problem per pattern that names no table or table

@@ -1,17 +1,26 @@
-//! Publication column lists (Postgres 15+): a table with `columns = [...]` is published with
-//! only those columns, so the server never sends the others.
+//! Publication column lists (Postgres 15+): a table with `columns = [...]` or `exclude_columns =
+//! [...]` is published with only the columns it keeps, so the server never sends the others.
 //!
 //! Only where it is safe for the source application. Postgres refuses an UPDATE or DELETE on a
 //! published table whose column list does not cover its replica identity ("column list used by
 //! the publication does not cover the replica identity"): so a table under REPLICA IDENTITY FULL,
-//! or whose key (replica identity index) is not wholly in `columns`, gets no list, and the agent
-//! drops the columns itself. Everything else falls back the same way: servers before 15, a
-//! publication `FOR ALL TABLES`, and `exclude_columns` (a column list would also hide the
-//! columns added to the table later, which `exclude_columns` means to keep).
+//! or whose key (replica identity index) is not wholly kept, gets no list, and the agent drops
+//! the columns itself. So do servers before 15 and a publication `FOR ALL TABLES`.
+//!
+//! `exclude_columns` keeps the columns added to the table later, which a column list would hide:
+//! when a Relation message of such a table lacks a column the table now has and the rule keeps,
+//! the session widens the list ([`reconcile`]) and asks for a re-copy of the table, whose
+//! chunks bring the new column's values of the rows changed before the list was widened.
+//!
+//! A list has a cost the operator must know: Postgres refuses `ALTER TABLE .. DROP COLUMN` of a
+//! listed column (the publication depends on it), and `DROP COLUMN .. CASCADE` takes the whole
+//! table out of the publication. `check` says so and gives the statements that drop a column
+//! safely; the session sets a removed list again, and puts back a table that left the
+//! publication ([`restore_dropped`]).
 //!
 //! `check` prints the choice per table ([`describe`]); `run` applies it ([`sync`]).
 
-use cdc_core::columns::{rule_for, TableRule};
+use cdc_core::columns::{rule_for, Selection, TableRule};
 use cdc_core::{CheckOutcome, PipelineError};
 
 use crate::schema::{identity_columns, quote_ident, quote_literal, Catalog};
@@ -52,52 +61,61 @@ pub async fn plan(
     let version = server_version(catalog).await?;
     let mut out = Vec::with_capacity(filtered.len());
     for (table, rule) in filtered {
-        let choice = match rule.server_column_list() {
-            None => Choice::Agent(
-                "exclude_columns: dropped in the agent (a publication column list would also hide columns added to the table later)".into(),
-            ),
-            Some(_) if version < COLUMN_LISTS_SINCE => Choice::Agent(format!(
+        let choice = if version < COLUMN_LISTS_SINCE {
+            Choice::Agent(format!(
                 "dropped in the agent (Postgres {} has no publication column lists; 15 and later do)",
                 version / 10_000
-            )),
-            Some(_) if config.tables.is_empty() => Choice::Agent(
+            ))
+        } else if config.tables.is_empty() {
+            Choice::Agent(
                 "dropped in the agent (the publication is FOR ALL TABLES, which takes no column lists; list the tables in source.tables)".into(),
-            ),
-            Some(listed) => choose(catalog, table, listed).await?,
+            )
+        } else {
+            choose(catalog, table, rule).await?
         };
         out.push((table.clone(), choice));
     }
     Ok(out)
 }
 
-/// A column list for `table` if its replica identity is covered by `listed`.
-async fn choose(
+/// The table's replica identity kind (`relreplident`) and its columns in table order.
+async fn table_columns(
     catalog: &mut Catalog,
-    table: &TableRef,
-    listed: &[String],
-) -> Result<Choice, PipelineError> {
+    oid: u32,
+) -> Result<(Option<String>, Vec<String>), PipelineError> {
     let r = catalog
         .query(&format!(
             "SELECT c.relreplident, \
              (SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_attribute a \
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns \
-             FROM pg_class c WHERE c.oid = {}",
-            table.oid
+             FROM pg_class c WHERE c.oid = {oid}"
         ))
         .await?;
-    let columns: Vec<String> = r
+    let columns = r
         .get(0, "columns")
         .unwrap_or_default()
         .split(',')
         .filter(|c| !c.is_empty())
         .map(str::to_string)
         .collect();
-    let kept: Vec<String> = columns
-        .iter()
-        .filter(|c| listed.contains(c))
-        .cloned()
-        .collect();
-    if r.get(0, "relreplident") == Some("f") {
+    Ok((r.get(0, "relreplident").map(str::to_string), columns))
+}
+
+/// A column list for `table` if its replica identity is covered by the columns `rule` keeps.
+async fn choose(
+    catalog: &mut Catalog,
+    table: &TableRef,
+    rule: &TableRule,
+) -> Result<Choice, PipelineError> {
+    let (replident, columns) = table_columns(catalog, table.oid).await?;
+    let kept: Vec<String> = columns.iter().filter(|c| rule.keeps(c)).cloned().collect();
+    if kept.len() == columns.len() && matches!(rule.selection, Selection::Except(_)) {
+        // A list of every column would only cost DROP COLUMN its freedom.
+        return Ok(Choice::Agent(
+            "the table has none of the excluded columns: no column list (one added later is dropped in the agent)".into(),
+        ));
+    }
+    if replident.as_deref() == Some("f") {
         if kept.len() == columns.len() {
             return Ok(Choice::Agent("nothing to leave out".into()));
         }
@@ -110,11 +128,107 @@ async fn choose(
     if !missing.is_empty() {
         let missing: Vec<&str> = missing.iter().map(|c| c.as_str()).collect();
         return Ok(Choice::Agent(format!(
-            "dropped in the agent: its replica identity ({}) is not in `columns`, and a column list that leaves it out would make the source's UPDATE and DELETE fail",
+            "dropped in the agent: its replica identity ({}) is not kept, and a column list that leaves it out would make the source's UPDATE and DELETE fail",
             missing.join(", ")
         )));
     }
     Ok(Choice::Server(kept))
+}
+
+/// For a table published with a column list, after a Relation message that sent the columns
+/// `sent`: sets the list again if the message does not match what the rule asks for now, and
+/// returns the columns the table has, the rule keeps, and the message lacked.
+///
+/// - A column added to a table with `exclude_columns` (or a `columns` entry the table gained):
+///   the list is widened, so changes after this statement carry it; the changes before it lack
+///   it, which the caller makes up for with a re-copy of the table. A column added after the
+///   point in the stream the message comes from counts as missing too (the catalog is read now,
+///   not as of the message): a re-copy more than needed, never fewer.
+/// - A column the rule leaves out, sent: someone removed the list (to drop a listed column, see
+///   `check`); it is set again. The agent drops the column meanwhile, as without a list.
+pub async fn reconcile(
+    catalog: &mut Catalog,
+    config: &PostgresConfig,
+    table: &TableRef,
+    sent: &[&str],
+) -> Result<Vec<String>, PipelineError> {
+    let Some(rule) = rule_for(&config.table_rules, &table.schema, &table.name)
+        .map_err(|e| PipelineError::definite("config", e))?
+    else {
+        return Ok(Vec::new());
+    };
+    let (_, columns) = table_columns(catalog, table.oid).await?;
+    let missing: Vec<String> = columns
+        .iter()
+        .filter(|c| rule.keeps(c) && !sent.contains(&c.as_str()))
+        .cloned()
+        .collect();
+    let unwanted = sent
+        .iter()
+        .any(|c| !rule.keeps(c) && columns.iter().any(|t| t == c));
+    if missing.is_empty() && !unwanted {
+        return Ok(missing);
+    }
+    let choice = choose(catalog, table, rule).await?;
+    sync(catalog, &config.publication, &[(table.clone(), choice)]).await?;
+    Ok(missing)
+}
+
+/// The tables of `listed` the publication no longer has and that still exist, added back with
+/// their column list.
+/// `ALTER TABLE .. DROP COLUMN .. CASCADE` of a listed column takes the table out of the
+/// publication (the list depends on the column), and from then on the server sends none of
+/// its changes: the caller re-copies the tables returned.
+pub async fn restore_dropped(
+    catalog: &mut Catalog,
+    config: &PostgresConfig,
+    listed: &[TableRef],
+) -> Result<Vec<TableRef>, PipelineError> {
+    // By oid: a table renamed since is still published.
+    let r = catalog
+        .query(&format!(
+            "SELECT c.oid::int8 AS oid FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             WHERE pt.pubname = {}",
+            quote_literal(&config.publication)
+        ))
+        .await?;
+    let published: Vec<u32> = (0..r.rows.len())
+        .filter_map(|i| r.get(i, "oid")?.parse().ok())
+        .collect();
+    let gone: Vec<TableRef> = listed
+        .iter()
+        .filter(|t| !published.contains(&t.oid))
+        .cloned()
+        .collect();
+    let mut restored = Vec::with_capacity(gone.len());
+    for table in gone {
+        let Ok(Some(rule)) = rule_for(&config.table_rules, &table.schema, &table.name) else {
+            continue;
+        };
+        if table_columns(catalog, table.oid).await?.0.is_none() {
+            continue; // dropped (or dropped and created again: a new table for the next start)
+        }
+        let choice = choose(catalog, &table, rule).await?;
+        catalog
+            .query(&format!(
+                "ALTER PUBLICATION {} ADD TABLE {}",
+                quote_ident(&config.publication),
+                publication_entry(&table, Some(&choice))
+            ))
+            .await?;
+        restored.push(table);
+    }
+    Ok(restored)
+}
+
+/// Does the table's rule leave columns out by name (`exclude_columns`)?
+fn excludes(config: &PostgresConfig, table: &TableRef) -> bool {
+    matches!(
+        rule_for(&config.table_rules, &table.schema, &table.name),
+        Ok(Some(rule)) if matches!(rule.selection, Selection::Except(_))
+    )
 }
 
 async fn server_version(catalog: &mut Catalog) -> Result<u32, PipelineError> {
@@ -232,9 +346,16 @@ pub async fn describe(
                     (Choice::Server(columns), _) => CheckOutcome::ok(
                         "column filter",
                         format!(
-                            "{}: publication column list ({}): the server sends no other column",
+                            "{}: publication column list ({}): the server sends no other column{}; Postgres refuses DROP COLUMN of a listed column while the list is there: drop one in a transaction with the list taken off, BEGIN; ALTER PUBLICATION {pub_} DROP TABLE {t}; ALTER TABLE {t} DROP COLUMN ..; ALTER PUBLICATION {pub_} ADD TABLE {t}; COMMIT; (the agent sets the list again)",
                             table.qualified(),
-                            columns.join(", ")
+                            columns.join(", "),
+                            if excludes(config, &table) {
+                                " (a column added later is added to the list)"
+                            } else {
+                                ""
+                            },
+                            pub_ = quote_ident(&config.publication),
+                            t = table.sql_name(),
                         ),
                     ),
                     (Choice::Agent(why), Some(list)) if why.contains("UPDATE and DELETE fail") => {

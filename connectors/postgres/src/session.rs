@@ -25,6 +25,9 @@ use crate::wire::Connection;
 
 /// How often the standby status update goes out; well under any sane wal_sender_timeout.
 const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
+/// Every how many feedback ticks the publication is checked for tables with a column list that
+/// left it ([`PostgresSource::restore_published_tables`]).
+const PUBLICATION_CHECK_TICKS: u64 = 10;
 /// How long a shutdown waits for the sink to make the last transactions durable.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
@@ -86,6 +89,7 @@ impl Session {
             tokio::time::interval(heartbeat_every.unwrap_or(Duration::from_secs(3600)));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat_failed = false;
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 biased;
@@ -114,6 +118,14 @@ impl Session {
                     }
                 }
                 _ = feedback.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(PUBLICATION_CHECK_TICKS) {
+                        // A look at the catalog: a failure is retried at the next look, not a
+                        // reason to stop streaming.
+                        if let Err(e) = source.restore_published_tables().await {
+                            tracing::warn!(error = %e, "checking the publication's tables failed");
+                        }
+                    }
                     if let Some(snapshot) = self.snapshot.as_mut() {
                         snapshot.poll_requests()?;
                     }
@@ -246,6 +258,11 @@ impl Session {
                 ..
             } => {
                 let relation = source.relation(oid, namespace, name, columns).await?;
+                if source.catch_up_added_columns(&relation).await? {
+                    if let Some(snapshot) = self.snapshot.as_mut() {
+                        snapshot.poll_requests()?;
+                    }
+                }
                 self.relations.insert(oid, Arc::new(relation));
             }
             Message::Type { oid, .. } => source.types.forget(oid),

@@ -141,12 +141,13 @@ pub fn wal_level_error(level: &str) -> PipelineError {
 }
 
 /// Creates the publication if missing, adds configured tables it lacks, and sets the column
-/// lists of tables with `columns = [...]` where that is safe ([`crate::column_lists`]).
+/// lists of tables with a column filter where that is safe ([`crate::column_lists`]). Returns
+/// the choice made for each filtered table.
 pub async fn ensure_publication(
     catalog: &mut Catalog,
     config: &PostgresConfig,
     tables: &[TableRef],
-) -> Result<(), PipelineError> {
+) -> Result<Vec<(TableRef, column_lists::Choice)>, PipelineError> {
     let plan = column_lists::plan(catalog, config, tables).await?;
     for (table, choice) in &plan {
         match choice {
@@ -159,7 +160,8 @@ pub async fn ensure_publication(
         }
     }
     add_to_publication(catalog, config, tables, &plan).await?;
-    column_lists::sync(catalog, &config.publication, &plan).await
+    column_lists::sync(catalog, &config.publication, &plan).await?;
+    Ok(plan)
 }
 
 async fn add_to_publication(

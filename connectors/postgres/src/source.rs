@@ -12,6 +12,7 @@
 //! Only the checkpointer's confirmed position is ever sent as flushed, so the slot keeps every
 //! change the sink has not made durable.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use cdc_core::{
 use tokio::sync::watch;
 
 use crate::chunked::PgChunkReaders;
+use crate::column_lists;
 use crate::errors::classify;
 use crate::pgoutput;
 use crate::schema::{
@@ -56,6 +58,12 @@ pub struct PostgresSource {
     state: Arc<dyn StateTree>,
     /// The snapshot method in force (never `Auto`).
     method: SnapshotMethod,
+    /// Tables published with a column list, by oid: a column added to one with
+    /// `exclude_columns` must be added to the list, a list someone removed set again
+    /// ([`column_lists::reconcile`]).
+    listed: HashMap<u32, TableRef>,
+    /// The added columns a re-copy was already asked for, per table (once per run).
+    recopied: HashSet<(u32, Vec<String>)>,
 }
 
 impl PostgresSource {
@@ -82,7 +90,12 @@ impl PostgresSource {
             }
             return Err(error);
         }
-        ensure_publication(&mut catalog, &config, &tables).await?;
+        let listed = ensure_publication(&mut catalog, &config, &tables)
+            .await?
+            .into_iter()
+            .filter(|(_, choice)| matches!(choice, column_lists::Choice::Server(_)))
+            .map(|(table, _)| (table.oid, table))
+            .collect();
         let method = match config.snapshot_method {
             SnapshotMethod::Auto => {
                 // A watermark is a logical message: a source that refuses one gets the
@@ -112,6 +125,8 @@ impl PostgresSource {
             tables,
             progress: Arc::default(),
             shutdown: watch::channel(false).1,
+            listed,
+            recopied: HashSet::new(),
         })
     }
 
@@ -356,6 +371,65 @@ impl PostgresSource {
             included,
         )
         .await
+    }
+}
+
+impl PostgresSource {
+    /// After a Relation message: if the table is published with a column list and the message
+    /// lacks a column the table has now that its rule keeps (one added since the list was set,
+    /// to a table with `exclude_columns`), widens the list and asks for a re-copy of the table.
+    /// The re-copy's chunks are read after the widening, so they carry the column's values of
+    /// the rows changed in between, which the stream sent without it (the watermarks keep the
+    /// copy consistent with the stream). Returns whether a re-copy was asked for.
+    pub(crate) async fn catch_up_added_columns(
+        &mut self,
+        relation: &Relation,
+    ) -> Result<bool, PipelineError> {
+        let Some(table) = self.listed.get(&relation.oid).cloned() else {
+            return Ok(false);
+        };
+        let sent: Vec<&str> = relation.columns.iter().map(|c| c.name.as_str()).collect();
+        let added = column_lists::reconcile(&mut self.catalog, &self.config, &table, &sent).await?;
+        if added.is_empty() || !self.recopied.insert((relation.oid, added.clone())) {
+            return Ok(false);
+        }
+        let qualified = table.qualified();
+        if !self.can_recopy() {
+            tracing::warn!(table = %qualified, columns = %added.join(", "), "columns added to a filtered table: the publication's column list now has them, but rows changed before that reached the target without them; run `cdc-agent snapshot {qualified}` to copy them again");
+            return Ok(false);
+        }
+        tracing::info!(table = %qualified, columns = %added.join(", "), "columns added to a filtered table: the publication's column list now has them; re-copying the table for the rows changed before that");
+        chunked::request(self.state.as_ref(), &[qualified])?;
+        Ok(true)
+    }
+
+    /// Puts back into the publication a table with a column list that left it (`DROP COLUMN ..
+    /// CASCADE` of a listed column does that), and asks for a re-copy of it: its changes since
+    /// were never sent. A delete in that gap is not in the copy: the warning says so. Returns
+    /// whether a re-copy was asked for.
+    pub(crate) async fn restore_published_tables(&mut self) -> Result<bool, PipelineError> {
+        if self.listed.is_empty() {
+            return Ok(false);
+        }
+        let listed: Vec<TableRef> = self.listed.values().cloned().collect();
+        let gone = column_lists::restore_dropped(&mut self.catalog, &self.config, &listed).await?;
+        let mut requested = false;
+        for table in gone {
+            let qualified = table.qualified();
+            if self.can_recopy() {
+                tracing::warn!(table = %qualified, publication = %self.config.publication, "the table left the publication (DROP COLUMN .. CASCADE of a listed column?): added back and re-copied; rows deleted meanwhile may remain in the target (`cdc-agent verify` finds them)");
+                chunked::request(self.state.as_ref(), std::slice::from_ref(&qualified))?;
+                requested = true;
+            } else {
+                tracing::warn!(table = %qualified, publication = %self.config.publication, "the table left the publication (DROP COLUMN .. CASCADE of a listed column?): added back; its changes meanwhile were not sent: run `cdc-agent snapshot {qualified}`");
+            }
+        }
+        Ok(requested)
+    }
+
+    /// Can a table be copied again while streaming (the watermark method, snapshots wanted)?
+    fn can_recopy(&self) -> bool {
+        self.config.initial_snapshot && self.method == SnapshotMethod::Watermark
     }
 }
 

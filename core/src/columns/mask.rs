@@ -147,6 +147,39 @@ impl Masker {
         Ok(())
     }
 
+    /// What the rules do to a table of this schema, for `check`: `None` when no rule matches
+    /// it; the error [`Masker::apply`] would stop the pipeline with when the rule does not fit
+    /// the table (a mask on a column it lacks, truncate on a number, a key column left out).
+    pub fn describe(&mut self, schema: &TableSchema) -> Result<Option<String>, PipelineError> {
+        let at = self.table_index(schema.schema, schema.table)?;
+        let state = &self.tables[at];
+        let Some(rule) = &state.rule else {
+            return Ok(None);
+        };
+        output_schema(&state.name, rule, schema)?;
+        let mut left_out = Vec::new();
+        let mut masked = Vec::new();
+        for column in &schema.columns {
+            match rule.action(column.name) {
+                Action::Keep => {}
+                Action::Drop => left_out.push(column.name.as_str().to_string()),
+                Action::Mask(mask) => masked.push(format!("{} ({})", column.name, mask.name())),
+            }
+        }
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        Ok(Some(format!(
+            "left out: {}; masked: {}",
+            list(&left_out),
+            list(&masked)
+        )))
+    }
+
     fn table_index(&mut self, schema: Name, table: Name) -> Result<usize, PipelineError> {
         if let Some((s, t, at)) = self.last {
             if s == schema && t == table {

@@ -7,7 +7,7 @@
 //! The rules come from the configuration's `[[table]]` sections ([`TableRule`]); the
 //! [`Masker`] applies them to every change, snapshot rows and streamed changes alike, before any
 //! sink sees it. The Postgres source also reads the rules, to give the server a publication
-//! column list where that is safe ([`TableRule::server_column_list`]).
+//! column list where that is safe (only the columns [`TableRule::keeps`]).
 
 mod mask;
 
@@ -57,6 +57,16 @@ impl Mask {
         }
     }
 
+    /// As written in the configuration: `hash`, `redact`, `null`, `truncate:N`.
+    pub fn name(self) -> String {
+        match self {
+            Mask::Hash => "hash".into(),
+            Mask::Redact => "redact".into(),
+            Mask::Null => "null".into(),
+            Mask::Truncate(n) => format!("truncate:{n}"),
+        }
+    }
+
     /// Does the column's type change to text? (A hash or the redaction text fits no other type.)
     pub fn makes_text(self) -> bool {
         matches!(self, Mask::Hash | Mask::Redact)
@@ -88,16 +98,6 @@ impl TableRule {
             .iter()
             .find(|(c, _)| c == column)
             .map(|&(_, mask)| mask)
-    }
-
-    /// The columns a server-side filter (a Postgres publication column list) may be given: only
-    /// for `columns = [...]`. An `exclude_columns` list written as a column list would also hide
-    /// every column added to the table later, which the rule means to keep.
-    pub fn server_column_list(&self) -> Option<&[String]> {
-        match &self.selection {
-            Selection::Only(columns) => Some(columns),
-            _ => None,
-        }
     }
 }
 
