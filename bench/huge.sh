@@ -10,6 +10,8 @@
 #                                                 (Postgres), 1,000,000 + 300,000 (MariaDB)
 #   BENCH_PG_ROWS=30000 BENCH_PG_UPDATES=10000 BENCH_MY_ROWS=30000 BENCH_MY_UPDATES=10000 bench/huge.sh
 #   BENCH_CASES="pg-jsonl pg-postgres" bench/huge.sh   some of pg-jsonl pg-postgres my-jsonl my-postgres
+#   BENCH_PG_SOURCE_EXTRA="streaming = false" bench/huge.sh   Postgres sources with protocol 1: the
+#                                                 server sends a transaction only at its commit
 #
 # Rows of about 300 bytes: (id bigint pk, a int, b text of 192 characters, c timestamptz,
 # d numeric, e jsonb) and the MariaDB equivalents. Target: peak RSS < 64 MiB in every case.
@@ -77,7 +79,8 @@ run_case() {
         source_toml="type = \"postgres\"
 url = \"postgres://postgres@127.0.0.1:$PORT/cdc_huge_src\"
 tables = [\"public.huge\"]
-snapshot = \"never\""
+snapshot = \"never\"
+${BENCH_PG_SOURCE_EXTRA:-}"
     else
         rows=$MY_ROWS updates=$MY_UPDATES
         "${MY[@]}" -e "DROP DATABASE IF EXISTS cdc_huge; CREATE DATABASE cdc_huge;

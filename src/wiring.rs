@@ -26,6 +26,8 @@ pub fn postgres_config(config: &Config) -> PostgresConfig {
         snapshot_chunk_rows: config.source.snapshot_chunk_rows,
         // Validated when the config was loaded.
         table_rules: crate::config::table_rules(config).unwrap_or_default(),
+        streaming: config.postgres_streaming(),
+        spill_dir: config.state_dir().join("spill").join(&*config.agent.name),
     }
 }
 

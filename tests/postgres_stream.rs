@@ -534,3 +534,149 @@ async fn sigterm_during_the_snapshot_stops_cleanly_and_the_next_run_finishes_it(
     );
     db.drop().await;
 }
+
+/// Transactions the server streamed to the agent (pg_stat_replication_slots), for the slot of
+/// database `db`.
+async fn streamed_transactions(client: &tokio_postgres::Client, db: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT coalesce(sum(s.stream_txns), 0)::int8 FROM pg_stat_replication_slots s \
+             JOIN pg_replication_slots r ON r.slot_name = s.slot_name WHERE r.database = $1",
+            &[&db],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Big transactions (past `logical_decoding_work_mem`) are sent by the server while they run
+/// (pgoutput protocol 2) and held by the agent until their commit: a committed one arrives
+/// whole, in commit order, without its rolled-back subtransaction; an aborted one never
+/// arrives; a SIGKILL while one is half sent loses and repeats nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_transactions_arrive_at_their_commit_exactly_once() {
+    let (db, p, agent) = streaming(
+        "streamtx",
+        "CREATE TABLE big (id bigint PRIMARY KEY, v text);
+         DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = %L',
+                                    current_database(), '64kB'); END $$;",
+        &["public.big"],
+    )
+    .await;
+    // The agent's walsender took the setting when it connected: restart it after the ALTER.
+    assert_eq!(agent.stop(), 0);
+    let agent = p.start();
+    p.wait_state("streaming", Duration::from_secs(60));
+    let a = db.client().await;
+    let b = db.client().await;
+    let pad = "repeat('x', 200)";
+
+    // A: 5,000 inserts, a rolled-back subtransaction of 1,000, 1,000 updates; a small
+    // transaction commits on another connection while A runs.
+    a.batch_execute(&format!(
+        "BEGIN; INSERT INTO big SELECT g, {pad} FROM generate_series(1, 5000) g;
+         SAVEPOINT s; INSERT INTO big SELECT g, {pad} FROM generate_series(100001, 101000) g;
+         ROLLBACK TO SAVEPOINT s;"
+    ))
+    .await
+    .unwrap();
+    b.batch_execute("INSERT INTO big VALUES (0, 'small')")
+        .await
+        .unwrap();
+    a.batch_execute("UPDATE big SET v = 'updated' WHERE id BETWEEN 1 AND 1000; COMMIT;")
+        .await
+        .unwrap();
+    // B: streamed, then rolled back.
+    a.batch_execute(&format!(
+        "BEGIN; INSERT INTO big SELECT g, {pad} FROM generate_series(200001, 203000) g; ROLLBACK;"
+    ))
+    .await
+    .unwrap();
+    b.batch_execute("INSERT INTO big VALUES (-1, 'last')")
+        .await
+        .unwrap();
+    let records = p.wait_records(1 + 5000 + 1000 + 1, Duration::from_secs(120));
+    // (The walsender reports its statistics on its own schedule.)
+    common::wait_until(
+        "the server's statistics to count A and B streamed",
+        Duration::from_secs(60),
+        || async { streamed_transactions(&b, &db.name).await >= 2 },
+    )
+    .await;
+    assert_eq!(
+        records[0]["after"]["id"],
+        json!(0),
+        "the small one committed first"
+    );
+    assert_eq!(
+        records.last().unwrap()["after"]["id"],
+        json!(-1),
+        "{} records, the last ones: {:?}",
+        records.len(),
+        &records[records.len().saturating_sub(3)..]
+    );
+    for pair in records.windows(2) {
+        assert!(order_key(&pair[0]) < order_key(&pair[1]), "{pair:?}");
+    }
+    let ids = |op: &str| -> BTreeSet<i64> {
+        records
+            .iter()
+            .filter(|r| r["op"] == json!(op))
+            .map(|r| r["after"]["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids("insert").len(), 5002);
+    assert!(
+        ids("insert").iter().all(|&id| id <= 5000),
+        "no rolled-back row arrives"
+    );
+    assert_eq!(ids("update"), (1..=1000).collect());
+    let tx: BTreeSet<String> = records[1..records.len() - 1]
+        .iter()
+        .map(|r| r["source"]["tx_id"].to_string())
+        .collect();
+    assert_eq!(tx.len(), 1, "A is one transaction");
+
+    // C: half streamed when the agent is killed; committed while it is down.
+    let streamed_before = streamed_transactions(&b, &db.name).await;
+    a.batch_execute(&format!(
+        "BEGIN; INSERT INTO big SELECT g, {pad} FROM generate_series(300001, 310000) g;"
+    ))
+    .await
+    .unwrap();
+    common::wait_until(
+        "the server to stream part of C",
+        Duration::from_secs(60),
+        || async { streamed_transactions(&b, &db.name).await > streamed_before },
+    )
+    .await;
+    agent.kill9();
+    a.batch_execute("COMMIT").await.unwrap();
+    let agent = p.start();
+    let records = p.wait_records(6002 + 10000, Duration::from_secs(120));
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(records.len(), 16002, "C exactly once");
+    let c: BTreeSet<i64> = records[6002..]
+        .iter()
+        .map(|r| r["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(c, (300001..=310000).collect());
+    let spill = p.dir.path().join("state/spill");
+    let left: Vec<_> = walk(&spill);
+    assert!(left.is_empty(), "spill files left: {left:?}");
+    db.drop().await;
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

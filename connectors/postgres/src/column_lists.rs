@@ -231,7 +231,7 @@ fn excludes(config: &PostgresConfig, table: &TableRef) -> bool {
     )
 }
 
-async fn server_version(catalog: &mut Catalog) -> Result<u32, PipelineError> {
+pub(crate) async fn server_version(catalog: &mut Catalog) -> Result<u32, PipelineError> {
     let r = catalog.query("SHOW server_version_num").await?;
     Ok(r.get(0, "server_version_num")
         .and_then(|v| v.parse().ok())

@@ -9,6 +9,7 @@
 //! * [`snapshot`]: a copy in the slot's exported snapshot (one transaction).
 //! * [`chunked`]: the resumable copy in key chunks between watermarks, while streaming.
 //! * [`source`]: the streaming loop.
+//! * `streamed`: transactions sent before their commit (protocol 2), spilled until it.
 
 pub mod chunked;
 pub mod column_lists;
@@ -19,6 +20,7 @@ mod session;
 pub mod setup;
 pub mod snapshot;
 pub mod source;
+mod streamed;
 pub mod values;
 pub mod wire;
 

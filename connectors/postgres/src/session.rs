@@ -20,6 +20,7 @@ use crate::errors::classify;
 use crate::pgoutput::{self, Message, OldKind, Tuple, TupleValue};
 use crate::schema::Relation;
 use crate::source::PostgresSource;
+use crate::streamed::StreamedTransactions;
 use crate::values::decode_text;
 use crate::wire::Connection;
 
@@ -47,6 +48,14 @@ pub(crate) struct Session {
     /// The chunked snapshot's workers and windows (watermark method only).
     snapshot: Option<ChunkedSnapshot>,
     relations: HashMap<u32, Arc<Relation>>,
+    /// Bumped at each Relation message the cache takes; `relation_set_at` keeps, per relation,
+    /// the epoch of its entry (see [`Session::replay_streamed`]).
+    relation_epoch: u64,
+    relation_set_at: HashMap<u32, u64>,
+    /// Transactions sent before their commit, when the server streams them (protocol 2).
+    streamed: Option<StreamedTransactions>,
+    /// Inside a stream block: its top-level transaction.
+    stream_block: Option<u32>,
     open: Option<OpenTransaction>,
     /// The newest WAL position received from the server.
     received: Lsn,
@@ -60,6 +69,7 @@ impl Session {
     pub(crate) fn new(
         repl: Connection,
         snapshot: Option<ChunkedSnapshot>,
+        streamed: Option<StreamedTransactions>,
         start: Lsn,
         confirmed: watch::Receiver<Option<Position>>,
     ) -> Self {
@@ -67,6 +77,10 @@ impl Session {
             repl,
             snapshot,
             relations: HashMap::new(),
+            relation_epoch: 0,
+            relation_set_at: HashMap::new(),
+            streamed,
+            stream_block: None,
             open: None,
             received: start,
             forwarded: start,
@@ -154,7 +168,7 @@ impl Session {
         match data.first() {
             Some(b'w') if data.len() >= 25 => {
                 // The server's WAL end, for lag: once per transaction (at its commit) is enough.
-                if data.get(25) == Some(&b'C') {
+                if matches!(data.get(25), Some(b'C' | b'c')) {
                     let wal_end = u64::from_be_bytes(data[9..17].try_into().unwrap_or_default());
                     context
                         .progress
@@ -209,8 +223,130 @@ impl Session {
         out: &mut EventSender,
         progress: &SourceProgress,
     ) -> Result<(), PipelineError> {
+        if let Some(streamed) = self.streamed.as_mut() {
+            match payload.first() {
+                Some(b'S') => {
+                    self.stream_block = Some(xid_at(payload, 1)?);
+                    return Ok(());
+                }
+                Some(b'E') => {
+                    self.stream_block = None;
+                    return Ok(());
+                }
+                Some(b'A') => {
+                    let (xid, subxid) = (xid_at(payload, 1)?, xid_at(payload, 5)?);
+                    return streamed.abort(xid, subxid).map_err(spill_error);
+                }
+                Some(b'c') => return self.replay_streamed(payload, source, out, progress).await,
+                _ => {
+                    if let Some(xid) = self.stream_block {
+                        return streamed
+                            .append(xid, payload, self.relation_epoch)
+                            .map_err(spill_error);
+                    }
+                }
+            }
+        }
         let message = pgoutput::decode(payload)
             .map_err(|e| PipelineError::definite("decode", e.to_string()))?;
+        self.apply_message(message, source, out, progress).await
+    }
+
+    /// Stream Commit: the transaction's spilled messages go down the pipeline as one
+    /// transaction, between a Begin and a Commit at its commit position, exactly as protocol 1
+    /// would have sent it.
+    ///
+    /// The relation cache: the replay's Relation messages describe the relations as the
+    /// transaction saw them, and the server counts them as sent once it commits. But a Relation
+    /// message that reached the session outside the stream *after* one of the stream's (a later
+    /// schema, sent for another transaction) is the newer: that relation's entry is put back.
+    async fn replay_streamed(
+        &mut self,
+        payload: &[u8],
+        source: &mut PostgresSource,
+        out: &mut EventSender,
+        progress: &SourceProgress,
+    ) -> Result<(), PipelineError> {
+        let xid = xid_at(payload, 1)?;
+        let lsn_at = |at: usize| -> Result<u64, PipelineError> {
+            payload
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| {
+                    PipelineError::definite("decode", "a stream commit message is too short")
+                })
+        };
+        let (commit_lsn, end_lsn, commit_ts) = (lsn_at(6)?, lsn_at(14)?, lsn_at(22)? as i64);
+        let replay = match self.streamed.as_mut() {
+            Some(streamed) => streamed.commit(xid).map_err(spill_error)?,
+            None => None,
+        };
+        self.apply_message(
+            Message::Begin {
+                final_lsn: commit_lsn,
+                commit_ts,
+                xid,
+            },
+            source,
+            out,
+            progress,
+        )
+        .await?;
+        if let Some(mut replay) = replay {
+            let before = self.relations.clone();
+            let set_before = self.relation_set_at.clone();
+            let started = std::time::Instant::now();
+            let mut last_feedback = started;
+            let mut messages: u64 = 0;
+            tracing::debug!(xid, commit = %Lsn(commit_lsn), "a streamed transaction committed: replaying it");
+            while let Some(message) = replay.next().map_err(spill_error)? {
+                messages += 1;
+                let message = pgoutput::decode(message)
+                    .map_err(|e| PipelineError::definite("decode", e.to_string()))?;
+                self.apply_message(message, source, out, progress).await?;
+                // A replay of millions of changes reads nothing from the server meanwhile: it
+                // must still hear from us within wal_sender_timeout.
+                if last_feedback.elapsed() >= FEEDBACK_INTERVAL {
+                    self.send_feedback(false).await?;
+                    last_feedback = std::time::Instant::now();
+                }
+            }
+            tracing::debug!(
+                xid,
+                messages,
+                seconds = started.elapsed().as_secs_f64(),
+                "streamed transaction replayed"
+            );
+            for (&oid, &arrived) in replay.relations() {
+                if set_before.get(&oid).is_some_and(|&set| set > arrived) {
+                    if let Some(newer) = before.get(&oid) {
+                        self.relations.insert(oid, Arc::clone(newer));
+                        self.relation_set_at.insert(oid, set_before[&oid]);
+                    }
+                }
+            }
+        }
+        self.apply_message(
+            Message::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_ts,
+            },
+            source,
+            out,
+            progress,
+        )
+        .await
+    }
+
+    async fn apply_message(
+        &mut self,
+        message: Message<'_>,
+        source: &mut PostgresSource,
+        out: &mut EventSender,
+        progress: &SourceProgress,
+    ) -> Result<(), PipelineError> {
         match message {
             Message::Begin {
                 final_lsn,
@@ -264,6 +400,8 @@ impl Session {
                     }
                 }
                 self.relations.insert(oid, Arc::new(relation));
+                self.relation_epoch += 1;
+                self.relation_set_at.insert(oid, self.relation_epoch);
             }
             Message::Type { oid, .. } => source.types.forget(oid),
             Message::Insert { relation, new } => {
@@ -492,6 +630,30 @@ impl Session {
         self.send_feedback(false).await?;
         Ok(())
     }
+}
+
+/// The transaction id at `at` of a protocol-2 message.
+fn xid_at(payload: &[u8], at: usize) -> Result<u32, PipelineError> {
+    payload
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| {
+            PipelineError::definite(
+                "decode",
+                format!(
+                    "a streamed-transaction message of {} bytes has no transaction id",
+                    payload.len()
+                ),
+            )
+        })
+}
+
+/// A spill file could not be written or read: the disk under agent.state_dir. Transient: the
+/// server sends the transaction again after a restart.
+fn spill_error(e: std::io::Error) -> PipelineError {
+    PipelineError::transient("state", format!("a streamed transaction's spill file: {e}"))
+        .with_hint("check the free space and permissions of agent.state_dir")
 }
 
 /// The key of a row: of a whole row by position, of an old-key tuple (identity columns only)

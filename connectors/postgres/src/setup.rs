@@ -34,6 +34,11 @@ pub struct PostgresConfig {
     /// The `[[table]]` rules: `columns = [...]` become publication column lists where safe
     /// (see [`crate::column_lists`]).
     pub table_rules: Vec<cdc_core::columns::TableRule>,
+    /// Have the server send a big transaction while it runs (pgoutput protocol 2, `streaming
+    /// 'on'`, Postgres 14+), spilled to `spill_dir` until its commit.
+    pub streaming: bool,
+    /// Where streamed transactions wait for their commit (the agent's alone).
+    pub spill_dir: std::path::PathBuf,
 }
 
 /// A table the pipeline replicates.

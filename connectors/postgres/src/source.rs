@@ -37,10 +37,13 @@ use crate::setup::{
     wal_level_error, PostgresConfig, TableRef,
 };
 use crate::snapshot::SnapshotRun;
+use crate::streamed::StreamedTransactions;
 use crate::wire::{ConnectParams, Connection};
 use cdc_core::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
 use cdc_core::pipeline::durable_stream_order;
 
+/// The first Postgres that streams in-progress transactions (pgoutput protocol 2).
+const STREAMING_SINCE: u32 = 140_000;
 /// After a SIGKILL the server may take a moment to notice our old walsender is gone.
 const SLOT_BUSY_RETRIES: u32 = 10;
 
@@ -310,13 +313,21 @@ impl PostgresSource {
         }
     }
 
+    /// Starts the stream at `start`: protocol 2 with `streaming 'on'` when `streaming` (the
+    /// caller checked the server takes it), else protocol 1.
     async fn start_replication(
         &mut self,
         mut repl: Connection,
         start: Lsn,
+        streaming: bool,
     ) -> Result<Connection, PipelineError> {
+        let protocol = if streaming {
+            "proto_version '2', streaming 'on'"
+        } else {
+            "proto_version '1'"
+        };
         let sql = format!(
-            "START_REPLICATION SLOT {} LOGICAL {start} (proto_version '1', publication_names {}, messages 'true')",
+            "START_REPLICATION SLOT {} LOGICAL {start} ({protocol}, publication_names {}, messages 'true')",
             quote_ident(&self.config.slot),
             quote_literal(&quote_ident(&self.config.publication))
         );
@@ -427,6 +438,33 @@ impl PostgresSource {
         Ok(requested)
     }
 
+    /// Where transactions streamed before their commit wait for it, when the server streams
+    /// them (`source.streaming` and Postgres 14+); the files of an earlier run are removed.
+    async fn streamed_transactions(
+        &mut self,
+    ) -> Result<Option<StreamedTransactions>, PipelineError> {
+        if !self.config.streaming
+            || column_lists::server_version(&mut self.catalog).await? < STREAMING_SINCE
+        {
+            return Ok(None);
+        }
+        let dir = self.config.spill_dir.clone();
+        StreamedTransactions::new(dir.clone())
+            .map(Some)
+            .map_err(|e| {
+                PipelineError::definite(
+                    "state",
+                    format!(
+                        "cannot prepare {} for streamed transactions: {e}",
+                        dir.display()
+                    ),
+                )
+                .with_hint(
+                    "check that agent.state_dir is writable, or set source.streaming = false",
+                )
+            })
+    }
+
     /// Can a table be copied again while streaming (the watermark method, snapshots wanted)?
     fn can_recopy(&self) -> bool {
         self.config.initial_snapshot && self.method == SnapshotMethod::Watermark
@@ -470,8 +508,11 @@ impl Source for PostgresSource {
             let _ = repl.close().await;
             return Ok(());
         };
-        let repl = self.start_replication(repl, start).await?;
-        tracing::info!(slot = %self.config.slot, from = %start, "streaming changes");
+        let streamed = self.streamed_transactions().await?;
+        let repl = self
+            .start_replication(repl, start, streamed.is_some())
+            .await?;
+        tracing::info!(slot = %self.config.slot, from = %start, in_progress_transactions = streamed.is_some(), "streaming changes");
         let snapshot = if self.method == SnapshotMethod::Watermark {
             let mut snapshot = ChunkedSnapshot::new(
                 WorkerSetup {
@@ -494,7 +535,7 @@ impl Source for PostgresSource {
         };
         // After the copies are queued: `status` never shows "streaming" before "snapshotting".
         context.progress.set_streaming(true);
-        let mut session = Session::new(repl, snapshot, start, context.confirmed.clone());
+        let mut session = Session::new(repl, snapshot, streamed, start, context.confirmed.clone());
         let result = session.run(self, out, context).await;
         context.progress.set_streaming(false);
         result
