@@ -256,45 +256,6 @@ make_client_cert() {
     rm -rf "$tmp"
 }
 
-# An nkey user for the TLS NATS instance: nats-user.nk (the seed, as `nk -gen user` writes it) and
-# nats-user.pub (its public key). Encoded by hand (python3's cryptography makes the Ed25519 key):
-# base32 of prefix bytes, key and CRC16 (XMODEM), as github.com/nats-io/nkeys does.
-make_nkey() {
-    [ -s "$BASE/nats-user.nk" ] && [ -s "$BASE/nats-user.pub" ] && return 0
-    log "generating the NATS nkey user in $BASE"
-    python3 - "$BASE" <<'PY' || die "generating the nkey failed (python3 with the cryptography module is needed)"
-import base64, os, sys
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives import serialization
-
-def crc16(data):
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-def encode(raw):
-    c = crc16(raw)
-    return base64.b32encode(raw + bytes([c & 0xFF, c >> 8])).decode().rstrip("=")
-
-seed = os.urandom(32)
-public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
-    serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-user, seed_prefix = 20 << 3, 18 << 3
-seed_text = encode(bytes([seed_prefix | (user >> 5), (user & 31) << 3]) + seed)
-public_text = encode(bytes([user]) + public)
-base = sys.argv[1]
-with open(os.path.join(base, "nats-user.nk"), "w") as f:
-    f.write(seed_text + "\n")
-with open(os.path.join(base, "nats-user.pub"), "w") as f:
-    f.write(public_text + "\n")
-PY
-    chmod 0644 "$BASE/nats-user.nk" "$BASE/nats-user.pub"
-}
-
 # --- instances -----------------------------------------------------------------------------
 
 conf_logical() {
@@ -858,7 +819,7 @@ nats_conf_running() { pid_running "$NATS_CONF_PID" nats-server; }
 start_nats_tls() { start_nats_conf nats-tls "$NATS_TLS_PORT" "$(conf_nats_tls)"; }
 
 # Two more logins the NATS sink offers, each needing a server of its own: a token, and a `.creds`
-# file (a user JWT and its seed) under an operator (the JWTs made by make_nats_jwts).
+# file (a user JWT and its seed) under an operator (the JWTs made by make_nats_keys).
 conf_nats_plain_head() { # name port
     cat <<EOF
 # Written by scripts/testenv.sh on every start; edits here are overwritten.
@@ -887,15 +848,18 @@ resolver_preload: {
 EOF
 }
 
-# An operator, an account with JetStream, a user of it and the system account (JetStream needs
-# one under an operator), as JWTs signed the way github.com/nats-io/jwt
-# (v2) does: base64url header and claims, signed with the issuer's Ed25519 nkey. The user's
-# `.creds` file is laid out as `nsc generate creds` writes it. python3's cryptography makes keys.
-make_nats_jwts() {
-    [ -s "$BASE/nats-jwt/user.creds" ] && return 0
-    log "generating the NATS operator, account and user JWTs in $BASE/nats-jwt"
+# The NATS keys and credentials, made once: an nkey user for the TLS instance (nats-user.nk, the
+# seed as `nk -gen user` writes it, and nats-user.pub, its public key); and for the nats-jwt
+# instance an operator, an account with JetStream, a user of it and the system account (JetStream
+# needs one under an operator), as JWTs signed the way github.com/nats-io/jwt (v2) does: base64url
+# header and claims, signed with the issuer's Ed25519 nkey; the user's `.creds` file laid out as
+# `nsc generate creds` writes it. Keys are encoded by hand as github.com/nats-io/nkeys does (base32
+# of prefix bytes, key and CRC16/XMODEM); python3's cryptography makes the Ed25519 keys.
+make_nats_keys() {
+    [ -s "$BASE/nats-user.nk" ] && [ -s "$BASE/nats-user.pub" ] && [ -s "$BASE/nats-jwt/user.creds" ] && return 0
+    log "generating the NATS nkey user and JWTs in $BASE"
     mkdir -p "$BASE/nats-jwt"
-    python3 - "$BASE/nats-jwt" <<'PY' || die "generating the NATS JWTs failed (python3 with the cryptography module is needed)"
+    python3 - "$BASE" <<'PY' || die "generating the NATS keys failed (python3 with the cryptography module is needed)"
 import base64, hashlib, json, os, sys, time
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives import serialization
@@ -931,7 +895,13 @@ def jwt(signer, issuer, subject, name, nats):
     body = b64(json.dumps(claims).encode())
     return f"{head}.{body}.{b64(signer.sign(f'{head}.{body}'.encode()))}"
 
-out = sys.argv[1]
+base = sys.argv[1]
+out = os.path.join(base, "nats-jwt")
+_, nkey_pub, nkey_seed = keypair(20 << 3)
+with open(os.path.join(base, "nats-user.nk"), "w") as f:
+    f.write(nkey_seed + "\n")
+with open(os.path.join(base, "nats-user.pub"), "w") as f:
+    f.write(nkey_pub + "\n")
 op_key, op_pub, _ = keypair(14 << 3)
 ac_key, ac_pub, _ = keypair(0)
 _, sys_pub, _ = keypair(0)
@@ -961,7 +931,7 @@ for name, text in files.items():
     with open(os.path.join(out, name), "w") as f:
         f.write(text)
 PY
-    chmod 0644 "$BASE/nats-jwt/"*
+    chmod 0644 "$BASE/nats-jwt/"* "$BASE/nats-user.nk" "$BASE/nats-user.pub"
 }
 
 stop_nats_tls() { stop_instance_pid nats-tls "$NATS_TLS_PID" nats-server; }
@@ -1086,7 +1056,7 @@ cmd_start() {
     make_certs && CERTS_CHANGED=1
     CERTS_NEW="$CERTS_CHANGED"
     make_client_cert
-    make_nkey
+    make_nats_keys
     local bin
     bin="$(pick_bin)"
     start_instance "$bin" logical "$LOGICAL_PORT" "$(conf_logical)" "$(hba_logical)" "$(conf_logical_tls)"
@@ -1096,7 +1066,6 @@ cmd_start() {
     [ "$with_mariadb" -eq 0 ] || start_mariadb
     start_nats
     start_nats_tls
-    make_nats_jwts
     start_nats_conf nats-token "$NATS_TOKEN_PORT" "$(conf_nats_token)"
     start_nats_conf nats-jwt "$NATS_JWT_PORT" "$(conf_nats_jwt)"
     # The quickstart and the benchmarks need neither the Kafka broker nor Debezium's jars: on a

@@ -347,9 +347,22 @@ async fn postgres_target_gets_masked_rows_and_only_the_kept_columns() {
     dst.drop().await;
 }
 
-/// The replication slot's pgoutput bytes for the publication, from its start.
-async fn peek(client: &tokio_postgres::Client, slot: &str, publication: &str) -> Vec<u8> {
+/// The pgoutput bytes the server sends for the publication while `writes` run: read through a
+/// slot of the test's own, created before and dropped after. (Synchronous commit: the SQL peek
+/// decodes only WAL already flushed, and the test server commits asynchronously.)
+async fn wire_of(db: &TestDb, publication: &str, writes: &str) -> Vec<u8> {
+    let client = db.client().await;
+    let slot = format!("peek_{}", db.name);
     client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    db.exec(&format!("SET synchronous_commit = on; {writes}"))
+        .await;
+    let wire = client
         .query(
             "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
              'proto_version', '1', 'publication_names', $2)",
@@ -359,7 +372,12 @@ async fn peek(client: &tokio_postgres::Client, slot: &str, publication: &str) ->
         .unwrap()
         .iter()
         .flat_map(|r| r.get::<_, Vec<u8>>(0))
-        .collect()
+        .collect();
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .unwrap();
+    wire
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -418,19 +436,11 @@ async fn a_column_list_keeps_left_out_columns_off_the_wire_where_the_identity_al
             ("full_t".to_string(), "id,a,b".to_string())
         ]
     );
-    let slot = format!("peek_{}", db.name);
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
-    // The source application's writes keep working on both tables. (Synchronous commit: the
-    // SQL peek decodes only WAL already flushed, and the test server commits asynchronously.)
-    db.exec(
-        "SET synchronous_commit = on;
-         INSERT INTO cards VALUES (1, 'Ann Holder', '4111111111111111');
+    // The source application's writes keep working on both tables.
+    let wire = wire_of(
+        &db,
+        &publication,
+        "INSERT INTO cards VALUES (1, 'Ann Holder', '4111111111111111');
          UPDATE cards SET pan = '4222222222222222', holder = 'Ann H.' WHERE id = 1;
          INSERT INTO full_t VALUES (1, 'kept-a', 'left-out-b');
          UPDATE full_t SET b = 'left-out-b2' WHERE id = 1;
@@ -438,7 +448,6 @@ async fn a_column_list_keeps_left_out_columns_off_the_wire_where_the_identity_al
          DELETE FROM cards WHERE id = 1;",
     )
     .await;
-    let wire = peek(&client, &slot, &publication).await;
     assert!(contains(&wire, b"Ann Holder"), "the peek reads the changes");
     assert!(
         contains(&wire, b"holder\0"),
@@ -461,10 +470,6 @@ async fn a_column_list_keeps_left_out_columns_off_the_wire_where_the_identity_al
     assert!(records.iter().all(|r| r["after"].get("b").is_none()
         && r["before"].get("b").is_none()
         && r["after"].get("pan").is_none()));
-    client
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await
-        .unwrap();
     // Someone turns cards to REPLICA IDENTITY FULL while the agent is stopped: the list no
     // longer covers the identity, Postgres refuses the application's UPDATEs, `check` says so,
     // and the next start removes the list.
@@ -560,30 +565,17 @@ async fn exclude_columns_get_a_column_list_that_follows_the_tables_columns() {
         "id,name,note"
     );
 
-    // The excluded column is not on the wire (synchronous commit: the SQL peek decodes only
-    // flushed WAL).
-    let slot = format!("peek_{}", src.name);
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
-    src.exec(
-        "SET synchronous_commit = on;
-         INSERT INTO people VALUES (3, 'Cy', '555-12-3456', 'n3');
+    // The excluded column is not on the wire.
+    let wire = wire_of(
+        &src,
+        &publication,
+        "INSERT INTO people VALUES (3, 'Cy', '555-12-3456', 'n3');
          UPDATE people SET ssn = '111-22-3333' WHERE id = 1;",
     )
     .await;
-    let wire = peek(&client, &slot, &publication).await;
     assert!(contains(&wire, b"Cy"), "the peek reads the changes");
     assert!(!contains(&wire, b"ssn\0") && !contains(&wire, b"555-12-3456"));
     assert!(!contains(&wire, b"111-22-3333"));
-    client
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await
-        .unwrap();
 
     // A column added, and rows changed at once, before the agent has seen the column: the list
     // is widened and the table re-copied, so the target gets every row's value.
