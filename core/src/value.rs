@@ -106,13 +106,19 @@ impl Value {
             | Value::Time(s)
             | Value::Timestamp(s)
             | Value::TimestampTz(s)
-            | Value::Interval(s) => s.len(),
-            Value::Json(raw) => raw.get().len(),
-            Value::Bytes(b) => b.len(),
+            | Value::Interval(s) => heap(s.len()),
+            Value::Json(raw) => heap(raw.get().len()),
+            Value::Bytes(b) => heap(b.len()),
             Value::Array(items) => items.iter().map(Value::approx_size).sum(),
             _ => 0,
         }
     }
+}
+
+/// Bytes an allocation of `len` takes: the allocator's size classes are multiples of 16 for
+/// the small sizes that most values have.
+fn heap(len: usize) -> usize {
+    len.next_multiple_of(16)
 }
 
 /// A JSON document, validated, as the source wrote it; text that is JSON but for raw control
