@@ -565,6 +565,11 @@ async fn streamed_transactions_arrive_at_their_commit_exactly_once() {
     .await;
     // The agent's walsender took the setting when it connected: restart it after the ALTER.
     assert_eq!(agent.stop(), 0);
+    let said = String::from_utf8_lossy(&p.run_cmd(&["check"]).stdout).to_string();
+    assert!(
+        said.contains("ok   big transactions: streamed while they run (pgoutput protocol 2)"),
+        "{said}"
+    );
     let agent = p.start();
     p.wait_state("streaming", Duration::from_secs(60));
     let a = db.client().await;
@@ -664,6 +669,19 @@ async fn streamed_transactions_arrive_at_their_commit_exactly_once() {
     let spill = p.dir.path().join("state/spill");
     let left: Vec<_> = walk(&spill);
     assert!(left.is_empty(), "spill files left: {left:?}");
+    // A warehouse target keeps protocol 1 unless told otherwise (docs/performance.md).
+    let (_, said) = common::run_check(
+        &db,
+        "public.big",
+        &format!(
+            "type = \"postgres\"\nurl = \"{}\"\nschema = \"replica\"",
+            db.url
+        ),
+    );
+    assert!(
+        said.contains("big transactions: sent at their commit (source.streaming = false, or unset with a warehouse target)"),
+        "{said}"
+    );
     db.drop().await;
 }
 

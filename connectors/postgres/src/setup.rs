@@ -313,6 +313,27 @@ pub async fn drop_slot(config: &PostgresConfig) -> Result<bool, PipelineError> {
     Ok(exists)
 }
 
+/// `check`'s line on how big transactions arrive: streamed while they run (protocol 2) or at
+/// their commit, and why.
+async fn big_transactions(catalog: &mut Catalog, config: &PostgresConfig) -> CheckOutcome {
+    let detail = match column_lists::server_version(catalog).await {
+        Ok(v) if config.streaming && v >= 140_000 => format!(
+            "streamed while they run (pgoutput protocol 2) and held in {} until their commit",
+            config.spill_dir.display()
+        ),
+        Ok(v) if config.streaming => format!(
+            "sent at their commit: Postgres {} has no protocol 2 (14 and later do)",
+            v / 10_000
+        ),
+        Ok(_) => {
+            "sent at their commit (source.streaming = false, or unset with a warehouse target)"
+                .to_string()
+        }
+        Err(e) => return fail_from("big transactions", e),
+    };
+    CheckOutcome::ok("big transactions", detail)
+}
+
 /// `cdc-agent check` for a Postgres source: read-only, one outcome per question.
 pub async fn preflight(config: &PostgresConfig) -> Vec<CheckOutcome> {
     let mut out = Vec::new();
@@ -427,6 +448,7 @@ pub async fn preflight(config: &PostgresConfig) -> Vec<CheckOutcome> {
         },
         Err(e) => out.push(fail_from("replication slot", e)),
     }
+    out.push(big_transactions(&mut catalog, config).await);
     match resolve_tables(&mut catalog, config).await {
         Ok((tables, problems)) if problems.is_empty() => {
             out.push(CheckOutcome::tables_found(
