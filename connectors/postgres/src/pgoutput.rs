@@ -1,4 +1,5 @@
-//! Decoding of pgoutput protocol messages (protocol version 1), borrowed from the XLogData payload.
+//! Decoding of pgoutput protocol messages (protocol version 1, and the stream control messages
+//! of version 2: [`decode_stream`]), borrowed from the XLogData payload.
 //!
 //! ```text
 //!  CopyData 'w' (XLogData) ─▶ payload ─▶ decode() ─▶ Message::{Begin, Relation, Insert, ..., Commit}
@@ -179,6 +180,56 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The control messages of a transaction streamed before its commit (protocol 2). The changes
+/// inside a stream block are protocol-1 messages with the (sub)transaction's xid after the tag.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamMessage {
+    Start {
+        xid: u32,
+    },
+    Stop,
+    Commit(StreamCommit),
+    /// `subxid == xid`: the whole transaction.
+    Abort {
+        xid: u32,
+        subxid: u32,
+    },
+}
+
+/// Stream Commit: the streamed transaction `xid` committed.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct StreamCommit {
+    pub xid: u32,
+    pub commit_lsn: u64,
+    pub end_lsn: u64,
+    /// Microseconds since 2000-01-01 UTC.
+    pub commit_ts: i64,
+}
+
+/// A stream control message, or `None` for any other message.
+pub fn decode_stream(payload: &[u8]) -> Result<Option<StreamMessage>, DecodeError> {
+    let mut c = Cursor { buf: payload };
+    Ok(Some(match c.u8()? {
+        b'S' => StreamMessage::Start { xid: c.u32()? },
+        b'E' => StreamMessage::Stop,
+        b'c' => {
+            let xid = c.u32()?;
+            let _flags = c.u8()?;
+            StreamMessage::Commit(StreamCommit {
+                xid,
+                commit_lsn: c.u64()?,
+                end_lsn: c.u64()?,
+                commit_ts: c.i64()?,
+            })
+        }
+        b'A' => StreamMessage::Abort {
+            xid: c.u32()?,
+            subxid: c.u32()?,
+        },
+        _ => return Ok(None),
+    }))
+}
+
 /// Decodes one pgoutput message.
 pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
     let mut c = Cursor { buf: payload };
@@ -321,6 +372,46 @@ fn expect(c: &mut Cursor<'_>, tag: u8) -> Result<(), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_control_messages() {
+        let mut commit = vec![b'c'];
+        commit.extend_from_slice(&7u32.to_be_bytes());
+        commit.push(0);
+        commit.extend_from_slice(&0x10u64.to_be_bytes());
+        commit.extend_from_slice(&0x20u64.to_be_bytes());
+        commit.extend_from_slice(&5i64.to_be_bytes());
+        assert_eq!(
+            decode_stream(&commit).unwrap(),
+            Some(StreamMessage::Commit(StreamCommit {
+                xid: 7,
+                commit_lsn: 0x10,
+                end_lsn: 0x20,
+                commit_ts: 5
+            }))
+        );
+        let mut abort = vec![b'A'];
+        abort.extend_from_slice(&7u32.to_be_bytes());
+        abort.extend_from_slice(&9u32.to_be_bytes());
+        assert_eq!(
+            decode_stream(&abort).unwrap(),
+            Some(StreamMessage::Abort { xid: 7, subxid: 9 })
+        );
+        assert_eq!(
+            decode_stream(&[b'S', 0, 0, 0, 7, 1]).unwrap(),
+            Some(StreamMessage::Start { xid: 7 })
+        );
+        assert_eq!(decode_stream(b"E").unwrap(), Some(StreamMessage::Stop));
+        assert_eq!(
+            decode_stream(b"I").unwrap(),
+            None,
+            "a change is not a control message"
+        );
+        assert!(
+            decode_stream(&commit[..10]).is_err(),
+            "a short commit is an error"
+        );
+    }
 
     fn tuple(values: &[Option<&str>]) -> Vec<u8> {
         let mut b = (values.len() as i16).to_be_bytes().to_vec();

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::chunked::WATERMARK_PREFIX;
 use crate::errors::classify;
-use crate::pgoutput::{self, Message, OldKind, Tuple, TupleValue};
+use crate::pgoutput::{self, Message, OldKind, StreamCommit, StreamMessage, Tuple, TupleValue};
 use crate::schema::Relation;
 use crate::source::PostgresSource;
 use crate::streamed::StreamedTransactions;
@@ -224,21 +224,22 @@ impl Session {
         progress: &SourceProgress,
     ) -> Result<(), PipelineError> {
         if let Some(streamed) = self.streamed.as_mut() {
-            match payload.first() {
-                Some(b'S') => {
-                    self.stream_block = Some(xid_at(payload, 1)?);
+            match pgoutput::decode_stream(payload).map_err(decode_error)? {
+                Some(StreamMessage::Start { xid }) => {
+                    self.stream_block = Some(xid);
                     return Ok(());
                 }
-                Some(b'E') => {
+                Some(StreamMessage::Stop) => {
                     self.stream_block = None;
                     return Ok(());
                 }
-                Some(b'A') => {
-                    let (xid, subxid) = (xid_at(payload, 1)?, xid_at(payload, 5)?);
+                Some(StreamMessage::Abort { xid, subxid }) => {
                     return streamed.abort(xid, subxid).map_err(spill_error);
                 }
-                Some(b'c') => return self.replay_streamed(payload, source, out, progress).await,
-                _ => {
+                Some(StreamMessage::Commit(commit)) => {
+                    return self.replay_streamed(commit, source, out, progress).await;
+                }
+                None => {
                     if let Some(xid) = self.stream_block {
                         return streamed
                             .append(xid, payload, self.relation_epoch)
@@ -247,8 +248,7 @@ impl Session {
                 }
             }
         }
-        let message = pgoutput::decode(payload)
-            .map_err(|e| PipelineError::definite("decode", e.to_string()))?;
+        let message = pgoutput::decode(payload).map_err(decode_error)?;
         self.apply_message(message, source, out, progress).await
     }
 
@@ -262,22 +262,17 @@ impl Session {
     /// schema, sent for another transaction) is the newer: that relation's entry is put back.
     async fn replay_streamed(
         &mut self,
-        payload: &[u8],
+        commit: StreamCommit,
         source: &mut PostgresSource,
         out: &mut EventSender,
         progress: &SourceProgress,
     ) -> Result<(), PipelineError> {
-        let xid = xid_at(payload, 1)?;
-        let lsn_at = |at: usize| -> Result<u64, PipelineError> {
-            payload
-                .get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| {
-                    PipelineError::definite("decode", "a stream commit message is too short")
-                })
-        };
-        let (commit_lsn, end_lsn, commit_ts) = (lsn_at(6)?, lsn_at(14)?, lsn_at(22)? as i64);
+        let StreamCommit {
+            xid,
+            commit_lsn,
+            end_lsn,
+            commit_ts,
+        } = commit;
         let replay = match self.streamed.as_mut() {
             Some(streamed) => streamed.commit(xid).map_err(spill_error)?,
             None => None,
@@ -302,8 +297,7 @@ impl Session {
             tracing::debug!(xid, commit = %Lsn(commit_lsn), "a streamed transaction committed: replaying it");
             while let Some(message) = replay.next().map_err(spill_error)? {
                 messages += 1;
-                let message = pgoutput::decode(message)
-                    .map_err(|e| PipelineError::definite("decode", e.to_string()))?;
+                let message = pgoutput::decode(message).map_err(decode_error)?;
                 self.apply_message(message, source, out, progress).await?;
                 // A replay of millions of changes reads nothing from the server meanwhile: it
                 // must still hear from us within wal_sender_timeout.
@@ -632,21 +626,8 @@ impl Session {
     }
 }
 
-/// The transaction id at `at` of a protocol-2 message.
-fn xid_at(payload: &[u8], at: usize) -> Result<u32, PipelineError> {
-    payload
-        .get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
-        .ok_or_else(|| {
-            PipelineError::definite(
-                "decode",
-                format!(
-                    "a streamed-transaction message of {} bytes has no transaction id",
-                    payload.len()
-                ),
-            )
-        })
+fn decode_error(e: pgoutput::DecodeError) -> PipelineError {
+    PipelineError::definite("decode", e.to_string())
 }
 
 /// A spill file could not be written or read: the disk under agent.state_dir. Transient: the

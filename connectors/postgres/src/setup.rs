@@ -317,7 +317,7 @@ pub async fn drop_slot(config: &PostgresConfig) -> Result<bool, PipelineError> {
 /// their commit, and why.
 async fn big_transactions(catalog: &mut Catalog, config: &PostgresConfig) -> CheckOutcome {
     let detail = match column_lists::server_version(catalog).await {
-        Ok(v) if config.streaming && v >= 140_000 => format!(
+        Ok(v) if config.streaming && v >= crate::source::STREAMING_SINCE => format!(
             "streamed while they run (pgoutput protocol 2) and held in {} until their commit",
             config.spill_dir.display()
         ),

@@ -43,7 +43,7 @@ use cdc_core::chunked::{self, ChunkedSnapshot, SnapshotMethod, WorkerSetup};
 use cdc_core::pipeline::durable_stream_order;
 
 /// The first Postgres that streams in-progress transactions (pgoutput protocol 2).
-const STREAMING_SINCE: u32 = 140_000;
+pub(crate) const STREAMING_SINCE: u32 = 140_000;
 /// After a SIGKILL the server may take a moment to notice our old walsender is gone.
 const SLOT_BUSY_RETRIES: u32 = 10;
 
