@@ -4,7 +4,8 @@
 now() { date +%s.%N; }
 
 # pg_bench_setup: starts the test servers, builds the release binary, and sets PORT (the
-# logical-replication Postgres), PSQL (psql as postgres there, as an array) and AGENT.
+# logical-replication Postgres), PSQL (psql as postgres there, as an array), TARGET_DIR (cargo's)
+# and AGENT.
 pg_bench_setup() {
     CDC_TESTENV_FOR_TESTS=0 bash scripts/testenv.sh start
     eval "$(bash scripts/testenv.sh env)"
@@ -13,10 +14,9 @@ pg_bench_setup() {
     bash scripts/duckdb-lib.sh >/dev/null
     # BENCH_AGENT names the build to measure: nothing to build then.
     [ -n "${BENCH_AGENT:-}" ] || cargo build --release --quiet
-    local target_dir
-    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
     # BENCH_AGENT: another build to measure (an older commit, say) in place of this one.
-    AGENT="${BENCH_AGENT:-$target_dir/release/cdc-agent}"
+    AGENT="${BENCH_AGENT:-$TARGET_DIR/release/cdc-agent}"
 }
 
 # pg_write_bench_workload DB TRANSACTIONS SQL_FILE: the benchmarks' workload (bench/source.sh),

@@ -31,10 +31,9 @@ pg_bench_setup
 NATS_URL="$CDC_TEST_NATS_URL"
 bash scripts/duckdb-lib.sh >/dev/null
 cargo build --release --quiet --example kafka_mock_cluster -p cdc-sink-kafka
-target_dir="$(dirname "$(dirname "$AGENT")")"
 
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$target_dir/release/examples/kafka_mock_cluster" 1 > "$WORK/kafka.addr" &
+"$TARGET_DIR/release/examples/kafka_mock_cluster" 1 > "$WORK/kafka.addr" &
 MOCK=$!
 trap 'kill $MOCK 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ -s "$WORK/kafka.addr" ] && break; sleep 0.1; done
