@@ -11,11 +11,15 @@ pg_bench_setup() {
     eval "$(bash scripts/testenv.sh env)"
     PORT="${CDC_TEST_PG_PORT:-55432}"
     PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
+    bench_agent
+}
+
+# bench_agent: sets TARGET_DIR (cargo's) and AGENT, the binary to measure: BENCH_AGENT (another
+# build, an older commit say: nothing is built then), else this tree's release build, built here.
+bench_agent() {
     bash scripts/duckdb-lib.sh >/dev/null
-    # BENCH_AGENT names the build to measure: nothing to build then.
     [ -n "${BENCH_AGENT:-}" ] || cargo build --release --quiet
     TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    # BENCH_AGENT: another build to measure (an older commit, say) in place of this one.
     AGENT="${BENCH_AGENT:-$TARGET_DIR/release/cdc-agent}"
 }
 

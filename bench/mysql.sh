@@ -33,11 +33,7 @@ SHAPES="${BENCH_SHAPE:-narrow wide}"
 for shape in $SHAPES; do
     case "$shape" in narrow | wide) ;; *) echo "bench: BENCH_SHAPE is narrow or wide, not $shape" >&2; exit 2 ;; esac
 done
-bash scripts/duckdb-lib.sh >/dev/null
-# BENCH_AGENT names the build to measure: nothing to build then.
-[ -n "${BENCH_AGENT:-}" ] || cargo build --release --quiet
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-AGENT="${BENCH_AGENT:-$TARGET_DIR/release/cdc-agent}"
+bench_agent
 
 out_path() { # dir -> the JSON lines file of that run
     if [ -n "${BENCH_OUT_DIR:-}" ]; then echo "$BENCH_OUT_DIR/cdc-bench-$(basename "$1").jsonl"; else echo "$1/changes.jsonl"; fi

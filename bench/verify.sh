@@ -14,20 +14,12 @@
 # (target < 64 MB), and the bytes verify read against the bytes of the COPY (target < 5 %).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROWS="${BENCH_ROWS:-5000000}"
 RUNS="${BENCH_RUNS:-3}"
 WORK="${BENCH_DIR:-/var/tmp/cdc-agent-bench-verify}"
 
-CDC_TESTENV_FOR_TESTS=0 bash scripts/testenv.sh start
-eval "$(bash scripts/testenv.sh env)"
-PORT="${CDC_TEST_PG_PORT:-55432}"
-PSQL=("$CDC_TEST_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
-if [ -z "${BENCH_AGENT:-}" ]; then
-    bash scripts/duckdb-lib.sh >/dev/null
-    cargo build --release --quiet
-    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    BENCH_AGENT="$target_dir/release/cdc-agent"
-fi
+pg_bench_setup
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 for db in cdc_vbench_src cdc_vbench_dst; do
@@ -58,7 +50,6 @@ url = "postgres://postgres@127.0.0.1:$PORT/cdc_vbench_dst"
 schema = "replica"
 EOF
 
-now() { date +%s.%N; }
 
 run_copy() { # -> "seconds bytes"
     local t0 t1 bytes
@@ -86,7 +77,7 @@ run_verify() { # run -> "seconds peak_kb bytes_read divergent_rows"
     local t0 t1 code
     t0=$(now)
     set +e
-    /usr/bin/time -f "%M" -o "$WORK/rss.$1" "$BENCH_AGENT" -c "$WORK/cdc-agent.toml" verify --json >"$WORK/verify.$1.json" 2>"$WORK/verify.$1.log"
+    /usr/bin/time -f "%M" -o "$WORK/rss.$1" "$AGENT" -c "$WORK/cdc-agent.toml" verify --json >"$WORK/verify.$1.json" 2>"$WORK/verify.$1.log"
     code=$?
     set -e
     t1=$(now)
